@@ -1,0 +1,122 @@
+"""One WGAN-GP training iteration (critic steps, then a generator step), identical for 1 or N ranks.
+
+Kept apart from Ray so the DDP-equivalence test can drive it under a plain ``torch.distributed``
+process group: Ray only decides which process runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from wavegan.losses import clip_weights, critic_loss, generator_loss
+
+from .state import TrainState, derived_seed
+
+
+@dataclass(frozen=True)
+class IterationConfig:
+    loss: str
+    critic_steps: int
+    gp_weight: float
+    clip: float
+    global_batch: int
+    seed: int
+    amp: str = "none"  # none | bf16
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> IterationConfig:
+        loss, train = cfg["loss"], cfg["train"]
+        return cls(loss=loss["name"], critic_steps=int(loss["critic_steps"]), gp_weight=float(loss.get("gp_weight", 10.0)),
+                   clip=float(loss.get("clip", 0.01)), global_batch=int(train["batch_size"]), seed=int(train["seed"]),
+                   amp=str(train.get("amp", "none")))
+
+
+class Draws:
+    """The random draws of one sub-step: seeded identically on every rank, sliced to this rank's share."""
+
+    def __init__(self, cfg: IterationConfig, step: int, substep: int, rank: int, world_size: int, device):
+        torch.manual_seed(derived_seed(cfg.seed, step, substep))  # phase shuffle uses the global RNG
+        self.gen = torch.Generator(device="cpu").manual_seed(derived_seed(cfg.seed, step, substep) ^ 1)
+        self.global_batch, self.device = cfg.global_batch, device
+        local = cfg.global_batch // world_size
+        self.slice = slice(rank * local, (rank + 1) * local)
+
+    def latents(self, latent_dim: int) -> Tensor:
+        z = torch.rand(self.global_batch, latent_dim, generator=self.gen) * 2.0 - 1.0
+        return z[self.slice].to(self.device, non_blocking=True)
+
+    def uniform(self) -> Tensor:
+        return torch.rand(self.global_batch, generator=self.gen)[self.slice].to(self.device, non_blocking=True)
+
+    def labels(self, num_classes: int) -> Tensor | None:
+        if num_classes <= 0:
+            return None
+        y = torch.randint(num_classes, (self.global_batch,), generator=self.gen)
+        return y[self.slice].to(self.device, non_blocking=True)
+
+
+def autocast(cfg: IterationConfig, device: torch.device):
+    if cfg.amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if cfg.amp != "none":
+        raise ValueError(f"train.amp must be 'none' or 'bf16', got {cfg.amp!r}")
+    return contextlib.nullcontext()
+
+
+def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]], cfg: IterationConfig, *,
+                    rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Run ``cfg.critic_steps`` critic updates and one generator update; return detached stats.
+
+    Stats stay on the device (no host sync here); ``data_wait_s`` is the time spent waiting for batches.
+    """
+    device = torch.device(device)
+    gan, G, D = state.gan, state.G, state.D
+    conditional = gan.num_classes > 0
+    data_wait = 0.0
+    stats: dict[str, Tensor] = {}
+
+    D.requires_grad_(True)
+    for k in range(cfg.critic_steps):
+        t0 = time.perf_counter()
+        real, real_labels = next(batches)
+        real = real.to(device, non_blocking=True)
+        real_labels = real_labels.to(device, non_blocking=True) if conditional else None
+        data_wait += time.perf_counter() - t0
+        state.batches_seen += 1
+
+        draws = Draws(cfg, state.step, k, rank, world_size, device)
+        with autocast(cfg, device):
+            with torch.no_grad():  # conditional: fakes carry the real batch's labels, so one label set fits all
+                fake = G(draws.latents(gan.latent_dim), real_labels)
+            loss_d, d_stats = critic_loss(cfg.loss, D, gan.critic_input(real), fake.float(), gp_weight=cfg.gp_weight,
+                                          labels=real_labels, alpha=draws.uniform())
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.float().backward()
+        state.opt_d.step()
+        if cfg.loss == "wgan":
+            clip_weights(D, cfg.clip)
+    stats.update(d_stats)
+    stats["d_loss"] = loss_d.detach()
+
+    draws = Draws(cfg, state.step, cfg.critic_steps, rank, world_size, device)
+    fake_labels = draws.labels(gan.num_classes)
+    D.requires_grad_(False)  # no critic gradients (and no critic all-reduce) in the generator step
+    with autocast(cfg, device):
+        fake = G(draws.latents(gan.latent_dim), fake_labels)
+        loss_g, _ = generator_loss(cfg.loss, D, fake.float(), fake_labels)
+    state.opt_g.zero_grad(set_to_none=True)
+    loss_g.float().backward()
+    state.opt_g.step()
+    D.requires_grad_(True)
+
+    state.step += 1
+    stats["g_loss"] = loss_g.detach()
+    stats["data_wait_s"] = torch.tensor(data_wait)
+    return stats
+

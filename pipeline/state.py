@@ -1,0 +1,97 @@
+"""Everything a training run needs to continue exactly where it stopped, in one dataclass.
+
+Randomness is not stored as RNG snapshots: every draw of iteration ``step`` (latents, fake labels,
+gradient-penalty interpolation, phase-shuffle shifts) comes from a seed derived from
+``(seed, step, substep)``, the same on every rank, and the latents are drawn for the global batch
+and sliced by rank. So a resumed run draws exactly what an uninterrupted one would, and a run on
+N workers draws exactly what one worker with the whole batch would (see ``tests/pipeline``).
+The data stream is re-seeded from ``batches_seen`` on resume, so it continues with fresh samples
+rather than replaying the first ones.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wavegan import GAN
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module behind DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(module, "module"):  # DistributedDataParallel
+            module = module.module
+        elif hasattr(module, "_orig_mod"):  # torch.compile
+            module = module._orig_mod
+        else:
+            return module
+
+
+@dataclass
+class TrainState:
+    gan: GAN                      # the plain modules (what gets saved and registered)
+    G: nn.Module                  # generator as trained (DDP / compiled wrapper or gan.generator)
+    D: nn.Module                  # critic as trained
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    step: int = 0                 # completed generator iterations
+    batches_seen: int = 0         # real batches this rank has drawn (data-stream position)
+    mlflow_run_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. best metric so far
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": unwrap(self.G).state_dict(),
+            "discriminator": unwrap(self.D).state_dict(),
+            "transform": None if self.gan.transform is None else self.gan.transform.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "batches_seen": self.batches_seen,
+            "mlflow_run_id": self.mlflow_run_id,
+            "extra": self.extra,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.G).load_state_dict(state["generator"])
+        unwrap(self.D).load_state_dict(state["discriminator"])
+        if self.gan.transform is not None and state.get("transform") is not None:
+            self.gan.transform.load_state_dict(state["transform"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        self.batches_seen = int(state["batches_seen"])
+        self.mlflow_run_id = state.get("mlflow_run_id")
+        self.extra = dict(state.get("extra") or {})
+
+
+def save_state(state: TrainState, directory: str | os.PathLike, config: dict) -> Path:
+    """Write the state and the resolved config into ``directory`` (atomically: temp name, then rename)."""
+    path = Path(directory) / CHECKPOINT_FILE
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as tmp:
+        torch.save({**state.state_dict(), "config": config}, tmp)
+    os.replace(tmp.name, path)
+    return path
+
+
+def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: a training checkpoint folder holds {CHECKPOINT_FILE}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def derived_seed(seed: int, step: int, substep: int) -> int:
+    """One 63-bit seed per (run seed, iteration, critic/generator sub-step), equal on every rank."""
+    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + substep * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 31
+    return x & (2**63 - 1)
