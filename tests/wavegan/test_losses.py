@@ -1,0 +1,159 @@
+"""Losses against closed forms and finite differences; optimisers built from conf/loss/*.yaml."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from wavegan.losses import build_optimizers, clip_weights, critic_loss, generator_loss, gradient_penalty
+from wavegan.models import WaveGANDiscriminator
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
+
+
+class TinyCritic(torch.nn.Module):
+    """A small nonlinear critic on (B, 1, 8) inputs, in double precision."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv1d(1, 3, 3, padding=1)
+        self.out = torch.nn.Linear(24, 1)
+        self.double()
+
+    def forward(self, x, labels=None):
+        return self.out(torch.tanh(self.conv(x)).flatten(1)).squeeze(1)
+
+
+class LinearCritic(torch.nn.Module):
+    def __init__(self, w, b=0.5):
+        super().__init__()
+        self.w, self.b = torch.nn.Parameter(w), torch.nn.Parameter(torch.tensor(b, dtype=w.dtype))
+
+    def forward(self, x, labels=None):
+        return x.flatten(1) @ self.w + self.b
+
+
+def test_gradient_penalty_matches_finite_differences():
+    D = TinyCritic()
+    real, fake = torch.randn(4, 1, 8, dtype=torch.float64), torch.randn(4, 1, 8, dtype=torch.float64)
+    alpha = torch.tensor([0.1, 0.5, 0.9, 0.3], dtype=torch.float64)
+    x_hat = real + alpha.view(-1, 1, 1) * (fake - real)
+    eps, grads = 1e-6, torch.zeros_like(x_hat)
+    for i in range(8):
+        step = torch.zeros_like(x_hat)
+        step[:, 0, i] = eps
+        with torch.no_grad():
+            grads[:, 0, i] = (D(x_hat + step) - D(x_hat - step)) / (2 * eps)
+    expected = ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    torch.testing.assert_close(gradient_penalty(D, real, fake, alpha=alpha), expected, rtol=1e-7, atol=1e-9)
+
+
+def test_gradient_penalty_parameter_gradient_matches_finite_differences():
+    """create_graph=True: d(GP)/d(theta) by double backward equals the finite difference."""
+    D = TinyCritic()
+    real, fake = torch.randn(4, 1, 8, dtype=torch.float64), torch.randn(4, 1, 8, dtype=torch.float64)
+    alpha = torch.rand(4, dtype=torch.float64)
+    gradient_penalty(D, real, fake, alpha=alpha).backward()
+    analytic = D.conv.weight.grad[1, 0, 2].item()
+    eps = 1e-6
+    with torch.no_grad():
+        D.conv.weight[1, 0, 2] += eps
+    up = gradient_penalty(D, real, fake, alpha=alpha).item()
+    with torch.no_grad():
+        D.conv.weight[1, 0, 2] -= 2 * eps
+    down = gradient_penalty(D, real, fake, alpha=alpha).item()
+    assert analytic == pytest.approx((up - down) / (2 * eps), rel=1e-5)
+
+
+def test_wgan_losses_on_a_linear_critic():
+    """Linear critic D(x) = w.x + b: the Wasserstein term is w.(mean fake - mean real), the slope is ||w||."""
+    w = torch.tensor([0.3, -1.2, 2.0, 0.5], dtype=torch.float64)
+    D = LinearCritic(w)
+    real, fake = torch.randn(5, 1, 4, dtype=torch.float64), torch.randn(5, 1, 4, dtype=torch.float64)
+    wdist = (fake.flatten(1).mean(0) - real.flatten(1).mean(0)) @ w
+    loss, stats = critic_loss("wgan", D, real, fake)
+    torch.testing.assert_close(loss, wdist)
+    torch.testing.assert_close(stats["wasserstein"], -wdist)
+    loss, stats = critic_loss("wgan-gp", D, real, fake, gp_weight=10.0)
+    gp = (w.norm() - 1) ** 2
+    torch.testing.assert_close(stats["gradient_penalty"], gp)
+    torch.testing.assert_close(loss, wdist + 10.0 * gp)
+    g_loss, _ = generator_loss("wgan-gp", D, fake)
+    torch.testing.assert_close(g_loss, -(fake.flatten(1) @ w + 0.5).mean())
+
+
+def test_dcgan_and_lsgan_closed_forms():
+    """With D(x) = sum(x) the logits are the inputs: check against softplus / squares by hand."""
+    D = lambda x: x.sum(1)  # noqa: E731
+    real, fake = torch.tensor([[2.0], [-1.0]]), torch.tensor([[0.5], [-3.0]])
+    r, f = real[:, 0], fake[:, 0]
+    loss, _ = critic_loss("dcgan", D, real, fake)
+    torch.testing.assert_close(loss, 0.5 * (F.softplus(-r).mean() + F.softplus(f).mean()))
+    torch.testing.assert_close(generator_loss("dcgan", D, fake)[0], F.softplus(-f).mean())
+    loss, _ = critic_loss("lsgan", D, real, fake)
+    torch.testing.assert_close(loss, torch.tensor(0.5 * ((1.0 + 4.0) / 2 + (0.25 + 9.0) / 2)))
+    torch.testing.assert_close(generator_loss("lsgan", D, fake)[0], torch.tensor(((0.5 - 1) ** 2 + 16.0) / 2))
+    with pytest.raises(ValueError):
+        critic_loss("hinge", D, real, fake)
+
+
+def test_critic_loss_does_not_reach_the_generator():
+    G_out = torch.randn(3, 1, 4, requires_grad=True)
+    D = LinearCritic(torch.randn(4))
+    for name in ("wgan-gp", "wgan", "dcgan", "lsgan"):
+        critic_loss(name, D, torch.randn(3, 1, 4), G_out * 2)[0].backward()
+    assert G_out.grad is None and D.w.grad is not None
+
+
+def test_alpha_is_injectable_and_the_loss_splits_over_workers():
+    """What DDP relies on: the loss of 4 examples = mean of the losses of two halves with the same alphas."""
+    D = WaveGANDiscriminator(dim=2, phaseshuffle_rad=0).double()
+    real, fake = torch.randn(4, 1, 16384, dtype=torch.float64), torch.randn(4, 1, 16384, dtype=torch.float64)
+    alpha = torch.rand(4, dtype=torch.float64)
+    full, _ = critic_loss("wgan-gp", D, real, fake, alpha=alpha)
+    halves = [critic_loss("wgan-gp", D, real[s], fake[s], alpha=alpha[s])[0] for s in (slice(0, 2), slice(2, 4))]
+    torch.testing.assert_close(full, sum(halves) / 2)
+    a = critic_loss("wgan-gp", D, real, fake, generator=torch.Generator().manual_seed(1))[0]
+    b = critic_loss("wgan-gp", D, real, fake, generator=torch.Generator().manual_seed(1))[0]
+    assert torch.equal(a, b)
+
+
+def test_gradient_penalty_backpropagates_through_phase_shuffle():
+    D = WaveGANDiscriminator(dim=2, phaseshuffle_rad=2, phaseshuffle_per_example=True)
+    loss, stats = critic_loss("wgan-gp", D, torch.randn(2, 1, 16384), torch.randn(2, 1, 16384))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.parameters())
+    assert set(stats) == {"d_real", "d_fake", "wasserstein", "gradient_penalty"}
+
+
+def test_clip_weights_clamps_every_parameter():
+    D = WaveGANDiscriminator(dim=2)
+    with torch.no_grad():
+        for p in D.parameters():
+            p.normal_(0, 1)
+    clip_weights(D, 0.01)
+    values = torch.cat([p.detach().flatten() for p in D.parameters()])
+    assert values.abs().max().item() == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("name,cls,lr", [("wgan-gp", torch.optim.Adam, 1e-4), ("wgan", torch.optim.RMSprop, 5e-5),
+                                         ("dcgan", torch.optim.Adam, 2e-4), ("lsgan", torch.optim.RMSprop, 1e-4)])
+def test_optimisers_from_the_loss_configs(name, cls, lr):
+    cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    assert cfg["name"] == name
+    assert cfg["critic_steps"] == 5  # the reference's wavegan_disc_nupdates, whatever the loss
+    G, D = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    opt_g, opt_d = build_optimizers(cfg, G, D)
+    for opt, module in ((opt_g, G), (opt_d, D)):
+        assert type(opt) is cls
+        assert opt.param_groups[0]["lr"] == pytest.approx(lr)
+        assert opt.param_groups[0]["params"] == list(module.parameters())
+    if name == "wgan-gp":
+        assert opt_d.param_groups[0]["betas"] == (0.5, 0.9) and cfg["gp_weight"] == 10.0
+    if name == "dcgan":
+        assert opt_d.param_groups[0]["betas"][0] == 0.5
+    if name == "wgan":
+        assert cfg["clip"] == 0.01

@@ -1,0 +1,193 @@
+"""Building blocks shared by WaveGAN (1-D, audio) and SpecGAN (2-D, spectrogram).
+
+Both papers' networks are the same DCGAN recipe in a different number of dimensions:
+the generator projects z to a small feature map and upsamples it with strided "same"
+convolutions, the discriminator mirrors it with strided convolutions and a linear logit.
+The classes here take ``ndim`` (1 or 2) so the two models share one implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+UPSAMPLE_MODES = ("zeros", "nn", "linear", "cubic")
+
+
+def same_padding(kernel_size: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's ``padding='SAME'`` as (before, after) for an input divisible by ``stride``.
+
+    TF puts the odd sample of padding after the signal; PyTorch's ``padding=`` is symmetric and
+    would shift every receptive field by one sample relative to the reference, so we pad explicitly.
+    """
+    total = max(kernel_size - stride, 0)
+    return total // 2, total - total // 2
+
+
+def _conv(ndim: int, transposed: bool = False) -> type[nn.Module]:
+    if transposed:
+        return {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[ndim]
+    return {1: nn.Conv1d, 2: nn.Conv2d}[ndim]
+
+
+def _batchnorm(ndim: int, channels: int) -> nn.Module:
+    return {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[ndim](channels)
+
+
+def upsample(x: Tensor, factor: int, mode: str) -> Tensor:
+    """Interpolate the trailing 1 or 2 dims of ``x`` by ``factor`` (modes ``nn``, ``linear``, ``cubic``).
+
+    PyTorch has no 1-D cubic mode, so a signal (B, C, L) is viewed as a (B, C, 1, L) image and
+    resized bicubically (PyTorch's Keys kernel, a = -0.75); with a height of one the vertical pass
+    is the identity, which leaves exactly a 1-D cubic-convolution interpolation. ``linear`` goes
+    the same way (bilinear with a height of one is linear).
+    """
+    if mode == "nn":
+        return F.interpolate(x, scale_factor=factor, mode="nearest")
+    image_mode = {"linear": "bilinear", "cubic": "bicubic"}[mode]
+    if x.dim() == 3:
+        return F.interpolate(x.unsqueeze(2), scale_factor=(1, factor), mode=image_mode,
+                             align_corners=False).squeeze(2)
+    return F.interpolate(x, scale_factor=factor, mode=image_mode, align_corners=False)
+
+
+class DownConv(nn.Module):
+    """Convolution with TF "same" padding: each spatial size becomes ``ceil(size / stride)``."""
+
+    def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.pad = same_padding(kernel_size, stride) * ndim  # F.pad order: last dim first
+        self.conv = _conv(ndim)(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, self.pad))
+
+
+class UpConv(nn.Module):
+    """Upsample by ``stride`` and convolve; each spatial size becomes ``stride * size``.
+
+    ``zeros``: transposed convolution (zero-stuffing), cropped exactly like TF's
+    ``conv2d_transpose(padding='SAME')``. ``nn`` / ``linear`` / ``cubic``: interpolate, then a
+    stride-1 "same" convolution (the paper's ablation: avoids checkerboard artefacts).
+    """
+
+    def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 mode: str = "zeros"):
+        super().__init__()
+        if mode not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {mode!r}")
+        self.mode, self.stride, self.ndim = mode, stride, ndim
+        if mode == "zeros":
+            before, after = same_padding(kernel_size, stride)
+            # Output is stride * size + (after - before); the surplus sample(s) sit at the end.
+            self.conv = _conv(ndim, transposed=True)(in_channels, out_channels, kernel_size, stride, padding=before)
+            self.trim = after - before
+        else:
+            self.conv = DownConv(ndim, in_channels, out_channels, kernel_size, stride=1)
+            self.trim = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode != "zeros":
+            x = upsample(x, self.stride, self.mode)
+        x = self.conv(x)
+        if self.trim:
+            x = x[(..., *[slice(0, s - self.trim) for s in x.shape[-self.ndim:]])]
+        return x
+
+
+def init_reference_weights(module: nn.Module) -> None:
+    """TF 1.x layer defaults, which the reference relies on: Glorot-uniform kernels, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ConvGenerator(nn.Module):
+    """z (+ optional label embedding) -> dense -> (channels[0], base_size^ndim) -> upconv stack -> tanh.
+
+    Layer order follows the reference: dense, [BN], ReLU, then per layer upconv, [BN], ReLU,
+    except the last upconv which is followed by tanh only.
+    """
+
+    def __init__(self, ndim: int, latent_dim: int, base_size: int, channels: Sequence[int],
+                 strides: Sequence[int], kernel_size: int, upsample: str = "zeros", batchnorm: bool = False,
+                 num_classes: int = 0):
+        super().__init__()
+        if len(channels) != len(strides) + 1:
+            raise ValueError("need one more channel count than strides")
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        # cGAN-style conditioning: a learned label embedding is concatenated to z.
+        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
+        self.base_shape = (channels[0],) + (base_size,) * ndim
+        self.project = nn.Linear(latent_dim * (2 if num_classes else 1), math.prod(self.base_shape))
+        self.project_norm = _batchnorm(ndim, channels[0]) if batchnorm else nn.Identity()
+        layers: list[nn.Module] = []
+        for i, stride in enumerate(strides):
+            layers.append(UpConv(ndim, channels[i], channels[i + 1], kernel_size, stride, upsample))
+            if i < len(strides) - 1:
+                if batchnorm:
+                    layers.append(_batchnorm(ndim, channels[i + 1]))
+                layers.append(nn.ReLU())
+        layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+        init_reference_weights(self)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this generator is class-conditional: pass labels")
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional generator (num_classes=0)")
+        x = self.project(z).view(-1, *self.base_shape)
+        return self.net(F.relu(self.project_norm(x)))
+
+
+class ConvDiscriminator(nn.Module):
+    """Strided "same" conv stack with LeakyReLU(0.2), flattened, then a linear layer to one logit.
+
+    BN (optional) follows every conv but the first, as in the reference. ``after_layer(i)`` may
+    return an extra module (e.g. phase shuffle) to insert after layer ``i``'s activation.
+    With ``num_classes > 0`` the logit gains a projection term <embed(y), features>
+    (Miyato & Koyama, 2018), i.e. a class-dependent offset of the final linear layer.
+    """
+
+    def __init__(self, ndim: int, channels: Sequence[int], strides: Sequence[int], kernel_size: int,
+                 feature_dim: int, batchnorm: bool = False, num_classes: int = 0,
+                 after_layer: Callable[[int], nn.Module | None] = lambda i: None):
+        super().__init__()
+        if len(channels) != len(strides) + 1:
+            raise ValueError("need one more channel count than strides")
+        self.num_classes = num_classes
+        layers: list[nn.Module] = []
+        for i, stride in enumerate(strides):
+            layers.append(DownConv(ndim, channels[i], channels[i + 1], kernel_size, stride))
+            if batchnorm and i > 0:
+                layers.append(_batchnorm(ndim, channels[i + 1]))
+            layers.append(nn.LeakyReLU(0.2))
+            extra = after_layer(i)
+            if extra is not None:
+                layers.append(extra)
+        self.features = nn.Sequential(*layers)
+        self.output = nn.Linear(feature_dim, 1)
+        self.embed = nn.Embedding(num_classes, feature_dim) if num_classes else None
+        init_reference_weights(self)
+        if self.embed is not None:
+            nn.init.zeros_(self.embed.weight)  # start as the unconditional critic
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        h = self.features(x).flatten(1)
+        logit = self.output(h).squeeze(1)
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this discriminator is class-conditional: pass labels")
+            logit = logit + (self.embed(labels) * h).sum(dim=1)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional discriminator (num_classes=0)")
+        return logit

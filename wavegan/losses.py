@@ -1,0 +1,107 @@
+"""GAN objectives of the reference train_wavegan.py / train_specgan.py and their optimisers.
+
+Every function takes the discriminator as a plain callable ``D(x)`` / ``D(x, labels)`` and
+returns a loss tensor meant for a single ``.backward()``, so the same code runs a bare module or
+a DistributedDataParallel-wrapped one (the gradient penalty differentiates w.r.t. the inputs
+only, with ``create_graph=True``; DDP all-reduces the parameter gradients of the one backward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOSSES = ("wgan-gp", "wgan", "dcgan", "lsgan")
+Critic = Callable[..., Tensor]
+Stats = dict[str, Tensor]
+
+
+def _check(name: str) -> None:
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {name!r}")
+
+
+def _logits(D: Critic, x: Tensor, labels: Tensor | None) -> Tensor:
+    return D(x) if labels is None else D(x, labels)
+
+
+def gradient_penalty(D: Critic, real: Tensor, fake: Tensor, alpha: Tensor | None = None,
+                     labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP penalty E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat = real + alpha (fake - real).
+
+    ``alpha`` is one Uniform(0, 1) draw per example (shape (B,) or broadcastable to ``real``);
+    pass it, or a ``generator`` to draw it from, to make the penalty reproducible.
+    The norm runs over all non-batch dims. Returned with its graph, ready for backward.
+    """
+    if alpha is None:
+        device = generator.device if generator is not None else real.device
+        alpha = torch.rand(real.shape[0], generator=generator, device=device, dtype=real.dtype)
+    alpha = alpha.to(real.device, real.dtype).reshape(-1, *([1] * (real.dim() - 1)))
+    x_hat = (real + alpha * (fake - real)).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(_logits(D, x_hat, labels).sum(), x_hat, create_graph=True)
+    slopes = grad.flatten(1).norm(2, dim=1)
+    return ((slopes - 1.0) ** 2).mean()
+
+
+def critic_loss(name: str, D: Critic, real: Tensor, fake: Tensor, *, gp_weight: float = 10.0,
+                labels: Tensor | None = None, generator: torch.Generator | None = None,
+                alpha: Tensor | None = None) -> tuple[Tensor, Stats]:
+    """Discriminator / critic loss on critic inputs ``real`` and ``fake`` (``fake`` is detached here).
+
+    ``labels`` (class-conditional models) are used for real, fake and interpolates alike.
+    Stats are detached scalars: ``d_real``, ``d_fake`` (mean logits), and for the WGANs
+    ``wasserstein`` (= d_real - d_fake) and, for wgan-gp, ``gradient_penalty`` (unweighted).
+    """
+    _check(name)
+    fake = fake.detach()
+    d_real, d_fake = _logits(D, real, labels), _logits(D, fake, labels)
+    stats: Stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
+    if name in ("wgan", "wgan-gp"):
+        loss = d_fake.mean() - d_real.mean()
+        stats["wasserstein"] = -loss
+        if name == "wgan-gp":
+            gp = gradient_penalty(D, real, fake, alpha=alpha, labels=labels, generator=generator)
+            stats["gradient_penalty"] = gp
+            loss = loss + gp_weight * gp
+    elif name == "dcgan":
+        loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+    else:  # lsgan
+        loss = 0.5 * (((d_real - 1.0) ** 2).mean() + (d_fake ** 2).mean())
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def generator_loss(name: str, D: Critic, fake: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Stats]:
+    """Generator loss on critic inputs ``fake`` (keep its graph: gradients flow through D into G)."""
+    _check(name)
+    d_fake = _logits(D, fake, labels)
+    if name in ("wgan", "wgan-gp"):
+        loss = -d_fake.mean()
+    elif name == "dcgan":
+        loss = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+    else:  # lsgan
+        loss = ((d_fake - 1.0) ** 2).mean()
+    return loss, {"d_fake": d_fake.mean().detach()}
+
+
+@torch.no_grad()
+def clip_weights(D: nn.Module, clip: float = 0.01) -> None:
+    """WGAN's Lipschitz constraint: clamp every parameter of D to [-clip, clip] (after each D step)."""
+    for p in D.parameters():
+        p.clamp_(-clip, clip)
+
+
+def build_optimizers(loss_cfg: Mapping, G: nn.Module, D: nn.Module) -> tuple[torch.optim.Optimizer,
+                                                                              torch.optim.Optimizer]:
+    """(opt_g, opt_d) from ``loss_cfg["optim"]``: ``name`` (adam | rmsprop) plus that optimiser's kwargs."""
+    optim = dict(loss_cfg["optim"])
+    name = optim.pop("name")
+    if "betas" in optim:
+        optim["betas"] = tuple(float(b) for b in optim["betas"])
+    cls = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}.get(name)
+    if cls is None:
+        raise ValueError(f"optim.name must be adam or rmsprop, got {name!r}")
+    return cls(G.parameters(), **optim), cls(D.parameters(), **optim)
