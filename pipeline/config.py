@@ -1,0 +1,125 @@
+"""Driver-side checks and derived values, computed once before any worker starts.
+
+Everything a worker needs ends up in one plain dict: the resolved Hydra config plus the values
+derived here (``total_steps``, ``batches_per_epoch``, ``steps_per_epoch``, SpecGAN ``moments``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from data_prep.loader import read_manifest
+
+
+class ConfigError(ValueError):
+    """A config value or input that cannot work; the message says what to change."""
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def absolute(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def _manifest(data_dir: str) -> dict:
+    try:
+        return read_manifest(data_dir)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no shards at data.dir={data_dir!r} ({exc}). Create them with "
+                          f"`make shards SRC=<audio folder> OUT={data_dir}`, or point data.dir at a shard folder.") from exc
+
+
+def _split_clips(manifest: dict, split: str, data_dir: str) -> int:
+    splits = manifest.get("splits", {})
+    if split not in splits or not splits[split].get("samples"):
+        raise ConfigError(f"{data_dir}/manifest.json has no clips in split {split!r} "
+                          f"(splits: {sorted(splits)}); set data.split or re-run make shards")
+    return int(splits[split]["samples"])
+
+
+def prepare(config: dict) -> dict:
+    """Validate ``config`` against the data and the cluster, and add the derived values."""
+    config = {**config}
+    model, train, data, cluster, loss = (config[k] for k in ("model", "train", "data", "cluster", "loss"))
+    data["dir"] = absolute(str(data["dir"]))
+    train["storage_path"] = absolute(str(train["storage_path"]))
+    manifest = _manifest(data["dir"])
+    for key in ("sample_rate", "slice_len"):
+        if key in manifest and int(manifest[key]) != int(model[key]):
+            raise ConfigError(f"the shards hold {key}={manifest[key]} but model.{key}={model[key]}: "
+                              f"set model.{key}={manifest[key]} (or re-make the shards with prep.{key}={model[key]})")
+    n_clips = _split_clips(manifest, data.get("split", "train"), data["dir"])
+    labels = manifest.get("labels") or []
+    if int(model.get("num_classes", 0)) > 0 and int(model["num_classes"]) != len(labels):
+        raise ConfigError(f"model.num_classes={model['num_classes']} but the shards have {len(labels)} labels "
+                          f"{labels[:10]}: set model.num_classes={len(labels)} (or 0 for an unconditional model)")
+
+    workers, batch = int(cluster["num_workers"]), int(train["batch_size"])
+    if workers < 1 or batch % workers:
+        raise ConfigError(f"train.batch_size={batch} must split evenly over cluster.num_workers={workers}")
+    critic_steps = int(loss["critic_steps"])
+    config["batches_per_epoch"] = max(1, n_clips // batch)
+    config["steps_per_epoch"] = n_clips / (batch * critic_steps)  # an epoch = every train clip seen once by D
+    if train.get("epochs"):
+        config["total_steps"] = max(1, math.ceil(float(train["epochs"]) * config["steps_per_epoch"]))
+    else:
+        config["total_steps"] = int(train["steps"])
+    log_every = max(1, int(train["log_every"]))
+    train["checkpoint_every"] = max(log_every, math.ceil(int(train["checkpoint_every"]) / log_every) * log_every)
+    config["labels"] = labels
+    config["data_manifest"] = {k: manifest.get(k) for k in ("fingerprint", "totals", "sample_rate", "slice_len")}
+
+    address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
+    if address and not is_remote(train["storage_path"]):
+        _require_shared(train["storage_path"], "train.storage_path")
+    if model["name"] == "specgan" and config.get("moments") is None:
+        config["moments"] = spectrogram_moments(data["dir"], data.get("split", "train"),
+                                                int(config.get("moments_clips", 2000)))
+    return config
+
+
+def _require_shared(path: str, key: str) -> None:
+    """On a multi-node cluster, every node must read the same checkpoints: refuse node-local paths.
+
+    A local path is accepted when it is on a network filesystem (NFS, CIFS, ...), or when the
+    user says it is shared with WAVEGAN_SHARED_STORAGE=1 (e.g. the one-machine test cluster).
+    """
+    if os.environ.get("WAVEGAN_SHARED_STORAGE") == "1":
+        return
+    fs_type = _filesystem_type(path)
+    if fs_type not in {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "fuse.s3fs", "fuse.gcsfuse", "ceph"}:
+        raise ConfigError(
+            f"{key}={path!r} is on a node-local filesystem ({fs_type or 'unknown'}), but training runs on a Ray "
+            f"cluster (RAY_ADDRESS is set): workers on other nodes could not read its checkpoints. Use s3://, gs:// "
+            f"or an NFS mount, or set WAVEGAN_SHARED_STORAGE=1 if every node sees this path."
+        )
+
+
+def _filesystem_type(path: str) -> str | None:
+    best, fs_type = "", None
+    target = str(Path(path).resolve())
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                _dev, mount_point, kind, *_ = line.split()
+                if target.startswith(mount_point) and len(mount_point) > len(best):
+                    best, fs_type = mount_point, kind
+    except OSError:
+        return None
+    return fs_type
+
+
+def spectrogram_moments(data_dir: str, split: str, max_clips: int) -> dict[str, list[float]]:
+    """SpecGAN's per-frequency-bin mean and std over (up to ``max_clips``) training clips."""
+    import itertools
+
+    from data_prep.loader import iterate_split
+    from wavegan.specgan import SpectrogramTransform
+
+    batches = (audio for audio, _labels in iterate_split(data_dir, split, batch_size=256))
+    transform = SpectrogramTransform().fit(itertools.islice(batches, max(1, max_clips // 256)))
+    return {k: v.tolist() for k, v in transform.state_dict().items()}

@@ -1,0 +1,151 @@
+"""``train_loop_per_worker``: what every Ray Train worker runs.
+
+Rank 0 alone writes checkpoints and talks to MLflow; every rank calls ``ray.train.report`` at the
+same steps (it is a barrier). Metrics are averaged over ranks with one all-reduce per log interval,
+which is also where a non-finite loss is caught before it can reach a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from data_prep.loader import build_loader
+from wavegan import build_gan
+from wavegan.losses import build_optimizers
+
+from .iteration import IterationConfig, train_iteration
+from .state import TrainState, derived_seed, load_checkpoint, save_state, unwrap
+from .tracking import open_worker_tracker
+
+
+def endless(loader: Iterable) -> Iterator:
+    """Chain the loader's fixed-length epochs into one stream."""
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise RuntimeError("the training data loader yielded no batch: are the shards empty?")
+
+
+class Meter:
+    """Sums per-iteration stats on the device; ``reduce`` averages them over iterations and ranks."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.started = time.perf_counter()
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        for key, value in stats.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.count += 1
+
+    def reduce(self, device: torch.device) -> dict[str, float]:
+        keys = sorted(self.sums)
+        values = torch.stack([self.sums[k].to(device) for k in keys]) / max(self.count, 1)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(values)
+            values /= dist.get_world_size()
+        out = dict(zip(keys, values.tolist()))
+        elapsed = time.perf_counter() - self.started
+        out["data_wait_frac"] = min(1.0, out.pop("data_wait_s", 0.0) * self.count / max(elapsed, 1e-9))
+        out["steps_per_s"] = self.count / max(elapsed, 1e-9)
+        self.sums, self.count, self.started = {}, 0, time.perf_counter()
+        return out
+
+
+def _configure_threads(cfg: dict) -> None:
+    if torch.cuda.is_available():
+        return
+    threads = cfg["train"].get("threads_per_worker")
+    if not threads:
+        local = ray.train.get_context().get_local_world_size()
+        threads = max(1, (os.cpu_count() or 1) // max(local, 1))
+    torch.set_num_threads(int(threads))
+
+
+def build_state(cfg: dict, device: torch.device) -> TrainState:
+    gan = build_gan(cfg["model"])
+    if gan.transform is not None:
+        moments = cfg.get("moments")
+        if moments is None:
+            raise ValueError("SpecGAN needs spectrogram moments in the config (computed by pipeline.train)")
+        gan.transform.load_state_dict({k: torch.tensor(v) for k, v in moments.items()})
+    gan.to(device)
+    G = ray.train.torch.prepare_model(gan.generator, move_to_device=device)
+    D = ray.train.torch.prepare_model(gan.discriminator, move_to_device=device)
+    if cfg["train"].get("compile"):
+        G = torch.compile(G)
+        if cfg["loss"]["name"] != "wgan-gp":  # torch.compile has no double backward (gradient penalty)
+            D = torch.compile(D)
+    opt_g, opt_d = build_optimizers(cfg["loss"], unwrap(G), unwrap(D))
+    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    _configure_threads(cfg)
+    train, data = cfg["train"], cfg["data"]
+
+    state = build_state(cfg, device)
+    resumed_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state.load_state_dict(load_checkpoint(directory, map_location=device))
+        resumed_from = state.step
+    state.mlflow_run_id = cfg["tracking"].get("run_id") or state.mlflow_run_id
+
+    iteration = IterationConfig.from_config(cfg)
+    local_batch = iteration.global_batch // world
+    loader = build_loader(
+        data["dir"], data.get("split", "train"), batch_size=local_batch, batches_per_epoch=cfg["batches_per_epoch"],
+        num_workers=int(data.get("num_workers", 2)), shuffle_buffer=int(data.get("shuffle_buffer", 2048)),
+        seed=derived_seed(iteration.seed, state.batches_seen, 0) % (2**31), rank=rank, world_size=world,
+        pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
+    )
+    batches = endless(loader)
+    tracker = open_worker_tracker(cfg, rank, state, device)
+    if resumed_from is not None:
+        tracker.note(f"resumed from checkpoint at step {resumed_from}")
+
+    total, log_every, ckpt_every = int(cfg["total_steps"]), int(train["log_every"]), int(train["checkpoint_every"])
+    meter = Meter()
+    while state.step < total:
+        meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
+        if state.step % log_every and state.step != total:
+            continue
+        metrics = meter.reduce(device)
+        metrics["clips_per_s"] = metrics["steps_per_s"] * iteration.global_batch * iteration.critic_steps
+        metrics.update(step=state.step, epoch=state.step / cfg["steps_per_epoch"],
+                       resumed_from_step=-1 if resumed_from is None else resumed_from)
+        if not all(math.isfinite(v) for v in metrics.values()):
+            bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+            metrics["diverged"] = 1
+            tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, state.step)
+            tracker.note(f"non-finite {', '.join(bad)} at step {state.step}: stopping; the last checkpoint is kept")
+            ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
+            break
+        due = state.step % ckpt_every == 0 or state.step == total
+        with tempfile.TemporaryDirectory() as directory:
+            if rank == 0 and due:
+                save_state(state, directory, cfg)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)
+                             if rank == 0 and due else None)
+        tracker.log_metrics(metrics, state.step)
+        tracker.maybe_preview(state)
+    tracker.close()

@@ -1,0 +1,80 @@
+"""The MLflow model registry: the trained generator, logged so it loads back and serves by name.
+
+What is registered is a ``LatentToAudio`` module: latents (B, latent_dim) float32 in, waveforms
+(B, channels, slice_len) float32 out (SpecGAN inverts its spectrograms inside), saved with
+pickle serialization so the module keeps its Python methods and loads with ``mlflow.pytorch``
+and ``mlflow.pyfunc`` alike (``make generate``, ``mlflow models serve``). The model config and
+sample rate ride along as metadata, so a checkpoint can always be rebuilt from the registry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from wavegan import build_gan
+
+from .state import load_checkpoint
+from .tracking import client
+
+REQUIREMENTS = ["torch==2.11.*", "torchaudio==2.11.*", "numpy", "soundfile"]
+
+
+class LatentToAudio(nn.Module):
+    """Generator (+ SpecGAN inversion) as one module: z -> audio. No discriminator."""
+
+    def __init__(self, gan):
+        super().__init__()
+        self.generator, self.transform = gan.generator, gan.transform
+        self.latent_dim, self.slice_len, self.sample_rate = gan.latent_dim, gan.slice_len, gan.sample_rate
+        self.num_classes = gan.num_classes
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.generator(z.float())
+        return out if self.transform is None else self.transform.inverse(out)
+
+
+def generator_from_checkpoint(directory: str) -> tuple[LatentToAudio, dict]:
+    """Rebuild the generator of a training checkpoint folder (``state.pt``); returns (module, config)."""
+    state = load_checkpoint(directory)
+    config = state["config"]
+    gan = build_gan(config["model"])
+    gan.generator.load_state_dict(state["generator"])
+    if gan.transform is not None:
+        gan.transform.load_state_dict(state["transform"])
+    return LatentToAudio(gan).eval(), {**config, "step": state["step"]}
+
+
+def register_generator(config: dict, checkpoint) -> str | None:
+    """Log the generator of ``checkpoint`` into the training's MLflow run and register it; return the version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    registry, tracking = config.get("registry") or {}, config["tracking"]
+    if not registry.get("register", True) or not tracking.get("run_id"):
+        return None
+    with checkpoint.as_directory() as directory:
+        model, saved = generator_from_checkpoint(directory)
+    z = torch.rand(2, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        audio = model(z)
+    signature = infer_signature(z.numpy(), audio.numpy())
+    name = registry["model_name"]
+    metadata = {"model_config": saved["model"], "sample_rate": model.sample_rate, "step": saved["step"],
+                "labels": config.get("labels", [])}
+    mlflow.set_tracking_uri(tracking["uri"])
+    with mlflow.start_run(run_id=tracking["run_id"]):
+        info = mlflow.pytorch.log_model(
+            model, name="generator", registered_model_name=name, signature=signature,
+            input_example=z.numpy().astype(np.float32), pip_requirements=REQUIREMENTS,
+            serialization_format="pickle", metadata=metadata, step=saved["step"],
+        )
+    version = str(info.registered_model_version)
+    mlflow_client = client(tracking)
+    tags = {"run_id": tracking["run_id"], "step": saved["step"], "model": saved["model"]["name"],
+            "data.fingerprint": (config.get("data_manifest") or {}).get("fingerprint"),
+            "sample_rate": model.sample_rate}
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, str(value))
+    return version
