@@ -16,7 +16,7 @@ ARGS       ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps demo test test-fast demo-data shards train train-cluster cluster-up cluster-down \
-        mlflow-ui promote generate eval bench summary clean
+        mlflow-ui promote generate serve eval bench summary clean
 
 help: ## list every target with one line each
 	@echo "WaveGAN pipeline. Usage: make <target> [VAR=value ...]"
@@ -67,7 +67,7 @@ cluster-down: setup ## stop the local Ray cluster started by cluster-up
 	$(PY) -m pipeline.local_cluster down $(ARGS)
 
 mlflow-ui: setup ## MLflow server on 127.0.0.1:5000 over the local store (HOST=, PORT= to change)
-	$(PY) -m pipeline.tracking_server $(ARGS)
+	$(PY) -m pipeline.tracking_server $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 promote: setup ## give a registered version an alias: make promote MODEL=wavegan-generator VERSION=3 [ALIAS=champion]
 	$(PY) -m pipeline.promote $(if $(MODEL),--model $(MODEL)) $(if $(VERSION),--version $(VERSION)) \
@@ -77,6 +77,11 @@ promote: setup ## give a registered version an alias: make promote MODEL=wavegan
 generate: setup ## write WAVs from a model: make generate [MODEL_URI=models:/wavegan-generator@champion] N=16 SEED=0
 	$(PY) -m pipeline.generate $(if $(MODEL_URI),--model-uri $(MODEL_URI)) $(if $(N),--n $(N)) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(OUT_DIR),--out $(OUT_DIR)) $(if $(filter 1,$(INTERP)),--interp) $(ARGS)
+
+serve: setup ## REST endpoint for a registered generator on 127.0.0.1: make serve [MODEL_URI=...] [PORT=5001]
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)}" \
+	  $(PY) -m mlflow models serve -m $(or $(MODEL_URI),models:/wavegan-generator@champion) \
+	  --env-manager local -h $(or $(HOST),127.0.0.1) -p $(or $(PORT),5001)
 
 eval: setup ## evaluate a model against real data (inception score, FID, |D|self, |D|train)
 	$(PY) -m pipeline.evaluate $(if $(MODEL_URI),--model-uri $(MODEL_URI)) $(if $(N),--n $(N)) $(ARGS)

@@ -1,9 +1,10 @@
 """The MLflow model registry: the trained generator, logged so it loads back and serves by name.
 
-What is registered is a ``LatentToAudio`` module: latents (B, latent_dim) float32 in, waveforms
-(B, channels, slice_len) float32 out (SpecGAN inverts its spectrograms inside), saved with
-pickle serialization so the module keeps its Python methods and loads with ``mlflow.pytorch``
-and ``mlflow.pyfunc`` alike (``make generate``, ``mlflow models serve``). The model config and
+What is registered is a ``wavegan.gan.LatentToAudio`` module: latents (B, latent_dim) float32 in,
+waveforms (B, channels, slice_len) float32 out (SpecGAN inverts its spectrograms inside), saved
+with pickle serialization plus the ``wavegan`` package as code, so it loads with ``mlflow.pytorch``
+and ``mlflow.pyfunc`` alike (``make generate``, ``mlflow models serve``) wherever torch and
+torchaudio are installed. (The "pt2" format would need torch.export through Griffin-Lim.) The model config and
 sample rate ride along as metadata, so a checkpoint can always be rebuilt from the registry.
 """
 
@@ -11,28 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from wavegan import build_gan
+from wavegan.gan import LatentToAudio
 
 from .state import load_checkpoint
-from .tracking import client
+from .tracking import PROJECT_ROOT, client
 
 REQUIREMENTS = ["torch==2.11.*", "torchaudio==2.11.*", "numpy", "soundfile"]
-
-
-class LatentToAudio(nn.Module):
-    """Generator (+ SpecGAN inversion) as one module: z -> audio. No discriminator."""
-
-    def __init__(self, gan):
-        super().__init__()
-        self.generator, self.transform = gan.generator, gan.transform
-        self.latent_dim, self.slice_len, self.sample_rate = gan.latent_dim, gan.slice_len, gan.sample_rate
-        self.num_classes = gan.num_classes
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.generator(z.float())
-        return out if self.transform is None else self.transform.inverse(out)
 
 
 def generator_from_checkpoint(directory: str) -> tuple[LatentToAudio, dict]:
@@ -69,6 +56,7 @@ def register_generator(config: dict, checkpoint) -> str | None:
             model, name="generator", registered_model_name=name, signature=signature,
             input_example=z.numpy().astype(np.float32), pip_requirements=REQUIREMENTS,
             serialization_format="pickle", metadata=metadata, step=saved["step"],
+            code_paths=[str(PROJECT_ROOT / "wavegan")],  # the model loads wherever torch + torchaudio do
         )
     version = str(info.registered_model_version)
     mlflow_client = client(tracking)

@@ -86,3 +86,17 @@ def build_gan(model_cfg: Mapping) -> GAN:
                          batchnorm=cfg["batchnorm"], num_classes=cfg["num_classes"])
     D = SpecGANDiscriminator(dim=cfg["dim"], batchnorm=cfg["batchnorm"], num_classes=cfg["num_classes"])
     return GAN(G, D, transform=transform, **common)
+
+
+class LatentToAudio(nn.Module):
+    """What gets registered and served: generator (+ SpecGAN inversion) as one module, z -> audio."""
+
+    def __init__(self, gan: GAN):
+        super().__init__()
+        self.generator, self.transform = gan.generator, gan.transform
+        self.latent_dim, self.slice_len, self.sample_rate = gan.latent_dim, gan.slice_len, gan.sample_rate
+        self.num_classes = gan.num_classes
+
+    def forward(self, z: Tensor) -> Tensor:
+        out = self.generator(z.float())
+        return out if self.transform is None else self.transform.inverse(out)

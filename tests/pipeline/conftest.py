@@ -75,3 +75,15 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 def checkpoints(storage: Path, run_name: str = "tiny") -> list[Path]:
     return sorted((storage / run_name).glob("checkpoint_*/state.pt"))
+
+
+@pytest.fixture(scope="session")
+def trained(tone_shards, tmp_path_factory) -> dict:
+    """One short `make train` run whose generator is registered as wavegan-generator version 1."""
+    base = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{base}/mlflow.db"
+    log = base / "train.log"
+    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=10"), log)
+    out = finish(proc, log, timeout=900)
+    assert proc.returncode == 0, out[-5000:]
+    return {"uri": uri, "base": base, "checkpoint": checkpoints(base / "ray")[-1].parent, "shards": tone_shards}

@@ -1,0 +1,149 @@
+"""Register -> promote (gate, force, best-by, rollback) -> generate -> serve, through the user's commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from mlflow import MlflowClient
+
+from pipeline.promote import history_tag
+
+from .conftest import ROOT, wait_for
+
+pytestmark = pytest.mark.slow
+MODEL = "wavegan-generator"
+
+
+def cli(module: str, uri: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def versions(trained):
+    """Versions 1 (from training), 2 and 3 (the same checkpoint registered again), without eval metrics."""
+    from ray.train import Checkpoint
+
+    from pipeline.registry import register_generator
+    from pipeline.state import load_checkpoint
+
+    config = load_checkpoint(trained["checkpoint"])["config"]
+    config["tracking"]["uri"] = trained["uri"]
+    for expected in ("2", "3"):
+        assert register_generator(config, Checkpoint.from_directory(str(trained["checkpoint"]))) == expected
+    return MlflowClient(trained["uri"])
+
+
+def champion(client: MlflowClient) -> str:
+    return str(client.get_registered_model(MODEL).aliases["champion"])
+
+
+def score(client: MlflowClient, version: str, value: float) -> None:
+    client.set_model_version_tag(MODEL, version, "eval.is_mean", str(value))
+
+
+def test_promotion_gate_force_best_by_and_rollback(trained, versions):
+    uri, client = trained["uri"], versions
+    refused = cli("pipeline.promote", uri, "--version", "1")
+    assert refused.returncode == 1 and "no evaluation metric 'is_mean'" in refused.stderr
+
+    score(client, "1", 3.0), score(client, "2", 2.0), score(client, "3", 5.0)
+    assert cli("pipeline.promote", uri, "--version", "1").returncode == 0
+    assert champion(client) == "1"
+
+    worse = cli("pipeline.promote", uri, "--version", "2")
+    assert worse.returncode == 1 and "worse than the current champion" in worse.stderr
+    assert champion(client) == "1"
+
+    forced = cli("pipeline.promote", uri, "--version", "2", "--force")
+    assert forced.returncode == 0 and "(was version 1)" in forced.stdout
+    best = cli("pipeline.promote", uri, "--best-by", "is_mean")
+    assert best.returncode == 0 and "-> version 3" in best.stdout
+    assert json.loads(client.get_registered_model(MODEL).tags[history_tag("champion")]) == ["1", "2"]
+
+    back = cli("pipeline.promote", uri, "--rollback")
+    assert back.returncode == 0 and champion(client) == "2"
+    assert cli("pipeline.promote", uri, "--rollback").returncode == 0
+    assert champion(client) == "1"
+    empty = cli("pipeline.promote", uri, "--rollback")
+    assert empty.returncode == 1 and "no previous holder" in empty.stderr
+
+
+def test_promote_names_what_is_unknown(trained, versions):
+    unknown_model = cli("pipeline.promote", trained["uri"], "--model", "nope", "--version", "1")
+    assert unknown_model.returncode == 1 and "no registered model 'nope'" in unknown_model.stderr
+    assert MODEL in unknown_model.stderr
+    unknown_version = cli("pipeline.promote", trained["uri"], "--version", "42", "--force")
+    assert unknown_version.returncode == 1 and "has no version 42" in unknown_version.stderr
+
+
+def test_generate_from_registry_is_reproducible(trained, versions, tmp_path):
+    versions.set_registered_model_alias(MODEL, "listen", "1")
+    for out in ("a", "b"):
+        done = cli("pipeline.generate", trained["uri"], "--model-uri", f"models:/{MODEL}@listen", "--n", "3",
+                   "--seed", "5", "--out", str(tmp_path / out))
+        assert done.returncode == 0, done.stderr
+    wavs = sorted((tmp_path / "a").glob("sample_*.wav"))
+    assert len(wavs) == 3 and (tmp_path / "a" / "sheet.png").stat().st_size > 0
+    info = sf.info(wavs[0])
+    assert (info.samplerate, info.subtype, info.frames) == (16000, "PCM_16", 16384)
+    assert all(w.read_bytes() == (tmp_path / "b" / w.name).read_bytes() for w in wavs)
+    interp = cli("pipeline.generate", trained["uri"], "--checkpoint", str(trained["checkpoint"]), "--n", "4",
+                 "--interp", "--out", str(tmp_path / "i"))
+    assert interp.returncode == 0 and len(list((tmp_path / "i").glob("interp_*.wav"))) == 4
+
+
+def test_unknown_alias_fails_clearly(trained, versions, tmp_path):
+    done = cli("pipeline.generate", trained["uri"], "--model-uri", f"models:/{MODEL}@nobody", "--out", str(tmp_path))
+    assert done.returncode != 0 and "cannot load models:/wavegan-generator@nobody" in done.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_serving_answers_latents_with_waveforms(trained, versions, tmp_path):
+    import mlflow
+
+    versions.set_registered_model_alias(MODEL, "serve", "1")
+    port = free_port()
+    # the scoring server runs `uvicorn` from PATH: the venv's bin, as after `source .venv/bin/activate`
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["uri"],
+           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@serve",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def ping():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_for(ping, 180, "the model server", server, tmp_path / "serve.log")
+        z = (np.random.default_rng(0).uniform(-1, 1, (2, 100))).astype(np.float32)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(
+            {"inputs": z.tolist()}).encode(), headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        audio = np.asarray(answer["predictions"], dtype=np.float32)
+        assert audio.shape == (2, 1, 16384)
+        mlflow.set_tracking_uri(trained["uri"])
+        local = mlflow.pytorch.load_model(f"models:/{MODEL}@serve")
+        np.testing.assert_allclose(audio, local(torch.from_numpy(z)).detach().numpy(), atol=1e-5)
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait(timeout=30)
