@@ -1,0 +1,122 @@
+"""The cluster setup on loopback: an MLflow server backed by a real PostgreSQL, and training that
+survives that server going away mid-run.
+
+PostgreSQL comes from Debian's package (make system-deps); the test creates a throwaway cluster
+owned by the `postgres` user, since initdb refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from .conftest import finish, start, train_command, wait_for
+
+pytestmark = pytest.mark.slow
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres(*cmd: str) -> list[str]:
+    return cmd if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--", *cmd]
+
+
+@pytest.fixture
+def postgres():
+    if not PG_BIN:
+        pytest.skip("PostgreSQL is not installed (make system-deps installs it)")
+    bin_dir, port = PG_BIN[-1], free_port()
+    data = Path(tempfile.mkdtemp(prefix="wavegan-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run(as_postgres(f"{bin_dir}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres"),
+                   check=True, capture_output=True)
+    subprocess.run(as_postgres(f"{bin_dir}/pg_ctl", "-D", str(data), "-l", str(data / "log"), "-w", "-o",
+                               f"-p {port} -c listen_addresses=127.0.0.1 -k {data}", "start"),
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(as_postgres(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                   "mlflow"), check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(as_postgres(f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"),
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 that the test can stop and start again on the same port."""
+
+    def __init__(self, backend: str, artifacts: Path, log: Path):
+        self.backend, self.artifacts, self.log, self.port = backend, artifacts, log, free_port()
+        self.uri, self.proc = f"http://127.0.0.1:{self.port}", None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend, "--artifacts-destination",
+             str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self.healthy, 120, "the MLflow server", self.proc, self.log)
+
+    def healthy(self) -> bool:
+        try:
+            return urllib.request.urlopen(f"{self.uri}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+def test_training_survives_tracking_outage_on_postgres_backed_server(postgres, tone_shards, tmp_path):
+    server = MlflowServer(postgres, tmp_path / "artifacts", tmp_path / "mlflow-server.log")
+    server.start()
+    try:
+        log = tmp_path / "train.log"
+        proc = start(train_command(tone_shards, tmp_path / "ray", server.uri, "train.steps=60",
+                                   "tracking.preview_every=30"), log)
+        client = MlflowClient(server.uri)
+
+        def first_metric():
+            runs = client.search_runs([client.get_experiment_by_name("wavegan").experiment_id]) \
+                if client.get_experiment_by_name("wavegan") else []
+            return runs and client.get_metric_history(runs[0].info.run_id, "d_loss") and runs[0].info.run_id
+
+        run_id = wait_for(first_metric, 600, "the first logged metric", proc, log)
+        server.stop()  # the tracking server goes away in the middle of the run
+        wait_for(lambda: "step 40/60" in log.read_text(), 600, "training to go on without MLflow", proc, log)
+        assert "MLflow unreachable" in log.read_text()
+        server.start()  # and comes back on the same port, same PostgreSQL store
+        out = finish(proc, log, timeout=900)
+        assert proc.returncode == 0, out[-5000:]
+
+        steps = [m.step for m in client.get_metric_history(run_id, "d_loss")]
+        assert steps == [10, 20, 30, 40, 50, 60], f"metrics lost or duplicated during the outage: {steps}"
+        assert client.get_run(run_id).info.status == "FINISHED"
+        version = client.get_model_version("wavegan-generator", "1")
+        assert version.run_id == run_id
+        # the store really is PostgreSQL: the run is a row there
+        psql = subprocess.run(as_postgres(f"{PG_BIN[-1]}/psql", postgres.replace("+psycopg2", ""), "-tAc",
+                                          f"select status from runs where run_uuid = '{run_id}'"),
+                              capture_output=True, text=True, check=True)
+        assert psql.stdout.strip() == "FINISHED"
+    finally:
+        server.stop()
