@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,7 +75,14 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def checkpoints(storage: Path, run_name: str = "tiny") -> list[Path]:
-    return sorted((storage / run_name).glob("checkpoint_*/state.pt"))
+    """Checkpoint folders Ray Train has registered (a folder on disk is not enough: Ray records a
+    reported checkpoint in its snapshot file once the controller has taken the report)."""
+    snapshot = storage / run_name / "checkpoint_manager_snapshot.json"
+    try:
+        results = json.loads(snapshot.read_text())["checkpoint_results"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [storage / run_name / r["checkpoint_dir_name"] for r in results]
 
 
 @pytest.fixture(scope="session")
@@ -86,4 +94,4 @@ def trained(tone_shards, tmp_path_factory) -> dict:
     proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=10"), log)
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
-    return {"uri": uri, "base": base, "checkpoint": checkpoints(base / "ray")[-1].parent, "shards": tone_shards}
+    return {"uri": uri, "base": base, "checkpoint": checkpoints(base / "ray")[-1], "shards": tone_shards}
