@@ -96,7 +96,7 @@ demo: setup ## the whole pipeline on demo data: demo-data -> shards -> train (ti
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT)
 	$(PY) -m pipeline.train preset=tiny data.dir=$(OUT) $(ARGS)
-	$(PY) -m pipeline.generate --n 8 --out outputs/demo
+	$(PY) -m pipeline.generate --model-uri models:/wavegan-generator/latest --n 8 --out outputs/demo
 
 clean: ## remove generated data, outputs and local MLflow / Ray state (keeps .venv)
 	rm -rf data outputs mlruns mlartifacts mlflow.db ray_results .cluster

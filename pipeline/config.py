@@ -47,6 +47,10 @@ def prepare(config: dict) -> dict:
     model, train, data, cluster, loss = (config[k] for k in ("model", "train", "data", "cluster", "loss"))
     data["dir"] = absolute(str(data["dir"]))
     train["storage_path"] = absolute(str(train["storage_path"]))
+    if cluster.get("address") or os.environ.get("RAY_ADDRESS"):  # other nodes must read shards and checkpoints
+        for key, path in (("data.dir", data["dir"]), ("train.storage_path", train["storage_path"])):
+            if not is_remote(path):
+                _require_shared(path, key)
     manifest = _manifest(data["dir"])
     for key in ("sample_rate", "slice_len"):
         if key in manifest and int(manifest[key]) != int(model[key]):
@@ -73,9 +77,6 @@ def prepare(config: dict) -> dict:
     config["labels"] = labels
     config["data_manifest"] = {k: manifest.get(k) for k in ("fingerprint", "totals", "sample_rate", "slice_len")}
 
-    address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
-    if address and not is_remote(train["storage_path"]):
-        _require_shared(train["storage_path"], "train.storage_path")
     if model["name"] == "specgan" and config.get("moments") is None:
         config["moments"] = spectrogram_moments(data["dir"], data.get("split", "train"),
                                                 int(config.get("moments_clips", 2000)))
@@ -83,7 +84,7 @@ def prepare(config: dict) -> dict:
 
 
 def _require_shared(path: str, key: str) -> None:
-    """On a multi-node cluster, every node must read the same checkpoints: refuse node-local paths.
+    """On a multi-node cluster, every node must read the same shards and checkpoints: refuse node-local paths.
 
     A local path is accepted when it is on a network filesystem (NFS, CIFS, ...), or when the
     user says it is shared with WAVEGAN_SHARED_STORAGE=1 (e.g. the one-machine test cluster).
@@ -94,7 +95,7 @@ def _require_shared(path: str, key: str) -> None:
     if fs_type not in {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "fuse.s3fs", "fuse.gcsfuse", "ceph"}:
         raise ConfigError(
             f"{key}={path!r} is on a node-local filesystem ({fs_type or 'unknown'}), but training runs on a Ray "
-            f"cluster (RAY_ADDRESS is set): workers on other nodes could not read its checkpoints. Use s3://, gs:// "
+            f"cluster (RAY_ADDRESS is set): workers on other nodes could not read it. Use s3://, gs:// "
             f"or an NFS mount, or set WAVEGAN_SHARED_STORAGE=1 if every node sees this path."
         )
 

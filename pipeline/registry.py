@@ -43,11 +43,15 @@ def register_generator(config: dict, checkpoint) -> str | None:
         return None
     with checkpoint.as_directory() as directory:
         model, saved = generator_from_checkpoint(directory)
+    name = registry["model_name"]
+    mlflow_client = client(tracking)
+    existing = _registered_version(mlflow_client, name, tracking["run_id"], saved["step"])
+    if existing is not None:  # a re-run of a finished training: nothing new to register
+        return existing
     z = torch.rand(2, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         audio = model(z)
     signature = infer_signature(z.numpy(), audio.numpy())
-    name = registry["model_name"]
     metadata = {"model_config": saved["model"], "sample_rate": model.sample_rate, "step": saved["step"],
                 "labels": config.get("labels", [])}
     mlflow.set_tracking_uri(tracking["uri"])
@@ -59,10 +63,21 @@ def register_generator(config: dict, checkpoint) -> str | None:
             code_paths=[str(PROJECT_ROOT / "wavegan")],  # the model loads wherever torch + torchaudio do
         )
     version = str(info.registered_model_version)
-    mlflow_client = client(tracking)
     tags = {"run_id": tracking["run_id"], "step": saved["step"], "model": saved["model"]["name"],
             "data.fingerprint": (config.get("data_manifest") or {}).get("fingerprint"),
             "sample_rate": model.sample_rate}
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, version, key, str(value))
     return version
+
+
+def _registered_version(mlflow_client, name: str, run_id: str, step: int) -> str | None:
+    """The version already registered from this run at this step, if any."""
+    try:
+        versions = mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except Exception:  # no such registered model yet
+        return None
+    for version in versions:
+        if version.tags.get("step") == str(step):
+            return str(version.version)
+    return None

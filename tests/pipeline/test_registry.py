@@ -30,17 +30,22 @@ def cli(module: str, uri: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def versions(trained):
-    """Versions 1 (from training), 2 and 3 (the same checkpoint registered again), without eval metrics."""
+    """Versions 1 (from training), 2 and 3 (the same checkpoint registered from two more runs), no eval metrics."""
     from ray.train import Checkpoint
 
     from pipeline.registry import register_generator
     from pipeline.state import load_checkpoint
 
+    client = MlflowClient(trained["uri"])
     config = load_checkpoint(trained["checkpoint"])["config"]
     config["tracking"]["uri"] = trained["uri"]
+    checkpoint = Checkpoint.from_directory(str(trained["checkpoint"]))
+    original_run = config["tracking"]["run_id"]
+    assert register_generator(config, checkpoint) == "1", "re-registering the same run and step must be a no-op"
     for expected in ("2", "3"):
-        assert register_generator(config, Checkpoint.from_directory(str(trained["checkpoint"]))) == expected
-    return MlflowClient(trained["uri"])
+        config["tracking"]["run_id"] = client.create_run(client.get_run(original_run).info.experiment_id).info.run_id
+        assert register_generator(config, checkpoint) == expected
+    return client
 
 
 def champion(client: MlflowClient) -> str:
