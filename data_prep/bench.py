@@ -1,0 +1,122 @@
+"""Throughput of shard writing and of the training loader (called by `make bench`).
+
+Both functions synthesise their own audio under `tmpdir`, time only the work
+being measured, and return plain dicts ready to print or log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from data_prep.config import PrepConfig, SplitConfig
+from data_prep.loader import build_loader, iterate_split
+from data_prep.shard import ShardSettings, make_shards
+
+_FILE_SECONDS = 10.0
+_BATCH = 64
+
+
+def _noise_tone(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n) / rate
+    x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(n)
+    return (x * 32767).astype(np.int16)
+
+
+def bench_shard_writing(tmpdir: str, seconds_of_audio: float, input_rate: int) -> dict:
+    """Seconds of input audio turned into shards per second, in one process (= per core).
+
+    Input: 16-bit mono WAV files of 10 s at `input_rate` (resampled to 16 kHz when
+    different), default prep config (16384-sample slices, no overlap).
+    """
+    src = os.path.join(tmpdir, f"bench_src_{input_rate}")
+    out = os.path.join(tmpdir, f"bench_shards_{input_rate}")
+    os.makedirs(src, exist_ok=True)
+    rng = np.random.default_rng(0)
+    n_files = max(1, int(round(seconds_of_audio / _FILE_SECONDS)))
+    per_file = int(seconds_of_audio * input_rate / n_files)
+    for i in range(n_files):
+        sf.write(os.path.join(src, f"clip_{i:05d}.wav"), _noise_tone(per_file, input_rate, rng), input_rate, subtype="PCM_16")
+    settings = ShardSettings(src=src, out=out, prep=PrepConfig(), workers=1, overwrite=True, progress=False)
+    wall, cpu = time.perf_counter(), time.process_time()
+    run = make_shards(settings)  # workers=1: in this process, single-threaded, like each pool worker
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    audio_seconds = n_files * per_file / input_rate
+    clips = run.manifest["totals"]["clips"]
+    return {
+        "input_rate": input_rate,
+        "files": n_files,
+        "input_audio_seconds": round(audio_seconds, 1),
+        "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "audio_seconds_per_second_per_core": round(audio_seconds / wall, 1),
+        "audio_seconds_per_cpu_second": round(audio_seconds / cpu, 1),  # robust on a busy machine
+        "clips": clips,
+        "clips_per_second_per_core": round(clips / wall, 1),
+    }
+
+
+def bench_loader(tmpdir: str, n_clips: int) -> dict:
+    """Training-loader clips/s from local shards in one process, vs. a plain per-file WAV loop.
+
+    Both read the same `n_clips` 16384-sample int16 clips and produce float32
+    batches of 64; the loader also shuffles.
+    """
+    src = os.path.join(tmpdir, "bench_loader_src")
+    out = os.path.join(tmpdir, "bench_loader_shards")
+    os.makedirs(src, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n_clips):
+        path = os.path.join(src, f"clip_{i:06d}.wav")
+        sf.write(path, _noise_tone(16384, 16000, rng), 16000, subtype="PCM_16")
+        paths.append(path)
+    prep = PrepConfig(first_slice=True, pad_end=True, split=SplitConfig(valid=0.0, test=0.0), samples_per_shard=1024)
+    make_shards(ShardSettings(src=src, out=out, prep=prep, workers=1, overwrite=True, progress=False))
+
+    batches = max(1, n_clips // _BATCH)
+    loader = build_loader(out, batch_size=_BATCH, batches_per_epoch=batches, num_workers=0, shuffle_buffer=2048)
+    next(iter(loader))  # warm-up: imports, first shard open
+    loader_rate = _rate(lambda: sum(audio.shape[0] for audio, _ in loader))
+    eval_rate = _rate(lambda: sum(audio.shape[0] for audio, _ in iterate_split(out, "train", _BATCH)))
+
+    def wav_loop() -> int:
+        seen = 0
+        for i in range(0, len(paths), _BATCH):
+            clips = [sf.read(p, dtype="int16")[0] for p in paths[i : i + _BATCH]]
+            audio = torch.from_numpy(np.stack(clips).astype(np.float32) / 32768.0).unsqueeze(1)
+            seen += audio.shape[0]
+        return seen
+
+    files_rate = _rate(wav_loop)
+    return {
+        "clips": n_clips,
+        "loader_clips_per_second": loader_rate["wall"],
+        "loader_clips_per_cpu_second": loader_rate["cpu"],
+        "iterate_split_clips_per_second": eval_rate["wall"],
+        "wav_files_clips_per_second": files_rate["wall"],
+        "wav_files_clips_per_cpu_second": files_rate["cpu"],
+        "loader_vs_wav_files": round(loader_rate["wall"] / files_rate["wall"], 2),
+        "loader_vs_wav_files_cpu": round(loader_rate["cpu"] / files_rate["cpu"], 2),
+    }
+
+
+def _rate(count_clips) -> dict[str, float]:
+    """Clips per wall-clock second and per CPU second of this process (the latter ignores other load)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    clips = count_clips()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"wall": round(clips / wall, 1), "cpu": round(clips / max(cpu, 1e-9), 1)}
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(bench_shard_writing(tmp, 600, 16000))
+        print(bench_shard_writing(tmp, 600, 44100))
+        print(bench_loader(tmp, 8192))
