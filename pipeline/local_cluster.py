@@ -223,8 +223,9 @@ def _start_args(state: ClusterState, name: str) -> list[str]:
     if name == "head":
         return args + ["--head", "--port", str(state.port), "--dashboard-host", state.dashboard_host,
                        "--dashboard-port", str(state.dashboard_port), "--ray-client-server-port", str(_free_port())]
-    # one log monitor per machine is enough (Ray's advice), the head's
-    return args + ["--address", f"127.0.0.1:{state.port}", "--include-log-monitor", "false"]
+    # each node keeps its own log monitor: nodes have their own temp dirs, so each streams only its own
+    # workers' output to the job driver (without it, a rank on a worker node would print nowhere)
+    return args + ["--address", f"127.0.0.1:{state.port}"]
 
 
 def _ensure_auth_token(env: dict[str, str]) -> None:
@@ -235,17 +236,33 @@ def _ensure_auth_token(env: dict[str, str]) -> None:
 
 
 def _alive_nodes(state: ClusterState) -> int | None:
-    """Alive nodes as the head's dashboard reports them; None while it does not answer."""
-    if state.auth_token:  # Ray's HTTP clients send the token only in token mode
+    """How many nodes are alive as the head's dashboard reports them; None while it does not answer."""
+    names = _alive_node_names(state)
+    return None if names is None else len(names)
+
+
+def _alive_node_names(state: ClusterState) -> set[str] | None:
+    """Names of the alive nodes (from their ``node_<name>`` resource); None while the head does not answer."""
+    if state.auth_token:
         os.environ["RAY_AUTH_MODE"] = "token"
     from ray.util.state import list_nodes
 
     try:
-        nodes = list_nodes(address=state.job_address, filters=[("state", "=", "ALIVE")], timeout=10,
+        nodes = list_nodes(address=state.job_address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10,
                            raise_on_missing_output=False)
-    except Exception:  # connection refused / not ready yet: any failure means "not up (yet)"
+    except Exception:
         return None
-    return len(nodes)
+    return {key[len("node_"):] for node in nodes for key in (node.resources_total or {}) if key.startswith("node_")}
+
+
+def _start_node(state: ClusterState, name: str, env: dict[str, str]) -> None:
+    log = Path(state.state_dir) / f"start-{name}.log"
+    with log.open("w") as out:
+        result = subprocess.run([_ray_executable(), *_start_args(state, name)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S)
+    if result.returncode != 0:
+        raise ClusterError(f"`ray start` of node {name} failed (exit {result.returncode}); its output, in "
+                           f"{log}, ends with:\n{log.read_text()[-3000:]}")
 
 
 def _wait_for_nodes(state: ClusterState, timeout_s: float) -> None:
@@ -273,11 +290,19 @@ def up(state: ClusterState) -> bool:
             raise ClusterError(f"a local cluster is already up with {running.workers} worker node(s), "
                                f"{running.cpus_per_node} CPU(s) per node, port {running.port}, dashboard port "
                                f"{running.dashboard_port}: run `make cluster-down` first to change it")
-        alive = _alive_nodes(running)
-        if alive != len(running.node_names):
-            raise ClusterError(f"the local cluster is unhealthy ({alive or 0} of {len(running.node_names)} nodes "
-                               f"alive): run `make cluster-down`, then `make cluster-up`")
-        return False
+        alive = _alive_node_names(running)
+        missing = [name for name in running.node_names if alive is not None and name not in alive]
+        if alive is None or "head" in missing:
+            raise ClusterError("the local cluster's head node does not answer: run `make cluster-down`, "
+                               "then `make cluster-up`")
+        if not missing:
+            return False
+        # a worker node died (killed raylet, OOM): start it again, as an autoscaler would replace it
+        print(f"[cluster] restarting dead worker node(s): {', '.join(missing)}", flush=True)
+        for name in missing:
+            _start_node(running, name, _node_env(running))
+        _wait_for_nodes(running, START_TIMEOUT_S)
+        return True
     if procs:  # leftovers of a cluster whose state file is gone, or of a failed start
         stubborn = _stop(procs, state_dir, grace_s=10)
         print(f"[cluster] stopped leftover processes of an earlier start: {_summary(procs)}"
@@ -290,16 +315,12 @@ def up(state: ClusterState) -> bool:
     env = _node_env(state)
     if state.auth_token:
         _ensure_auth_token(env)
-    ray = _ray_executable()
     for name in state.node_names:
-        log = state_dir / f"start-{name}.log"
-        with log.open("w") as out:
-            result = subprocess.run([ray, *_start_args(state, name)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    timeout=START_TIMEOUT_S)
-        if result.returncode != 0:
+        try:
+            _start_node(state, name, env)
+        except ClusterError:
             _stop(cluster_processes(state_dir), state_dir, grace_s=5)
-            raise ClusterError(f"`ray start` of node {name} failed (exit {result.returncode}); its output, in "
-                               f"{log}, ends with:\n{log.read_text()[-3000:]}")
+            raise
     state.save()
     _wait_for_nodes(state, START_TIMEOUT_S)
     return True

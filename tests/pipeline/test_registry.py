@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from pipeline.promote import history_tag
 
-from .conftest import ROOT, wait_for
+from ..conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.slow
 MODEL = "wavegan-generator"

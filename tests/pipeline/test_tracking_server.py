@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from .conftest import finish, start, train_command, wait_for
+from ..conftest import finish, start, train_command, wait_for
 
 pytestmark = pytest.mark.slow
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))

@@ -9,7 +9,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from .conftest import checkpoints, finish, kill_group, start, train_command, wait_for
+from ..conftest import checkpoints, finish, kill_group, start, train_command, wait_for
 
 pytestmark = pytest.mark.slow
 

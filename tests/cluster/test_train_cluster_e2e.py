@@ -1,0 +1,67 @@
+"""`make train-cluster` against a real two-node Ray cluster on this machine: one Train worker per
+node, DDP across nodes, a registered model; then the worker node's raylet is killed mid-run and
+the run recovers (the node is started again by `make cluster-up`) from its last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.local_cluster import _alive_node_names, cluster_processes
+
+from ..conftest import checkpoints, cluster_cli, finish, start, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def submit_command(shards, storage, uri, run_name, *overrides) -> list[str]:
+    return [sys.executable, "-m", "pipeline.submit", "--tracking-uri", uri, "preset=tiny", f"data.dir={shards}",
+            f"train.storage_path={storage}", f"train.run_name={run_name}", "cluster.num_workers=2", *overrides]
+
+
+def worker_raylet(state) -> int:
+    """PID of the raylet of worker node w1 (its temp dir is <temp_root>/w1)."""
+    for proc in cluster_processes(Path(state.state_dir)):
+        if proc.label == "raylet":
+            cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().decode(errors="replace")
+            if f"{state.temp_root}/w1" in cmdline:
+                return proc.pid
+    return 0
+
+
+def test_train_cluster_registers_and_survives_losing_a_node(local_cluster, tone_shards, tmp_path):
+    env = local_cluster.exports()
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = tmp_path / "ray"
+
+    log = tmp_path / "first.log"
+    proc = start(submit_command(tone_shards, storage, uri, "cluster-a", "train.steps=20"), log, env)
+    out = finish(proc, log, timeout=900)
+    assert proc.returncode == 0, out[-5000:]
+    assert "done at step 20" in out
+    client = MlflowClient(uri)
+    assert client.get_model_version("wavegan-generator", "1").tags["step"] == "20"
+
+    log = tmp_path / "second.log"
+    proc = start(submit_command(tone_shards, storage, uri, "cluster-b", "train.steps=80",
+                                "registry.register=false"), log, env)
+    wait_for(lambda: checkpoints(storage, "cluster-b"), 600, "the first checkpoint of the second run", proc, log)
+    raylet = worker_raylet(local_cluster)
+    assert raylet, "no raylet found for worker node w1"
+    os.kill(raylet, signal.SIGKILL)  # the worker node goes down in the middle of the run
+    wait_for(lambda: "w1" not in (_alive_node_names(local_cluster) or {"w1"}), 180, "Ray to declare node w1 dead")
+    healed = cluster_cli("up", "--workers", "1", "--port", str(local_cluster.port), "--dashboard-port",
+                         str(local_cluster.dashboard_port), "--state-dir", local_cluster.state_dir)
+    assert healed.returncode == 0 and "restarting dead worker node(s): w1" in healed.stdout, healed.stdout + healed.stderr
+    out = finish(proc, log, timeout=900)
+    assert proc.returncode == 0, out[-5000:]
+    assert "resumed from checkpoint at step" in out and "done at step 80" in out
+    runs = client.search_runs([client.get_experiment_by_name("wavegan").experiment_id],
+                              filter_string="tags.`wavegan.ray_run` LIKE '%cluster-b'")
+    resumed = [m.value for m in client.get_metric_history(runs[0].info.run_id, "resumed_from_step")]
+    assert max(resumed) >= 20

@@ -1,0 +1,108 @@
+"""`make bench` plumbing: the CLI, the JSON it writes, the FLOP counting, the markdown block.
+
+No timing is asserted anywhere: benchmarks measure, tests only check that they run and what they write.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import bench
+from pipeline.bench_common import Row, gpu_peak_key, model_config
+from pipeline.bench_model import count_flops
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_explains_the_options():
+    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for option in ("--quick", "--only", "--out", "--json", "--smoke", "--device"):
+        assert option in out.stdout
+    for section in bench.SECTIONS:
+        assert section in out.stdout
+
+
+def test_unknown_section_is_refused():
+    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--only", "modle", "--smoke"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "modle" in out.stderr
+
+
+def test_smoke_model_section_writes_json_and_markdown(tmp_path):
+    json_path, md_path = tmp_path / "results.json", tmp_path / "BENCH.md"
+    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--only", "model", "--smoke",
+                          "--json", str(json_path), "--out", str(md_path), "--device", "cpu"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "critic step d=8 b=2" in out.stdout  # the printed table
+
+    results = json.loads(json_path.read_text())
+    assert {"cpu", "cpu_cores", "torch", "device", "device_name"} <= set(results["machine"])
+    assert results["machine"]["device"] == "cpu"
+    model = results["sections"]["model"]
+    assert {"date", "mode", "machine", "rows", "details", "load_average", "seconds"} <= set(model)
+    assert model["mode"] == "smoke"
+    names = {row["name"] for row in model["rows"]}
+    assert {"critic step d=8 b=2", "generator step d=8 b=2", "generated audio d=8 b=2"} <= names
+    for row in model["rows"]:
+        assert {"section", "name", "value", "unit", "reference", "ratio", "note"} <= set(row)
+        assert row["value"] > 0
+    config = model["details"]["configs"][0]
+    assert {"critic_step", "generator_step", "generate"} <= set(config["flops"])
+    assert config["critic_flops_per_s"] > 0 and config["audio_seconds_per_second"] > 0
+
+    text = md_path.read_text()
+    assert bench.BEGIN in text and bench.END in text and "| model | critic step d=8 b=2 |" in text
+
+
+def test_flop_count_matches_the_architecture():
+    """G forward at d=64: dense 100 -> 16 x 1024, then four transposed convs of 2 * Cin * Cout * 25 * L_in
+    FLOPs each (all equal: channels halve as length quadruples) and the last one to one channel."""
+    flops = count_flops(model_config(dim=64), batch=1)
+    dense = 2 * 100 * 16 * 1024
+    convs = 4 * (2 * 1024 * 512 * 25 * 16) + 2 * 64 * 1 * 25 * 4096
+    assert flops["generate"] == dense + convs
+    two = count_flops(model_config(dim=64), batch=2)
+    assert two["critic_step"] == 2 * flops["critic_step"]  # linear in the batch
+    # the critic step (G forward, D on real + fake + interpolates, double backward) outweighs the G step
+    assert flops["critic_step"] > 2 * flops["generator_step"] > 2 * flops["generate"]
+
+
+@pytest.mark.parametrize("name, row", [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H100 PCIe", "H100 PCIe"), ("NVIDIA H100 NVL", "H100 NVL"),
+    ("NVIDIA H200", "H200 SXM"), ("NVIDIA H200 NVL", "H200 NVL"), ("NVIDIA A100-SXM4-80GB", "A100"),
+    ("Tesla T4", None),
+])
+def test_gpu_peak_rows(name, row):
+    assert gpu_peak_key(name) == row
+
+
+def test_only_merges_into_existing_results_and_keeps_handwritten_markdown(tmp_path, monkeypatch):
+    json_path, md_path = tmp_path / "results.json", tmp_path / "BENCH.md"
+    md_path.write_text(f"# Benchmarks\n\nhand-written intro\n\n{bench.BEGIN}\nold table\n{bench.END}\n\n## Method\nkept\n")
+
+    def fake(name, value):
+        def runner(device, sizes, log, workdir):
+            return [Row(name, f"{name} figure", value, "x")], {}
+        return runner
+
+    monkeypatch.setitem(bench.RUNNERS, "generate", fake("generate", 1.0))
+    monkeypatch.setitem(bench.RUNNERS, "gpu", fake("gpu", 2.0))
+    monkeypatch.setattr(bench, "meanings", lambda results: ["meaning"])
+    assert bench.main(["--only", "generate", "--smoke", "--json", str(json_path), "--out", str(md_path)]) == 0
+    monkeypatch.setitem(bench.RUNNERS, "generate", fake("generate", 3.0))
+    assert bench.main(["--only", "gpu", "--smoke", "--json", str(json_path), "--out", str(md_path)]) == 0
+
+    results = json.loads(json_path.read_text())
+    assert set(results["sections"]) == {"generate", "gpu"}
+    assert results["sections"]["generate"]["rows"][0]["value"] == 1.0  # not re-run, kept
+    text = md_path.read_text()
+    assert "hand-written intro" in text and "## Method\nkept" in text and "old table" not in text
+    assert "| generate | generate figure |" in text and "| gpu | gpu figure |" in text

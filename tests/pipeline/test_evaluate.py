@@ -1,0 +1,286 @@
+"""Evaluation: the registered classifier, ``python -m pipeline.evaluate`` (Table 1 + MLflow), the training-time
+evaluator, and unlabelled data. A real MLflow SQLite store in a temporary folder, small demo tones."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+
+from data_prep.demo_data import build as build_demo
+from data_prep.loader import read_manifest
+from data_prep.shard import ShardSettings, make_shards
+from pipeline.classifier_registry import MODEL_NAME, ensure_classifier, find_classifier, load_clips
+from pipeline.config import ConfigError
+from pipeline.evaluate import (
+    EarlyStopping,
+    Evaluator,
+    Reference,
+    generate_audio,
+    load_eval_config,
+    main,
+    prepare_training_eval,
+)
+from pipeline.state import TrainState, save_state
+from wavegan import build_gan
+from wavegan.classifier import EvalClassifier
+from wavegan.losses import build_optimizers
+from wavegan.metrics import ALL_METRICS, evaluate_generated, format_table1
+
+ROOT = Path(__file__).resolve().parents[2]
+# The CPU eval config, shrunk further so the classifier trains in seconds on ~110 clips.
+OVERRIDES = ["classifier.channels=[4,8,8,8]", "classifier.embed_dim=32", "classifier.dropout=0.1",
+             "train.batch_size=16", "train.max_epochs=12", "train.patience=3", "train.lr=3e-3",
+             "n_nn=40", "is_min_split_size=10", "batch_size=32"]
+MODEL = {**yaml.safe_load((ROOT / "conf/model/wavegan.yaml").read_text()), "dim": 4, "latent_dim": 16}
+
+
+@pytest.fixture(autouse=True)
+def _threads(monkeypatch):
+    """One thread (shared cores), and no tracking URI from the environment: each test names its store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    """Demo tones (14 per class, split by the demo's speaker hash) as labelled and as unlabelled shards."""
+    root = tmp_path_factory.mktemp("eval-data")
+    build_demo("tones", root / "tones", per_class=14, seed=0, workers=1)
+    out = {}
+    for name, labels in (("labelled", "auto"), ("unlabelled", "none")):
+        settings = ShardSettings.from_mapping({"src": str(root / "tones"), "out": str(root / name), "workers": 1,
+                                               "progress": False, "prep": {"labels": {"from": labels}}})
+        make_shards(settings)
+        out[name] = str(root / name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_store(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("mlflow")
+    return {"uri": f"sqlite:///{root}/mlflow.db", "artifact_root": str(root / "artifacts"), "experiment": "wavegan",
+            "enabled": True}
+
+
+def store_args(eval_store: dict) -> list[str]:
+    return [f"tracking.uri={eval_store['uri']}", f"tracking.artifact_root={eval_store['artifact_root']}"]
+
+
+@pytest.fixture(scope="module")
+def classifier_trained(data, eval_store):
+    """The classifier, classifier_trained and registered on first use (what the first evaluation of a dataset does)."""
+    torch.set_num_threads(1)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    cfg = load_eval_config("cpu", OVERRIDES)
+    lines: list[str] = []
+    model, info = ensure_classifier(cfg, data["labelled"], eval_store, log=lines.append)
+    return cfg, model, info, lines
+
+
+def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7) -> Path:
+    """A training checkpoint as pipeline.loop writes it, for a tiny untrained WaveGAN."""
+    torch.manual_seed(0)
+    gan = build_gan(MODEL)
+    loss = yaml.safe_load((ROOT / "conf/loss/wgan-gp.yaml").read_text())
+    opt_g, opt_d = build_optimizers(loss, gan.generator, gan.discriminator)
+    state = TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d, step=step,
+                       mlflow_run_id=run_id)
+    manifest = read_manifest(data_dir)
+    config = {"model": MODEL, "loss": loss, "data": {"dir": data_dir},
+              "tracking": {**eval_store, "run_id": run_id}, "labels": manifest["labels"]["names"],
+              "data_manifest": {"fingerprint": manifest["fingerprint"]}, "registry": {"register": True,
+                                                                                      "model_name": "wavegan-generator"}}
+    directory.mkdir(parents=True, exist_ok=True)
+    save_state(state, directory, config)
+    return directory
+
+
+def training_run(eval_store: dict, data_dir: str) -> str:
+    from pipeline.tracking import client, experiment_id
+
+    mlflow_client = client(eval_store)
+    run = mlflow_client.create_run(experiment_id(eval_store), run_name="tiny")
+    mlflow_client.log_param(run.info.run_id, "data.dir", data_dir)
+    return run.info.run_id
+
+
+def test_classifier_trained_registered_and_reused(classifier_trained, data, eval_store):
+    cfg, model, info, lines = classifier_trained
+    manifest = read_manifest(data["labelled"])
+    assert info.trained_now and any("training one now" in line for line in lines)
+    assert info.test_accuracy is not None and info.test_accuracy >= 0.9, lines
+    assert info.labels == manifest["labels"]["names"] and model.n_classes == len(info.labels)
+
+    mlflow_client = mlflow.MlflowClient(eval_store["uri"])
+    (version,) = mlflow_client.search_model_versions(f"name = '{MODEL_NAME}'")
+    assert version.tags["data.fingerprint"] == manifest["fingerprint"]
+    assert json.loads(version.tags["labels"]) == info.labels
+    assert float(version.tags["test_accuracy"]) == pytest.approx(info.test_accuracy, abs=1e-6)
+    run = mlflow_client.get_run(version.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["data.fingerprint"] == manifest["fingerprint"]
+    assert run.data.params["classifier.channels"] == "[4, 8, 8, 8]"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(info.test_accuracy)
+    history = mlflow_client.get_metric_history(run.info.run_id, "valid_loss")
+    assert len(history) == int(run.data.metrics["epochs_run"]) and sorted(m.step for m in history)[0] == 0
+    assert mlflow_client.get_experiment(run.info.experiment_id).name == "wavegan"  # the training experiment
+
+    # a second evaluation of the same shards finds it: no training, same version
+    again: list[str] = []
+    model2, info2 = ensure_classifier(cfg, data["labelled"], eval_store, log=again.append)
+    assert not info2.trained_now and info2.version == info.version and not again
+    assert len(mlflow_client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
+    audio = load_clips(data["labelled"], "test").audio()
+    with torch.no_grad():
+        assert torch.equal(model2(audio[:4]), model.eval()(audio[:4]))
+    assert find_classifier(eval_store, "another-fingerprint")[0] is None
+
+
+def test_cli_on_a_checkpoint_prints_table1_and_logs_to_its_run(classifier_trained, data, eval_store, tmp_path):
+    run_id = training_run(eval_store, data["labelled"])
+    checkpoint = make_checkpoint(tmp_path / "checkpoint_000", data["labelled"], eval_store, run_id, step=7)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.evaluate", "--checkpoint", str(checkpoint), "--n", "40", "--config", "cpu",
+         "--threads", "1", *OVERRIDES],  # no --data-dir, no tracking.uri: both come from the checkpoint
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    header = next(line for line in out.splitlines() if line.startswith("experiment"))
+    for column in ("IS", "FID", "mIS", "AM", "|D|self", "|D|train"):
+        assert column in header.split()
+    rows = [line for line in out.splitlines() if line.startswith(("real (train)", "real (test)", "checkpoint step 7"))]
+    assert len(rows) == 3 and all(" +- " in row for row in rows), out
+    assert "training one now" not in out  # the registered classifier is reused
+    assert f"models:/{MODEL_NAME}/{classifier_trained[2].version}" in out
+
+    mlflow_client = mlflow.MlflowClient(eval_store["uri"])
+    metrics = mlflow_client.get_run(run_id).data.metrics
+    for key in ("eval/is_mean", "eval/is_std", "eval/fid", "eval/mis", "eval/am", "eval/d_self_rel",
+                "eval/d_train_rel"):
+        assert key in metrics, sorted(metrics)
+    assert 1.0 <= metrics["eval/is_mean"] <= 10.0
+    assert [m.step for m in mlflow_client.get_metric_history(run_id, "eval/is_mean")] == [7]
+    table = mlflow.artifacts.load_text(f"runs:/{run_id}/eval/step_00000007/table1.txt")
+    assert "real (test)" in table and "checkpoint step 7" in table
+
+
+def test_registered_generator_gets_eval_tags_for_the_promotion_gate(classifier_trained, data, eval_store, tmp_path, capsys):
+    from pipeline.registry import register_generator
+
+    run_id = training_run(eval_store, data["labelled"])
+    checkpoint = make_checkpoint(tmp_path / "ckpt", data["labelled"], eval_store, run_id, step=3)
+
+    class Checkpoint:  # the one method of ray.train.Checkpoint that register_generator uses
+        @contextlib.contextmanager
+        def as_directory(self):
+            yield str(checkpoint)
+
+    config = torch.load(checkpoint / "state.pt", weights_only=False)["config"]
+    version = register_generator(config, Checkpoint())
+    code = main(["--model-uri", f"models:/wavegan-generator/{version}", "--n", "30", "--config", "cpu",
+                 *OVERRIDES, *store_args(eval_store)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"wavegan-generator v{version}" in out and "real (train)" in out
+    tags = mlflow.MlflowClient(eval_store["uri"]).get_model_version("wavegan-generator", version).tags
+    assert 1.0 <= float(tags["eval.is_mean"]) <= 10.0 and float(tags["eval.fid"]) >= 0
+    assert tags["eval.classifier"] == f"models:/{MODEL_NAME}/{classifier_trained[2].version}"
+    assert tags["eval.n_generated"] == "30"
+    assert "eval/is_mean" in mlflow.MlflowClient(eval_store["uri"]).get_run(run_id).data.metrics
+
+
+def test_unlabelled_data_refuses_is_but_gets_distances(data, eval_store, tmp_path, capsys):
+    checkpoint = make_checkpoint(tmp_path / "ckpt", data["unlabelled"], eval_store, None)
+    args = ["--checkpoint", str(checkpoint), "--data-dir", data["unlabelled"], "--n", "20", "--config", "cpu",
+            *OVERRIDES, *store_args(eval_store)]
+    assert main([*args, "--metrics", "is,d_self"]) == 2
+    err = capsys.readouterr().err
+    assert "no class labels" in err and "--metrics d_self,d_train,upsampling_noise" in err
+
+    assert main(args) == 0  # metrics=auto: the label-free ones, with a note
+    out = capsys.readouterr().out
+    assert "have no labels" in out and "not logged to MLflow" in out
+    row = next(line for line in out.splitlines() if line.startswith("checkpoint step 7")).split()
+    assert row[3:7] == ["-", "-", "-", "-"]  # IS, FID, mIS, AM
+    assert float(row[7]) > 0 and float(row[8]) > 0  # |D|self, |D|train relative to real (test)
+
+
+def test_reference_equals_evaluate_generated():
+    """The cached real-data path scores exactly what wavegan.metrics.evaluate_generated does."""
+    torch.manual_seed(0)
+    length = 2048
+    classifier = EvalClassifier(3, slice_len=length, channels=(2, 2, 2, 2), embed_dim=8, dropout=0.0).eval()
+    train, test, fake = torch.randn(24, 1, length), torch.randn(12, 1, length) * 0.5, torch.rand(10, 1, length)
+    classifier.fit_normalization([train])
+    expected = evaluate_generated(classifier, fake, train, test, splits=2, model_name="m", n_nn=8, batch_size=5)
+    reference = Reference(classifier, train, test, splits=2, n_nn=8, batch_size=5, min_split_size=1)
+    got = reference.table("m", reference.score(fake))
+    assert set(got) == set(expected)
+    for name in expected:
+        assert got[name].keys() == expected[name].keys()
+        for key, value in expected[name].items():
+            assert got[name][key] == pytest.approx(value, rel=1e-9, abs=1e-9), (name, key)
+    assert format_table1(got) == format_table1(expected)
+    unlabelled = Reference(None, train, test, metrics=("d_self", "d_train"), n_nn=8, sample_rate=16000)
+    assert set(unlabelled.score(fake)) == {"d_self", "d_train", "d_self_rel", "d_train_rel"}
+    with pytest.raises(ValueError, match="need a classifier"):
+        Reference(None, train, test, metrics=ALL_METRICS)
+
+
+def test_evaluator_during_training(classifier_trained, data, eval_store):
+    cfg = {"eval": {**classifier_trained[0], "every": 5, "n_generated_during_training": 24}, "data": {"dir": data["labelled"]},
+           "tracking": eval_store, "train": {"log_every": 2}, "total_steps": 11}
+    lines: list[str] = []
+    cfg = prepare_training_eval(cfg, log=lines.append)  # driver side: finds the classifier, pins its URI
+    assert cfg["eval"]["classifier_uri"] == classifier_trained[2].uri and not any("training" in line for line in lines)
+    evaluator = Evaluator.from_config(cfg, log=lines.append)
+    assert evaluator.every == 6  # rounded up to a multiple of train.log_every
+    assert [s for s in range(13) if evaluator.due(s)] == [6, 11, 12]
+    assert not Evaluator.from_config({**cfg, "eval": {**cfg["eval"], "every": 0}}).due(6)
+
+    torch.manual_seed(1)
+    gan = build_gan(MODEL).train()
+    metrics = evaluator(gan, 6)
+    assert gan.training  # the mode is restored
+    for key in ("eval/is_mean", "eval/fid", "eval/mis", "eval/am", "eval/d_self_rel", "eval/d_train_rel",
+                "eval/seconds"):
+        assert key in metrics
+    again = evaluator(gan, 12)  # same latents, same weights: same scores; real statistics are not recomputed
+    assert {k: v for k, v in again.items() if k != "eval/seconds"} == {k: v for k, v in metrics.items()
+                                                                       if k != "eval/seconds"}
+    assert sum("ready in" in line for line in lines) == 1
+    assert torch.equal(generate_audio(gan, 3, seed=0), generate_audio(gan, 3, seed=0))
+
+    unlabelled = {**cfg, "data": {"dir": data["unlabelled"]}, "eval": {**cfg["eval"], "classifier_uri": None},
+                  "train": {"log_every": 2, "early_stop": {"metric": "eval/is_mean", "mode": "max", "patience": 2}}}
+    with pytest.raises(ConfigError, match="eval/is_mean"):
+        prepare_training_eval(unlabelled, log=lines.append)
+
+
+def test_early_stopping():
+    stopper = EarlyStopping.from_config({"train": {"early_stop": {"metric": "eval/is_mean", "patience": 2}}})
+    decisions = [stopper.update({"eval/is_mean": v}, step) for step, v in enumerate([1.0, 2.0, 1.5, 2.5, 2.4, 2.0])]
+    assert decisions == [False, False, False, False, False, True]
+    assert (stopper.best, stopper.best_step) == (2.5, 3)
+    resumed = EarlyStopping("eval/is_mean", "max", 2)
+    resumed.load_state_dict(stopper.state_dict())
+    assert resumed.state_dict() == stopper.state_dict()
+    fid = EarlyStopping("eval/fid", "min", 1)
+    assert [fid.update({"eval/fid": v}, i) for i, v in enumerate([5.0, 4.0, 4.5])] == [False, False, True]
+    assert EarlyStopping.from_config({"train": {}}) is None
+    with pytest.raises(ValueError, match="eval/fid"):
+        EarlyStopping("eval/fid").update({"eval/is_mean": 1.0}, 0)
