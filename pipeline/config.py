@@ -28,9 +28,8 @@ def absolute(path: str) -> str:
 def _manifest(data_dir: str) -> dict:
     try:
         return read_manifest(data_dir)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no shards at data.dir={data_dir!r} ({exc}). Create them with "
-                          f"`make shards SRC=<audio folder> OUT={data_dir}`, or point data.dir at a shard folder.") from exc
+    except FileNotFoundError as exc:  # its message says which command makes the shards
+        raise ConfigError(f"data.dir={data_dir!r}: {exc}") from exc
 
 
 def _split_clips(manifest: dict, split: str, data_dir: str) -> int:

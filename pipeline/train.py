@@ -92,14 +92,19 @@ def run(config: dict) -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from .summary import ModelConfigError, summarize
+
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
+        print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
         code = run(config)
-    except ConfigError as exc:
+    except (ConfigError, ModelConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    from .cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
+
+    run_hydra(main, "config", help_name="train")
