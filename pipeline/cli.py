@@ -213,8 +213,9 @@ def check_overrides(config_name: str, overrides: Sequence[str], *, command: str 
         if cause is not None and str(cause).strip() and str(cause).strip() not in text:
             text += f"\n{str(cause).strip()}"
         problems = [text]
-    raise UsageError("\n".join(problems) + f"\n(show every key and group: {command} --cfg job; "
-                                           f"groups and examples: {command} --help)")
+    flag = (lambda f: f'{command} ARGS="{f}"') if command.startswith("make ") else (lambda f: f"{command} {f}")
+    raise UsageError("\n".join(problems) + f"\n(show every key and group: {flag('--cfg job')}; "
+                                           f"groups and examples: {flag('--help')})")
 
 
 def _parse(overrides: list[str]) -> list:
