@@ -242,16 +242,26 @@ def _alive_nodes(state: ClusterState) -> int | None:
 
 
 def _alive_node_names(state: ClusterState) -> set[str] | None:
-    """Names of the alive nodes (from their ``node_<name>`` resource); None while the head does not answer."""
-    if state.auth_token:
-        os.environ["RAY_AUTH_MODE"] = "token"
+    """Names of the alive nodes (from their ``node_<name>`` resource); None while the head does not answer.
+
+    Ray's HTTP clients send the token only in token mode, read from the environment: it is set for
+    the call and put back after, so a Ray started later by this process keeps its own auth mode.
+    """
     from ray.util.state import list_nodes
 
+    before = os.environ.get("RAY_AUTH_MODE")
+    if state.auth_token:
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         nodes = list_nodes(address=state.job_address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10,
                            raise_on_missing_output=False)
     except Exception:
         return None
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = before
     return {key[len("node_"):] for node in nodes for key in (node.resources_total or {}) if key.startswith("node_")}
 
 

@@ -80,5 +80,5 @@ def test_job_runs_on_the_cluster_and_its_exit_code_comes_back(local_cluster, tmp
                     env={**without("MLFLOW_TRACKING_URI"), **local_cluster.exports()}, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr  # pipeline.train's exit code for a config error
     assert "[submit] job raysubmit_" in result.stdout and "ray job logs raysubmit_" in result.stdout
-    assert f"no shards at data.dir='{missing}'" in result.stdout  # the job's own output, streamed
+    assert f"data.dir='{missing}': no manifest.json" in result.stdout  # the job's own output, streamed
     assert "FAILED" in result.stdout

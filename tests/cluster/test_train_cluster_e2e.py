@@ -54,7 +54,7 @@ def test_train_cluster_registers_and_survives_losing_a_node(local_cluster, tone_
     raylet = worker_raylet(local_cluster)
     assert raylet, "no raylet found for worker node w1"
     os.kill(raylet, signal.SIGKILL)  # the worker node goes down in the middle of the run
-    wait_for(lambda: "w1" not in (_alive_node_names(local_cluster) or {"w1"}), 180, "Ray to declare node w1 dead")
+    wait_for(lambda: "w1" not in (_alive_node_names(local_cluster) or {"w1"}), 300, "Ray to declare node w1 dead")
     healed = cluster_cli("up", "--workers", "1", "--port", str(local_cluster.port), "--dashboard-port",
                          str(local_cluster.dashboard_port), "--state-dir", local_cluster.state_dir)
     assert healed.returncode == 0 and "restarting dead worker node(s): w1" in healed.stdout, healed.stdout + healed.stderr
