@@ -241,6 +241,11 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, dev
         raise NoLabelsError(f"{data_dir}: no labelled clips in the train/valid splits")
 
     kwargs = classifier_kwargs(eval_cfg, manifest)
+    if torch.device(device).type == "cpu" and max(kwargs.get("channels", [128])) >= 64:
+        minutes = len(train) * 0.35 / max(1, torch.get_num_threads()) / 60  # measured: 0.35 s/clip/core
+        log(f"[eval] note: the paper-size classifier trains slowly on a CPU (about {minutes:.0f} min per epoch on "
+            f"{len(train)} clips here, up to {train_cfg.get('max_epochs')} epochs); on a CPU, --config cpu "
+            f"(eval=cpu in training) trains a small one in minutes")
     torch.manual_seed(seed)
     model = EvalClassifier(**kwargs)
     mlflow_client, exp_id = client(tracking_cfg), experiment_id(tracking_cfg)
@@ -260,7 +265,7 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, dev
     try:
         result = train_classifier(
             model, lambda: train.batches(batch_size, seed=seed * 100_003 + next(epochs)),
-            lambda: valid.batches(batch_size), device=device, log=log, **train_cfg,
+            lambda: valid.batches(batch_size), device=device, log=lambda line: log(f"[eval] {line}"), **train_cfg,
         )
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, int(h["epoch"])) for h in result["history"]

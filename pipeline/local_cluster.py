@@ -247,12 +247,12 @@ def _alive_node_names(state: ClusterState) -> set[str] | None:
     Ray's HTTP clients send the token only in token mode, read from the environment: it is set for
     the call and put back after, so a Ray started later by this process keeps its own auth mode.
     """
-    from ray.util.state import list_nodes
-
     before = os.environ.get("RAY_AUTH_MODE")
     if state.auth_token:
         os.environ["RAY_AUTH_MODE"] = "token"
     try:
+        from ray.util.state import list_nodes  # imported in token mode: Ray reads the mode when it loads
+
         nodes = list_nodes(address=state.job_address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10,
                            raise_on_missing_output=False)
     except Exception:

@@ -22,6 +22,7 @@ from data_prep.loader import build_loader
 from wavegan import build_gan
 from wavegan.losses import build_optimizers
 
+from .evaluate import EarlyStopping, Evaluator
 from .iteration import IterationConfig, train_iteration
 from .state import TrainState, derived_seed, load_checkpoint, save_state, unwrap
 from .tracking import open_worker_tracker
@@ -124,6 +125,10 @@ def train_loop_per_worker(cfg: dict) -> None:
         tracker.note(f"resumed from checkpoint at step {resumed_from}")
 
     total, log_every, ckpt_every = int(cfg["total_steps"]), int(train["log_every"]), int(train["checkpoint_every"])
+    evaluator = Evaluator.from_config(cfg)  # cheap; due() is the same on every rank, only rank 0 calls it
+    stopper = EarlyStopping.from_config(cfg)
+    if stopper is not None:
+        stopper.load_state_dict(state.extra.get("early_stop"))
     meter = Meter()
     while state.step < total:
         meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
@@ -140,7 +145,18 @@ def train_loop_per_worker(cfg: dict) -> None:
             tracker.note(f"non-finite {', '.join(bad)} at step {state.step}: stopping; the last checkpoint is kept")
             ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
             break
-        due = state.step % ckpt_every == 0 or state.step == total
+        stop = False
+        if evaluator.due(state.step):
+            if rank == 0:
+                metrics.update(evaluator(state.gan, state.step))
+                if stopper is not None:
+                    stop = stopper.update(metrics, state.step)
+                    state.extra["early_stop"] = stopper.state_dict()
+            if stopper is not None and world > 1:  # every rank must leave the loop at the same step
+                flag = torch.tensor([float(stop)], device=device)
+                dist.broadcast(flag, src=0)
+                stop = bool(flag.item())
+        due = state.step % ckpt_every == 0 or state.step == total or stop
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0 and due:
                 save_state(state, directory, cfg)
@@ -148,4 +164,9 @@ def train_loop_per_worker(cfg: dict) -> None:
                              if rank == 0 and due else None)
         tracker.log_metrics(metrics, state.step)
         tracker.maybe_preview(state)
+        if stop:
+            if rank == 0:  # only rank 0 holds the evaluation history
+                tracker.note(f"early stop at step {state.step}: {stopper.metric} has not improved for "
+                             f"{stopper.patience} evaluations (best {stopper.best:.4g} at step {stopper.best_step})")
+            break
     tracker.close()

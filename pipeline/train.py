@@ -60,7 +60,10 @@ def run(config: dict) -> int:
     from .registry import register_generator
     from .tracking import finish_run, start_run
 
+    from .evaluate import prepare_training_eval
+
     config = prepare(config)
+    config = prepare_training_eval(config)  # eval during training: find (or train once) the classifier here
     config["tracking"]["run_id"] = start_run(config)
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
