@@ -106,3 +106,20 @@ def test_only_merges_into_existing_results_and_keeps_handwritten_markdown(tmp_pa
     text = md_path.read_text()
     assert "hand-written intro" in text and "## Method\nkept" in text and "old table" not in text
     assert "| generate | generate figure |" in text and "| gpu | gpu figure |" in text
+
+
+def test_training_metrics_are_read_from_ray_output_and_snapshot():
+    from pipeline.bench_train import _last_metrics, _printed_metrics
+
+    stdout = ("(RayTrainWorker pid=12, ip=127.0.0.1) [train] step 10/20 d_loss=1.2 steps_per_s=2.5 clips_per_s=40\n"
+              "noise\n[train] step 20/20 d_loss=1.1 steps_per_s=3 clips_per_s=48 data_wait_frac=0.01\n")
+    assert _printed_metrics(stdout) == {10: {"d_loss": 1.2, "steps_per_s": 2.5, "clips_per_s": 40.0},
+                                        20: {"d_loss": 1.1, "steps_per_s": 3.0, "clips_per_s": 48.0,
+                                             "data_wait_frac": 0.01}}
+    snapshot = {"checkpoint_results": [
+        {"checkpoint_dir_name": "checkpoint_a", "metrics": {"step": 10, "steps_per_s": 2.5, "clips_per_s": 40.0}},
+        {"checkpoint_dir_name": "checkpoint_b", "metrics": {"step": 20, "steps_per_s": 3.01, "clips_per_s": 48.2,
+                                                            "note": "text is dropped"}}]}
+    assert _last_metrics(snapshot, 20) == {"step": 20, "steps_per_s": 3.01, "clips_per_s": 48.2}
+    with pytest.raises(RuntimeError):
+        _last_metrics(snapshot, 30)

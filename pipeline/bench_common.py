@@ -1,0 +1,343 @@
+"""Shared pieces of ``python -m pipeline.bench``: timing, FLOP counting, configs, result rows.
+
+Nothing here asserts on speed: benchmarks measure and report, tests only check the plumbing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Figures of Donahue et al. (ICLR 2019) that the benchmarks are paired with (see /work/shared/REFERENCE.md).
+PAPER_REALTIME_FACTOR = 1800.0      # "an hour of audio in under two seconds" on one P100
+PAPER_ITERATIONS = 200_000          # generator iterations of the SC09 run
+PAPER_TRAIN_DAYS = 4.0              # "up to four days" on one P100
+SC09_TRAIN_CLIPS = 18_620           # SC09 train split (one 1-s clip per file): the |D|train reference set
+LOADER_TARGET = 10_000.0            # clips/s per loader process (spec target)
+
+# Dense (no sparsity) peak FLOP/s of the GPUs the pipeline targets, from NVIDIA's data sheets.
+# "tf32" is what fp32 convolutions run at when torch.backends.cudnn.allow_tf32 is True (PyTorch's default).
+GPU_PEAKS: dict[str, dict[str, float]] = {
+    "H100 SXM": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "H100 PCIe": {"bf16": 756.5e12, "tf32": 378.0e12, "fp32": 51.2e12},
+    "H100 NVL": {"bf16": 835.5e12, "tf32": 417.5e12, "fp32": 60.0e12},
+    "H200 SXM": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "H200 NVL": {"bf16": 835.5e12, "tf32": 417.5e12, "fp32": 60.0e12},
+    "A100": {"bf16": 312.0e12, "tf32": 156.0e12, "fp32": 19.5e12},
+}
+
+
+def gpu_peak_key(device_name: str) -> str | None:
+    """The GPU_PEAKS row of a ``torch.cuda.get_device_name()`` string, or None when unknown."""
+    name = device_name.upper()
+    for family in ("H200", "H100"):
+        if family in name:
+            if "NVL" in name:
+                return f"{family} NVL"
+            if "PCIE" in name and family == "H100":
+                return "H100 PCIe"
+            return f"{family} SXM"
+    return "A100" if "A100" in name else None
+
+
+@dataclass
+class Sizes:
+    """How much work each section does: ``full`` (make bench), ``quick`` (< 5 min), ``smoke`` (tests)."""
+
+    mode: str
+    repeats: int                      # timed repeats per measurement (median reported)
+    min_seconds: float                # ... or more, until this much time is spent
+    warmup: int
+    shard_seconds: float              # seconds of input audio per shard-writing benchmark
+    loader_clips: int
+    budget_s: float | None            # per measurement: fewer repeats when one call is this slow
+    model_grid: list[tuple[int, int]]  # (d, batch) pairs for critic / generator steps
+    gen_dim: int
+    gen_batch: int
+    gen_batches: int                  # batches timed for generation throughput
+    train_variants: list[str]         # "tiny", "d32"
+    train_steps: dict[str, tuple[int, int]]  # variant -> (total steps, log_every): intervals after the first count
+    cls_clips: dict[str, int]         # classifier name -> clips timed
+    nn_train: int                     # reference-set size timed for |D|train (projected to SC09_TRAIN_CLIPS)
+    nn_queries: int
+    gpu_steps: int = 10
+
+    @classmethod
+    def for_mode(cls, mode: str) -> Sizes:
+        if mode == "full":
+            return cls(mode, repeats=3, min_seconds=2.0, warmup=1, shard_seconds=1800, loader_clips=8192, budget_s=120.0,
+                       model_grid=[(d, b) for d in (16, 32, 64) for b in (16, 64)], gen_dim=64, gen_batch=128,
+                       gen_batches=2, train_variants=["tiny", "d32"],
+                       train_steps={"tiny": (50, 10), "d32": (8, 2)},
+                       cls_clips={"paper": 64, "cpu": 1024}, nn_train=SC09_TRAIN_CLIPS, nn_queries=1000)
+        if mode == "quick":
+            return cls(mode, repeats=2, min_seconds=0.0, warmup=1, shard_seconds=600, loader_clips=4096, budget_s=15.0,
+                       model_grid=[(16, 16), (16, 64), (32, 16), (64, 16)], gen_dim=64, gen_batch=32,
+                       gen_batches=1, train_variants=["tiny"], train_steps={"tiny": (40, 10)},
+                       cls_clips={"paper": 16, "cpu": 256}, nn_train=2000, nn_queries=1000)
+        if mode == "smoke":
+            return cls(mode, repeats=1, min_seconds=0.0, warmup=0, shard_seconds=10, loader_clips=256, budget_s=None,
+                       model_grid=[(8, 2)], gen_dim=8, gen_batch=4, gen_batches=1, train_variants=["tiny"],
+                       train_steps={"tiny": (4, 2)}, cls_clips={"cpu": 8}, nn_train=200, nn_queries=100,
+                       gpu_steps=2)
+        raise ValueError(f"mode must be full, quick or smoke, got {mode!r}")
+
+    def on_cuda(self) -> Sizes:
+        """GPU sizes: generation at the large batch the paper's speed claim needs, more timed iterations."""
+        import dataclasses
+
+        if self.mode == "smoke":
+            return dataclasses.replace(self, gen_batch=64)
+        return dataclasses.replace(self, gen_batch=2048, gen_batches=4 if self.mode == "full" else 2,
+                                   gpu_steps=20 if self.mode == "full" else 10, repeats=max(self.repeats, 3))
+
+
+@dataclass
+class Row:
+    """One line of the printed table: a measured figure and, where one exists, its reference."""
+
+    section: str
+    name: str
+    value: float | None
+    unit: str
+    reference: str = ""            # what the value is compared with (same run, or a paper figure)
+    ratio: float | None = None     # value / reference (or the ratio named in ``note``)
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable[[], Any], *, repeats: int, warmup: int, min_seconds: float = 0.0,
+            device: torch.device | str = "cpu", max_repeats: int = 50, budget_s: float | None = None) -> dict[str, float]:
+    """Wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls (more calls, up to ``max_repeats``,
+    until ``min_seconds`` are spent; fewer, down to one, when a warm-up call shows ``repeats`` would exceed
+    ``budget_s``). ``best_s`` (the minimum) is the figure reported: on a shared machine interference only ever
+    adds time. ``cpu_s`` is this process's CPU time of the best call (all threads)."""
+    warm = 0.0
+    for _ in range(warmup):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        warm = time.perf_counter() - start
+    if budget_s is not None and warm > 0:
+        repeats = max(1, min(repeats, int(budget_s // warm)))
+    times: list[tuple[float, float]] = []
+    spent = 0.0
+    while len(times) < repeats or (spent < min_seconds and len(times) < max_repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
+        spent += times[-1][0]
+    walls = [t for t, _ in times]
+    best = min(times)
+    return {"best_s": best[0], "median_s": statistics.median(walls), "max_s": max(walls), "n": len(walls),
+            "cpu_s": best[1], "warmup_s": warm}
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's module tracker, whose backward hooks break ``autograd.grad``
+    (the gradient penalty): every FLOP is attributed to "Global" only, which is all we report."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    return counter
+
+
+def model_config(**overrides: Any) -> dict:
+    """``conf/model/wavegan.yaml`` as a dict, with overrides (e.g. dim=32)."""
+    import yaml
+
+    cfg = yaml.safe_load((CONF / "model" / "wavegan.yaml").read_text())
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise KeyError(f"not model keys: {sorted(unknown)}")
+    return {**cfg, **overrides}
+
+
+def loss_config(name: str = "wgan-gp") -> dict:
+    import yaml
+
+    return yaml.safe_load((CONF / "loss" / f"{name}.yaml").read_text())
+
+
+def compose(*overrides: str) -> dict:
+    """The resolved training config of ``python -m pipeline.train <overrides>`` (Hydra compose, no run dir)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty off Linux)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def _cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_isa() -> str:
+    """Vector / matrix extensions that decide CPU conv speed, and the CPU family/model numbers."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
+    ident = f"family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info else ""
+    return ", ".join(filter(None, [ident, " ".join(isa)]))
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class OtherLoad:
+    """How much of the machine's CPU other processes used while a section ran.
+
+    Busy CPU time of the whole machine (/proc/stat, steal included) minus this process's and its reaped
+    children's CPU time (getrusage), over wall time x cores. Approximate (a child still running at the
+    end, e.g. a Ray daemon, counts as "other"), but unlike the load average it leaves out our own work.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+        except (OSError, ValueError, IndexError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - fields[4]) / tick  # all but idle and iowait
+        own = sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for k in ("ru_utime", "ru_stime"))
+        return busy, own, time.perf_counter()
+
+    def share(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        wall = max(end[2] - self.start[2], 1e-9)
+        others = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return round(min(1.0, max(0.0, others / (wall * cores))), 3)
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cpu_isa": _cpu_isa(),
+        "cpu_cores": cores,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        info["gpu_peak_row"] = gpu_peak_key(info["device_name"])
+    return info
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for the table: 3 significant digits, thousands separators for large values."""
+    if value is None:
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 1:
+        return f"{value:.{max(0, digits - len(str(int(magnitude))))}f}"
+    return f"{value:.{digits}g}"
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    if seconds < 2 * 365 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    return f"{seconds / (365 * 86400):.1f} years"

@@ -1,0 +1,201 @@
+"""Model benchmarks: critic / generator step times, FLOP counts and achieved FLOP/s, generation speed.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one step run on the ``meta``
+device (same shapes, no data, so counting d=64 at batch 64 costs nothing). It counts the
+matrix-multiply and convolution ops it has formulas for, forward and backward: ``aten.convolution``
+(the generator's transposed convolutions too), ``aten.convolution_backward``, ``aten.addmm``,
+``aten.mm``, including the second-order graph of the gradient penalty (``autograd.grad`` with
+``create_graph=True``, then ``backward``). It does not count element-wise work: LeakyReLU, tanh,
+phase-shuffle padding and gathers, the penalty's norm, Adam's update. FLOP = 2 x multiply-adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from wavegan import build_gan
+from wavegan.losses import build_optimizers, critic_loss, generator_loss
+from wavegan.sampling import generate
+
+from .bench_common import PAPER_REALTIME_FACTOR, Row, Sizes, flop_counter, fmt, loss_config, measure, model_config
+
+SECTION = "model"
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class GanSteps:
+    """One WGAN-GP critic step and one generator step of WaveGAN (build_gan + wavegan.losses + Adam),
+    the operations of ``pipeline.iteration.train_iteration`` on an in-memory batch."""
+
+    def __init__(self, model_cfg: dict, batch: int, device: torch.device | str, amp: str = "none",
+                 loss_cfg: dict | None = None):
+        self.device = torch.device(device)
+        self.batch, self.amp = batch, amp
+        self.loss_cfg = loss_cfg or loss_config("wgan-gp")
+        self.gan = build_gan(model_cfg).to(self.device)
+        self.G, self.D = self.gan.generator, self.gan.discriminator
+        self.gp_weight = float(self.loss_cfg.get("gp_weight", 10.0))
+        if self.device.type == "meta":
+            self.opt_g = self.opt_d = None
+        else:
+            self.opt_g, self.opt_d = build_optimizers(self.loss_cfg, self.G, self.D)
+        gen = torch.Generator().manual_seed(0)
+        real = torch.rand(batch, model_cfg["num_channels"], model_cfg["slice_len"], generator=gen) * 1.8 - 0.9
+        self.real = real.to(self.device)
+
+    def _z(self) -> torch.Tensor:
+        return torch.rand(self.batch, self.gan.latent_dim, device=self.device) * 2.0 - 1.0
+
+    def critic(self) -> None:
+        self.D.requires_grad_(True)
+        with _autocast(self.device, self.amp):
+            with torch.no_grad():
+                fake = self.G(self._z())
+            loss, _ = critic_loss(self.loss_cfg["name"], self.D, self.gan.critic_input(self.real), fake.float(),
+                                  gp_weight=self.gp_weight, alpha=torch.rand(self.batch, device=self.device))
+        if self.opt_d is not None:
+            self.opt_d.zero_grad(set_to_none=True)
+        loss.float().backward()
+        if self.opt_d is not None:
+            self.opt_d.step()
+
+    def generator(self) -> None:
+        self.D.requires_grad_(False)
+        with _autocast(self.device, self.amp):
+            fake = self.G(self._z())
+            loss, _ = generator_loss(self.loss_cfg["name"], self.D, fake.float())
+        if self.opt_g is not None:
+            self.opt_g.zero_grad(set_to_none=True)
+        loss.float().backward()
+        if self.opt_g is not None:
+            self.opt_g.step()
+        self.D.requires_grad_(True)
+
+    def generate(self) -> None:
+        with _autocast(self.device, self.amp):
+            generate(self.gan, self._z(), batch_size=self.batch)
+
+
+def count_flops(model_cfg: dict, batch: int, loss_name: str = "wgan-gp") -> dict[str, float]:
+    """FLOPs of one critic step, one generator step and one generator forward at ``batch`` (meta device)."""
+    steps = GanSteps(model_cfg, batch, "meta", loss_cfg={**loss_config(loss_name), "name": loss_name})
+    out = {}
+    for name, fn in (("critic_step", steps.critic), ("generator_step", steps.generator),
+                     ("generate", lambda: steps.G(steps._z()))):
+        with flop_counter() as counter:
+            if name == "generate":
+                with torch.no_grad():
+                    fn()
+            else:
+                fn()
+        out[name] = float(counter.get_total_flops())
+    return out
+
+
+def iteration_flops(model_cfg: dict, batch: int, critic_steps: int, loss_name: str = "wgan-gp") -> float:
+    """FLOPs of one training iteration: ``critic_steps`` critic steps + one generator step."""
+    flops = count_flops(model_cfg, batch, loss_name)
+    return critic_steps * flops["critic_step"] + flops["generator_step"]
+
+
+def cpu_matmul_flops(device: torch.device, sizes: Sizes) -> float:
+    """Attainable fp32 FLOP/s of this device on a square matmul: the same-run reference for model FLOP/s."""
+    n = 256 if sizes.mode == "smoke" else 2048
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    t = measure(lambda: a @ b, repeats=max(3, sizes.repeats), warmup=1, min_seconds=min(1.0, sizes.min_seconds + 0.5),
+                device=device)
+    return 2 * n**3 / t["best_s"]
+
+
+def run(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Row], dict]:
+    rows: list[Row] = []
+    details: dict = {"configs": [], "flops_counted": __doc__.split("\n\n", 1)[1].strip()}
+    peak = cpu_matmul_flops(device, sizes)
+    details["matmul_flops_per_s"] = peak
+    rows.append(Row(SECTION, f"fp32 matmul {device.type} (reference)", peak / 1e9, "GFLOP/s",
+                    note="square fp32 matmul: attainable FLOP/s, the denominator of the 'of matmul' ratios"))
+    audio_s = None
+    for dim, batch in sizes.model_grid:
+        cfg = model_config(dim=dim)
+        audio_s = batch * cfg["slice_len"] / cfg["sample_rate"]
+        flops = count_flops(cfg, batch)
+        steps = GanSteps(cfg, batch, device)
+        log(f"[bench] model d={dim} batch={batch}: critic step")
+        t_c = measure(steps.critic, repeats=sizes.repeats, warmup=sizes.warmup, min_seconds=sizes.min_seconds,
+                      device=device, budget_s=sizes.budget_s)
+        log(f"[bench] model d={dim} batch={batch}: generator step")
+        t_g = measure(steps.generator, repeats=sizes.repeats, warmup=sizes.warmup, min_seconds=sizes.min_seconds,
+                      device=device, budget_s=sizes.budget_s)
+        t_gen = measure(steps.generate, repeats=sizes.repeats, warmup=sizes.warmup, min_seconds=sizes.min_seconds,
+                        device=device, budget_s=sizes.budget_s)
+        entry = {"dim": dim, "batch": batch, "flops": flops, "critic_step": t_c, "generator_step": t_g,
+                 "generate": t_gen,
+                 "critic_flops_per_s": flops["critic_step"] / t_c["best_s"],
+                 "generator_flops_per_s": flops["generator_step"] / t_g["best_s"],
+                 "generate_flops_per_s": flops["generate"] / t_gen["best_s"],
+                 "audio_seconds_per_second": audio_s / t_gen["best_s"]}
+        details["configs"].append(entry)
+        tag = f"d={dim} b={batch}"
+        rows.append(Row(SECTION, f"critic step {tag}", t_c["best_s"], "s",
+                        reference="fp32 matmul FLOP/s", ratio=entry["critic_flops_per_s"] / peak,
+                        note=f"{fmt(flops['critic_step'] / 1e9)} GFLOP counted, "
+                             f"{fmt(entry['critic_flops_per_s'] / 1e9)} GFLOP/s achieved"))
+        rows.append(Row(SECTION, f"generator step {tag}", t_g["best_s"], "s",
+                        reference="fp32 matmul FLOP/s", ratio=entry["generator_flops_per_s"] / peak,
+                        note=f"{fmt(flops['generator_step'] / 1e9)} GFLOP counted, "
+                             f"{fmt(entry['generator_flops_per_s'] / 1e9)} GFLOP/s achieved"))
+        rows.append(Row(SECTION, f"generated audio {tag}", entry["audio_seconds_per_second"], "audio s/s",
+                        reference=f"paper {PAPER_REALTIME_FACTOR:.0f}x (P100)",
+                        ratio=entry["audio_seconds_per_second"] / PAPER_REALTIME_FACTOR,
+                        note=f"G forward {t_gen['best_s']:.3g} s per batch"))
+        del steps
+    return rows, details
+
+
+def run_generation(device: torch.device, sizes: Sizes, log: Callable[[str], None],
+                   amps: tuple[str, ...] = ("none",)) -> tuple[list[Row], dict]:
+    """Seconds of audio generated per wall-clock second at a large batch, against the paper's 1800x."""
+    rows: list[Row] = []
+    details: dict = {}
+    cfg = model_config(dim=sizes.gen_dim)
+    gan = build_gan(cfg).to(device).eval()
+    for amp in amps:
+        batch = sizes.gen_batch
+        while True:
+            try:
+                n = batch * sizes.gen_batches
+                z = torch.rand(n, gan.latent_dim, device=device) * 2 - 1
+
+                def work(z=z, batch=batch, amp=amp):
+                    with _autocast(device, amp):
+                        generate(gan, z, batch_size=batch)
+
+                log(f"[bench] generate d={sizes.gen_dim} batch={batch} amp={amp}")
+                t = measure(work, repeats=sizes.repeats, warmup=sizes.warmup, min_seconds=sizes.min_seconds,
+                            device=device)
+                break
+            except torch.OutOfMemoryError:
+                if batch <= 16:
+                    raise
+                batch //= 2
+                torch.cuda.empty_cache()
+        seconds = n * cfg["slice_len"] / cfg["sample_rate"]
+        factor = seconds / t["best_s"]
+        flops = count_flops(cfg, 1)["generate"] * n
+        label = "fp32" if amp == "none" else amp
+        details[amp] = {"dim": sizes.gen_dim, "batch": batch, "clips": n, "time": t, "realtime_factor": factor,
+                        "flops_per_s": flops / t["best_s"], "seconds_per_audio_hour": 3600 / factor}
+        rows.append(Row("generate", f"generation d={sizes.gen_dim} b={batch} {label}", factor, "x real time",
+                        reference=f"paper {PAPER_REALTIME_FACTOR:.0f}x (P100)", ratio=factor / PAPER_REALTIME_FACTOR,
+                        note=f"an hour of audio in {3600 / factor:,.1f} s (paper: < 2 s); "
+                             f"{fmt(flops / t['best_s'] / 1e9)} GFLOP/s"))
+    return rows, details

@@ -1,0 +1,316 @@
+"""Training-iteration benchmarks: the real Ray Train path against a plain single-process loop.
+
+* Ray: ``python -m pipeline.train`` in a subprocess (what ``make train`` runs), MLflow and the registry
+  off, reading ``steps_per_s`` / ``clips_per_s`` / ``data_wait_frac`` that ``pipeline.loop`` reports at
+  every log interval: the final one from the metrics of the final checkpoint in Ray Train's
+  ``checkpoint_manager_snapshot.json``, the earlier ones from the line rank 0 prints for each. The first
+  interval (Ray, worker and loader start-up, first shard reads, first slow iterations) is excluded and
+  the fastest of the others is reported. An interval includes what every training run pays per
+  interval: the metric all-reduce and the ``ray.train.report`` barrier of the previous report.
+* Plain: the same resolved config, ``pipeline.iteration.train_iteration`` called in this process on
+  an in-memory batch iterator (no Ray, no DDP, no loader), all cores' threads; one warm-up chunk, then
+  the fastest of as many chunks of ``log_every`` iterations as Ray had timed intervals.
+
+Their ratio is the orchestration overhead (Ray + DDP + loader) on this machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from wavegan import build_gan
+from wavegan.losses import build_optimizers
+
+from .bench_common import (
+    GPU_PEAKS,
+    PAPER_ITERATIONS,
+    PAPER_TRAIN_DAYS,
+    ROOT,
+    Row,
+    Sizes,
+    compose,
+    gpu_peak_key,
+    human_seconds,
+)
+from .iteration import IterationConfig, train_iteration
+from .state import TrainState
+
+SECTION = "train"
+VARIANTS = {"tiny": ["preset=tiny"], "d32": ["preset=tiny", "model.dim=32"]}
+
+
+# --------------------------------------------------------------------------------------------- plain loop
+def build_plain_state(cfg: dict, device: torch.device, compile_models: bool = False) -> TrainState:
+    """TrainState as ``pipeline.loop.build_state`` builds it, minus Ray's DDP wrapping.
+
+    With ``compile_models`` the generator is compiled, and the critic too unless the loss is
+    wgan-gp (torch.compile has no double backward for the gradient penalty), as in build_state.
+    """
+    gan = build_gan(cfg["model"]).to(device)
+    G, D = gan.generator, gan.discriminator
+    if compile_models:
+        G = torch.compile(G)
+        if cfg["loss"]["name"] != "wgan-gp":
+            D = torch.compile(D)
+    opt_g, opt_d = build_optimizers(cfg["loss"], gan.generator, gan.discriminator)
+    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
+
+
+def memory_batches(cfg: dict, device: torch.device, n: int = 4):
+    """An endless iterator over ``n`` fixed random real batches already on the device (no loader cost)."""
+    batch, model = int(cfg["train"]["batch_size"]), cfg["model"]
+    gen = torch.Generator().manual_seed(0)
+    made = [((torch.rand(batch, model["num_channels"], model["slice_len"], generator=gen) * 1.8 - 0.9).to(device),
+             torch.zeros(batch, dtype=torch.long, device=device)) for _ in range(n)]
+    return itertools.cycle(made)
+
+
+def plain_loop(cfg: dict, device: torch.device, iterations: int, warmup: int, compile_models: bool = False,
+               chunks: int = 1, budget_s: float | None = None) -> dict[str, Any]:
+    """Seconds per training iteration of ``train_iteration`` in this process.
+
+    After ``warmup`` iterations, up to ``chunks`` chunks of ``iterations`` iterations are timed (fewer once
+    ``budget_s`` is spent); the fastest chunk is reported, as the fastest Ray log interval is.
+    """
+    state = build_plain_state(cfg, device, compile_models)
+    it_cfg = IterationConfig.from_config(cfg)
+    batches = memory_batches(cfg, device)
+    started = time.perf_counter()
+    for _ in range(warmup):
+        stats = train_iteration(state, batches, it_cfg, device=device)
+    if warmup:
+        float(stats["g_loss"])
+    warm = time.perf_counter() - started
+    times: list[float] = []
+    while len(times) < max(1, chunks) and not (times and budget_s is not None and sum(times) > budget_s):
+        started = time.perf_counter()
+        for _ in range(iterations):
+            stats = train_iteration(state, batches, it_cfg, device=device)
+        float(stats["g_loss"])  # waits for the device
+        times.append(time.perf_counter() - started)
+    best = min(times)
+    steps_per_s = iterations / best
+    return {"iterations": iterations, "chunk_seconds": times, "seconds": best, "warmup_seconds": warm,
+            "seconds_per_iteration": best / iterations, "steps_per_s": steps_per_s,
+            "clips_per_s": steps_per_s * it_cfg.global_batch * it_cfg.critic_steps,
+            "threads": torch.get_num_threads()}
+
+
+def plain_loop_subprocess(overrides: list[str], iterations: int, warmup: int, chunks: int,
+                          budget_s: float | None, threads: int, timeout: float = 3600) -> dict[str, Any]:
+    """:func:`plain_loop` on the CPU in a fresh ``python -m pipeline.bench_train`` process, as Ray's workers
+    are: a process that has just run the large model benchmarks can be several times slower."""
+    spec = {"overrides": overrides, "iterations": iterations, "warmup": warmup, "chunks": chunks,
+            "budget_s": budget_s, "threads": threads}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.bench_train", json.dumps(spec)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"plain loop ({overrides}) failed with exit {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------- Ray path
+def make_training_shards(base: Path, n_clips: int) -> Path:
+    """``n_clips`` one-clip WAV files turned into shards by the real ``data_prep`` writer."""
+    from data_prep.bench import _noise_tone
+    from data_prep.config import PrepConfig, SplitConfig
+    from data_prep.shard import ShardSettings, make_shards
+
+    src, out = base / "train_src", base / "train_shards"
+    src.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(n_clips):
+        sf.write(src / f"clip_{i:05d}.wav", _noise_tone(16384, 16000, rng), 16000, subtype="PCM_16")
+    prep = PrepConfig(first_slice=True, pad_end=True, split=SplitConfig(valid=0.0, test=0.0), samples_per_shard=128)
+    make_shards(ShardSettings(src=str(src), out=str(out), prep=prep, workers=1, overwrite=True, progress=False))
+    return out
+
+
+def ray_run(variant: str, workers: int, shards: Path, base: Path, steps: int, log_every: int,
+            extra: list[str] | None = None, timeout: float = 1800) -> dict:
+    """One ``python -m pipeline.train`` run; the metrics of its last log interval and its wall time."""
+    storage = base / "ray"
+    run_name = f"bench-{variant}-w{workers}"
+    shutil.rmtree(storage / run_name, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pipeline.train", *VARIANTS[variant], f"data.dir={shards}",
+           f"train.storage_path={storage}", f"train.run_name={run_name}", f"cluster.num_workers={workers}",
+           f"train.steps={steps}", f"train.log_every={log_every}", f"train.checkpoint_every={steps}",
+           "train.keep_checkpoints=1", "tracking.enabled=false", "registry.register=false",
+           f"hydra.run.dir={base / 'hydra' / run_name}", "hydra.output_subdir=null", *(extra or [])]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env["PYTHONUNBUFFERED"] = "1"
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"pipeline.train ({variant}, {workers} workers) failed with exit {proc.returncode}:\n"
+                           f"{(proc.stdout + proc.stderr)[-4000:]}")
+    snapshot = json.loads((storage / run_name / "checkpoint_manager_snapshot.json").read_text())
+    intervals = {step: m for step, m in _printed_metrics(proc.stdout).items() if step > log_every}
+    intervals[steps] = _last_metrics(snapshot, steps)  # the final report, at full precision
+    best_step = max(intervals, key=lambda step: intervals[step]["steps_per_s"])
+    metrics = intervals[best_step]
+    return {"variant": variant, "workers": workers, "steps": steps, "log_every": log_every,
+            "metrics": metrics, "best_interval_end_step": best_step,
+            "intervals_steps_per_s": {str(k): v["steps_per_s"] for k, v in sorted(intervals.items())},
+            "wall_seconds": wall,
+            "startup_and_warmup_seconds": wall - sum(log_every / m["steps_per_s"] for m in intervals.values()),
+            "command": " ".join(cmd[1:])}
+
+
+# Ray prefixes worker lines, e.g. "(RayTrainWorker pid=123) [train] step 20/40 d_loss=... steps_per_s=..."
+_PRINTED = re.compile(r"\[train\] step (\d+)/\d+ ([^\n]*)")
+
+
+def _printed_metrics(stdout: str) -> dict[int, dict[str, float]]:
+    """The metrics rank 0 prints at every log interval (``[train] step N/T key=value ...``, 4 digits)."""
+    out = {}
+    for match in _PRINTED.finditer(stdout):
+        values = {}
+        for pair in match.group(2).split():
+            key, _, value = pair.partition("=")
+            try:
+                values[key] = float(re.sub(r"\x1b\[[0-9;]*m", "", value))
+            except ValueError:
+                pass
+        if "steps_per_s" in values:
+            out[int(match.group(1))] = values
+    return out
+
+
+def _last_metrics(snapshot: dict, step: int) -> dict:
+    """The reported metrics of the checkpoint at ``step`` in Ray Train's checkpoint-manager snapshot."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "steps_per_s" in node and "clips_per_s" in node:
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and "steps_per_s" in node:
+            try:
+                walk(json.loads(node))
+            except ValueError:
+                pass
+
+    walk(snapshot)
+    at_step = [m for m in found if int(m.get("step", -1)) == step]
+    if not at_step:
+        raise RuntimeError(f"no metrics for step {step} in checkpoint_manager_snapshot.json: {str(snapshot)[:800]}")
+    return {k: v for k, v in at_step[-1].items() if isinstance(v, (int, float))}
+
+
+def run(device: torch.device, sizes: Sizes, log: Callable[[str], None], workdir: Path) -> tuple[list[Row], dict]:
+    rows: list[Row] = []
+    details: dict = {"method": __doc__.split("\n\n", 1)[1].strip(), "runs": []}
+    shards = make_training_shards(workdir, 64 if sizes.mode == "smoke" else 512)
+    cores = os.cpu_count() or 1
+    for variant in sizes.train_variants:
+        steps, log_every = sizes.train_steps[variant]
+        cfg = compose(*VARIANTS[variant])
+        it_cfg = IterationConfig.from_config(cfg)
+        desc = (f"{variant} (d={cfg['model']['dim']}, batch {it_cfg.global_batch}, "
+                f"{it_cfg.critic_steps} critic steps)")
+        log(f"[bench] train {variant}: plain single-process loop")
+        plain_args = dict(iterations=log_every, warmup=log_every, chunks=max(1, steps // log_every - 1),
+                          budget_s=sizes.budget_s)
+        if device.type == "cpu":
+            plain = plain_loop_subprocess(VARIANTS[variant], threads=cores, **plain_args)
+        else:
+            plain = plain_loop(cfg, device, **plain_args)
+        details["runs"].append({"variant": variant, "kind": "plain", **plain})
+        rows.append(Row(SECTION, f"plain loop {variant}", plain["seconds_per_iteration"], "s/iter",
+                        note=f"{desc}; {plain['clips_per_s']:.3g} clips/s; train_iteration in one process, "
+                             f"{plain['threads']} threads, in-memory batches; fastest of {len(plain['chunk_seconds'])} "
+                             f"x {log_every} iterations"))
+        on_gpu = device.type == "cuda"
+        for workers in (1, 2) if not on_gpu or torch.cuda.device_count() >= 2 else (1,):
+            log(f"[bench] train {variant}: Ray Train, {workers} worker(s)")
+            ray = ray_run(variant, workers, shards, workdir, steps, log_every,
+                          extra=["cluster.use_gpu=true"] if on_gpu else [])
+            details["runs"].append({"kind": "ray", **ray})
+            m = ray["metrics"]
+            rows.append(Row(SECTION, f"Ray Train {variant}, {workers} worker{'s' if workers > 1 else ''}",
+                            1.0 / m["steps_per_s"], "s/iter", reference="plain loop (same config)",
+                            ratio=m["steps_per_s"] / plain["steps_per_s"],
+                            note=f"{m['clips_per_s']:.3g} clips/s, data_wait {m.get('data_wait_frac', 0):.0%}; fastest "
+                                 f"of {len(ray['intervals_steps_per_s'])} x {log_every}-step log intervals; start-up "
+                                 f"+ first interval {ray['startup_and_warmup_seconds']:.0f} s excluded"))
+    return rows, details
+
+
+# --------------------------------------------------------------------------------------------- GPU
+def run_gpu(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Row], dict]:
+    """The sc09 preset's iteration fp32 vs bf16 vs bf16 + torch.compile at batch 64, projected to 200k
+    iterations, with model FLOPs utilisation against the device's dense peak.
+
+    On a CPU (``--smoke`` dry run of this code path) a tiny config stands in and compile is skipped.
+    """
+    from .bench_model import iteration_flops
+
+    rows: list[Row] = []
+    details: dict = {"variants": {}}
+    dry_run = device.type != "cuda"
+    overrides = ["preset=sc09"] + (["model.dim=8", "train.batch_size=4", "loss.critic_steps=1"] if dry_run else [])
+    name = torch.cuda.get_device_name(device) if not dry_run else "cpu (dry run)"
+    peak_row = gpu_peak_key(name) if not dry_run else None
+    peaks = GPU_PEAKS.get(peak_row, {}) if peak_row else {}
+    details.update(device_name=name, peak_row=peak_row, peaks=peaks, overrides=overrides,
+                   tf32_convs=bool(torch.backends.cudnn.allow_tf32))
+    variants = [("fp32", "none", False), ("bf16", "bf16", False), ("bf16+compile", "bf16", True)]
+    for label, amp, compiled in variants:
+        if compiled and dry_run:
+            details["variants"][label] = {"skipped": "torch.compile is not exercised in the CPU dry run"}
+            continue
+        cfg = compose(*overrides, f"train.amp={amp}", f"train.compile={str(compiled).lower()}")
+        it_cfg = IterationConfig.from_config(cfg)
+        flops = iteration_flops(cfg["model"], it_cfg.global_batch, it_cfg.critic_steps, it_cfg.loss)
+        log(f"[bench] gpu sc09 iteration {label}")
+        warmup = 5 if compiled else 2
+        result = plain_loop(cfg, device, iterations=sizes.gpu_steps, warmup=1 if dry_run else warmup,
+                            compile_models=compiled, chunks=1 if dry_run else 3)
+        spi = result["seconds_per_iteration"]
+        peak_kind = "bf16" if amp == "bf16" else ("tf32" if torch.backends.cudnn.allow_tf32 else "fp32")
+        peak = peaks.get(peak_kind)
+        mfu = flops / spi / peak if peak else None
+        projected = spi * PAPER_ITERATIONS
+        details["variants"][label] = {**result, "flops_per_iteration": flops, "flops_per_s": flops / spi,
+                                      "peak_kind": peak_kind, "peak_flops": peak, "mfu": mfu,
+                                      "projected_200k_seconds": projected}
+        tag = f"{label}, cpu dry run" if dry_run else label
+        rows.append(Row("gpu", f"sc09 iteration {tag} (batch {it_cfg.global_batch})", spi, "s/iter",
+                        reference=f"{peak_row} {peak_kind} dense peak" if peak else "",
+                        ratio=mfu,
+                        note=("ratio = MFU; " if peak else "") + f"{flops / spi / 1e12:.3g} TFLOP/s, "
+                             f"{result['clips_per_s']:,.0f} clips/s"))
+        rows.append(Row("gpu", f"sc09 200k iterations {tag}", projected / 86400, "days",
+                        reference=f"paper: {PAPER_TRAIN_DAYS:.0f} days (P100)",
+                        ratio=PAPER_TRAIN_DAYS * 86400 / projected,
+                        note=f"projected {human_seconds(projected)}; ratio = paper / projected (speed-up)"))
+    return rows, details
+
+
+if __name__ == "__main__":  # one plain-loop measurement in a fresh process (see plain_loop_subprocess)
+    _spec = json.loads(sys.argv[1])
+    torch.set_num_threads(int(_spec.pop("threads")))
+    _cfg = compose(*_spec.pop("overrides"))
+    print(json.dumps(plain_loop(_cfg, torch.device("cpu"), **_spec)))
