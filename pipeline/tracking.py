@@ -25,8 +25,9 @@ RUN_NAME_TAG = "wavegan.ray_run"  # ties an MLflow run to its Ray Train run (nam
 
 
 def tracking_uri(tracking_cfg: dict) -> str:
-    """MLFLOW_TRACKING_URI when set, else the config's uri, else the project's local SQLite store."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_cfg.get("uri")
+    """The config's uri when set (an explicit override wins), else MLFLOW_TRACKING_URI, else the project's
+    local SQLite store."""
+    uri = tracking_cfg.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 

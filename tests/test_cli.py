@@ -205,7 +205,7 @@ def test_override_messages():
     assert "model.latent_dim=128" in _message("config", ["latent_dim=128"])
     assert "loss.critic_steps=5" in _message("config", ["d_per_g=5"])
     assert "loss.optim.lr=1e-3" in _message("config", ["lr=1e-3"])
-    assert "did you mean train.batch_size?" in _message("config", ["train.batchsize=3"])
+    assert "did you mean train.batch_size" in _message("config", ["train.batchsize=3"])
     assert "make shards" in _message("config", ["prep=nsynth"])
     assert "did you mean nsynth?" in _message("shards", ["prep=nsynthh"])
     assert "did you mean prep.labels.from?" in _message("shards", ["prep.labels.form=regex"])
