@@ -9,7 +9,7 @@ Sections (see BENCHMARKS.md for what each number means):
   data      shard writing (16 kHz and 44.1 kHz WAV input) and the training loader vs a per-file WAV loop
   model     critic / generator step seconds, counted FLOPs and achieved FLOP/s, generated audio per second
   train     training iteration through the real Ray Train path (1 and 2 workers) vs a plain PyTorch loop
-  generate  generation speed at a large batch vs the paper's 1800x real time
+  generate  generation speed at a small and a large batch vs the paper's 1800x real time
   eval      classifier inference clips/s, |D|self and |D|train nearest-neighbour search time
   gpu       (only with CUDA) the sc09 preset fp32 vs bf16 vs bf16 + torch.compile, 200k-iteration projection, MFU
 
@@ -36,14 +36,15 @@ from .bench_common import (
     GPU_PEAKS,
     LOADER_TARGET,
     PAPER_ITERATIONS,
+    PAPER_REALTIME_FACTOR,
     PAPER_TRAIN_DAYS,
     ROOT,
     SC09_TRAIN_CLIPS,
+    OtherLoad,
     Row,
     Sizes,
     fmt,
     human_seconds,
-    OtherLoad,
     load_average,
     machine,
 )
@@ -165,22 +166,35 @@ def _best_gpu_clips_per_s(sections: dict) -> tuple[float, str] | None:
 
 
 def meanings(results: dict) -> list[str]:
-    """Plain-language consequences of the numbers, computed from them."""
+    """Plain-language consequences of the numbers, computed from them (a section whose stored details
+    predate this code is skipped rather than failing the run)."""
+    out: list[str] = []
+    for name in SECTIONS:
+        if name not in results["sections"] and name != "gpu":
+            continue
+        try:
+            out += _meanings({"sections": {name: results["sections"][name]}} if name in results["sections"]
+                             else {"sections": {}}, name, results["sections"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            out.append(f"({name}: no summary: {type(exc).__name__}: {exc}; re-run `--only {name}`)")
+    return out
+
+
+def _meanings(results: dict, only: str, everything: dict) -> list[str]:
     s = results["sections"]
     out: list[str] = []
-    if "data" in s:
+    if only == "data":
         d = s["data"]["details"]
         rate16 = d["shard_16000"]["audio_seconds_per_second_per_core"]
-        sc09_audio = SC09_TRAIN_CLIPS * 1.0
         out.append(f"**Shard writing**: one core turns 16 kHz WAV into shards at {rate16:,.0f}x real time, so SC09's "
-                   f"{SC09_TRAIN_CLIPS:,} one-second training files take about {human_seconds(sc09_audio / rate16)} "
+                   f"{SC09_TRAIN_CLIPS:,} one-second training files take about {human_seconds(SC09_TRAIN_CLIPS / rate16)} "
                    f"on one core (divide by `workers`); 44.1 kHz input, resampled on the way, runs at "
                    f"{d['shard_44100']['audio_seconds_per_second_per_core']:,.0f}x real time.")
         loader = d["loader"]["loader_clips_per_second"]
         from .bench_model import iteration_flops
         from .bench_common import model_config
 
-        best = _best_gpu_clips_per_s(s)
+        best = _best_gpu_clips_per_s(everything)
         if best:
             need, basis = best[0], f"the measured {best[1]} sc09 iteration on this GPU ({best[0]:,.0f} clips/s)"
         else:
@@ -197,7 +211,7 @@ def meanings(results: dict) -> list[str]:
                    f"GPU(s) at {basis}. The sc09 preset runs `data.num_workers=4` loader processes per GPU, "
                    f"{4 * loader / need:.2g}x what that GPU consumes; on a CPU trainer (a few clips/s) the loader "
                    f"is never the bottleneck.")
-    if "model" in s:
+    if only == "model":
         configs = s["model"]["details"]["configs"]
         peak = s["model"]["details"]["matmul_flops_per_s"]
         d64 = [c for c in configs if c["dim"] == 64]
@@ -216,7 +230,7 @@ def meanings(results: dict) -> list[str]:
             out.append(f"**Compute efficiency**: a d=64 critic step (batch {c['batch']}) runs at "
                        f"{c['critic_flops_per_s'] / 1e9:,.0f} GFLOP/s, {c['critic_flops_per_s'] / peak:.0%} of this "
                        f"device's fp32 matmul rate ({peak / 1e9:,.0f} GFLOP/s measured in the same run).")
-    if "train" in s:
+    if only == "train":
         runs = s["train"]["details"]["runs"]
         for variant in dict.fromkeys(r["variant"] for r in runs):
             plain = next((r for r in runs if r["variant"] == variant and r["kind"] == "plain"), None)
@@ -229,7 +243,8 @@ def meanings(results: dict) -> list[str]:
                 if one:
                     extra = (1 / one["metrics"]["steps_per_s"] - plain["seconds_per_iteration"]) * one["log_every"]
                     parts.append(f"the 1-worker gap is {extra:+.2g} s per {one['log_every']}-step log interval "
-                                 f"(loader, DDP set-up, metric all-reduce, report barrier)")
+                                 f"(Ray's daemons and the loader process sharing the cores, the metric all-reduce "
+                                 f"and the report barrier)")
                 cores = s["train"]["machine"].get("cpu_cores") or 1
                 busy = section_busy(s["train"])
                 out.append(f"**Orchestration ({variant})**: through Ray Train, {'; '.join(parts)} "
@@ -238,13 +253,17 @@ def meanings(results: dict) -> list[str]:
                            f"On a {cores}-core machine a second worker only splits the same cores."
                            + (" Other processes took a large share of the CPU meanwhile: these ratios partly "
                               "measure contention, not Ray." if busy else ""))
-    if "generate" in s:
+    if only == "generate":
         gen = s["generate"]["details"]
         best = max(gen.values(), key=lambda g: g["realtime_factor"])
-        out.append(f"**Generation**: the d={best['dim']} generator makes {best['realtime_factor']:,.0f} seconds of audio per second "
-                   f"(batch {best['batch']}): an hour of audio in {human_seconds(best['seconds_per_audio_hour'])} "
-                   f"(the paper: under 2 s on a P100, 1800x real time).")
-    if "eval" in s:
+        others = ", ".join(f"{g['realtime_factor']:,.0f}x at batch {g['batch']} {g['precision']}"
+                           for g in gen.values() if g is not best)
+        out.append(f"**Generation**: the d={best['dim']} generator makes {best['realtime_factor']:,.0f} seconds of audio "
+                   f"per second at batch {best['batch']} {best['precision']} ({others or 'one setting measured'}): an "
+                   f"hour of audio in {human_seconds(best['seconds_per_audio_hour'])} (the paper: under 2 s on a "
+                   f"P100, {PAPER_REALTIME_FACTOR:,.0f}x real time: {PAPER_REALTIME_FACTOR / best['realtime_factor']:,.0f}x "
+                   f"this figure).")
+    if only == "eval":
         e = s["eval"]["details"]
         parts = [f"{name} classifier {c['clips_per_s']:,.1f} clips/s (the paper's 50k-clip inception score in "
                  f"{human_seconds(50_000 / c['clips_per_s'])})" for name, c in e["classifiers"].items()]
@@ -252,6 +271,8 @@ def meanings(results: dict) -> list[str]:
         out.append(f"**Evaluation**: {'; '.join(parts)}. |D|self over {nn['queries']:,} clips takes "
                    f"{nn['d_self']['best_s']:.1f} s and |D|train of those against SC09's {SC09_TRAIN_CLIPS:,} training clips "
                    f"{human_seconds(nn['d_train_projected_sc09_s'])}.")
+    if only != "gpu":
+        return out
     if "gpu" in s and not s["gpu"]["details"].get("device_name", "").startswith("cpu"):
         v = {k: x for k, x in s["gpu"]["details"]["variants"].items() if "seconds_per_iteration" in x}
         if v:
@@ -271,7 +292,7 @@ def machine_line(m: dict) -> str:
     cpu = f"{m['cpu']} ({m['cpu_isa']})" if m.get("cpu_isa") else m["cpu"]
     device = m["device_name"] if m["device"] == "cuda" else "cpu"
     return (f"{cpu}, {m['cpu_cores']} cores, {m.get('memory_gib')} GiB; device {device}; torch {m['torch']}, "
-            f"Python {m['python']}; commit {m.get('git_commit', '?')}")
+            f"Python {m['python']}")
 
 
 def markdown_block(results: dict) -> str:
@@ -281,8 +302,8 @@ def markdown_block(results: dict) -> str:
     single = len(machines) == 1
     if single:
         lines += [f"Machine: {next(iter(machines))}.", ""]
-    lines += ["| section | measured | mode | took | CPU used by other processes | load average (start -> end) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| section | measured | commit | mode | took | CPU used by other processes | load average (start -> end) |",
+              "|---|---|---|---|---|---|---|"]
     busy = []
     for name in present:
         sec = results["sections"][name]
@@ -292,7 +313,8 @@ def markdown_block(results: dict) -> str:
         if section_busy(sec):
             busy.append(name)
         where = "" if single else f" on {machine_line(sec['machine'])}"
-        lines.append(f"| {name} | {sec['date']}{where} | {sec['mode']} | {sec['seconds']:.0f} s | "
+        lines.append(f"| {name} | {sec['date']}{where} | {sec['machine'].get('git_commit', '?')} | {sec['mode']} | "
+                     f"{sec['seconds']:.0f} s | "
                      f"{'n/a' if other is None else f'{other:.0%}'} | {start} -> {end} |")
     if busy:
         lines += ["", f"Other processes used a large share of the CPU while {', '.join(busy)} ran: those absolute "
@@ -330,8 +352,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m pipeline.bench", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n", 1)[1],
         epilog="Timings are the best of a few repeats after a warm-up (interference from other jobs only adds "
-               "time; median and max are kept in the JSON); nothing is asserted. Run on an idle machine: the load "
-               "average at the start and end of each section is recorded next to its results.")
+               "time; median and max are kept in the JSON); nothing is asserted. Run on an idle machine: the share "
+               "of the CPU other processes used during each section, and the load average, are recorded next to "
+               "its results.")
     parser.add_argument("--quick", action="store_true",
                         help="a subset at smaller sizes (under five minutes on 2 CPU cores): model steps at "
                              "d=16/32/64 batch 16 and d=16 batch 64, training at the tiny preset only, fewer clips")
@@ -346,6 +369,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"markdown file whose results block is rewritten (default {DEFAULT_OUT}; '' = none)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help=f"results with the machine description (default {DEFAULT_JSON}; '' = none)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite --out's results block from the --json file")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when torch.cuda.is_available(), else cpu")
     args = parser.parse_args(argv)
@@ -366,6 +391,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        if not (args.json and args.out):
+            print("error: --render needs --json and --out", file=sys.stderr)
+            return 2
+        out = Path(args.out) if os.path.isabs(args.out) else ROOT / args.out
+        source = Path(args.json) if os.path.isabs(args.json) else ROOT / args.json
+        write_markdown(out, json.loads(source.read_text()))
+        print(f"[bench] table: {out} (from {source})")
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
@@ -412,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(f"{name}: {type(exc).__name__}: {exc}")
                 continue
             finally:
-                torch.set_num_threads(threads)  # data_prep.bench pins one thread
+                torch.set_num_threads(threads)  # a section may change it (shard writing runs single-threaded)
             results["sections"][name] = {
                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "mode": mode,
                 "seconds": round(time.perf_counter() - started, 1),

@@ -67,8 +67,8 @@ class Sizes:
     budget_s: float | None            # per measurement: fewer repeats when one call is this slow
     model_grid: list[tuple[int, int]]  # (d, batch) pairs for critic / generator steps
     gen_dim: int
-    gen_batch: int
-    gen_batches: int                  # batches timed for generation throughput
+    gen_batch_sizes: list[int]        # generation batch sizes (the best is the headline; a CPU prefers small ones)
+    gen_batches: int                  # batches timed per generation call
     train_variants: list[str]         # "tiny", "d32"
     train_steps: dict[str, tuple[int, int]]  # variant -> (total steps, log_every): intervals after the first count
     cls_clips: dict[str, int]         # classifier name -> clips timed
@@ -80,18 +80,18 @@ class Sizes:
     def for_mode(cls, mode: str) -> Sizes:
         if mode == "full":
             return cls(mode, repeats=3, min_seconds=2.0, warmup=1, shard_seconds=1800, loader_clips=8192, budget_s=120.0,
-                       model_grid=[(d, b) for d in (16, 32, 64) for b in (16, 64)], gen_dim=64, gen_batch=128,
+                       model_grid=[(d, b) for d in (16, 32, 64) for b in (16, 64)], gen_dim=64, gen_batch_sizes=[16, 128],
                        gen_batches=2, train_variants=["tiny", "d32"],
                        train_steps={"tiny": (50, 10), "d32": (8, 2)},
                        cls_clips={"paper": 64, "cpu": 1024}, nn_train=SC09_TRAIN_CLIPS, nn_queries=1000)
         if mode == "quick":
             return cls(mode, repeats=2, min_seconds=0.0, warmup=1, shard_seconds=600, loader_clips=4096, budget_s=15.0,
-                       model_grid=[(16, 16), (16, 64), (32, 16), (64, 16)], gen_dim=64, gen_batch=32,
+                       model_grid=[(16, 16), (16, 64), (32, 16), (64, 16)], gen_dim=64, gen_batch_sizes=[16, 64],
                        gen_batches=1, train_variants=["tiny"], train_steps={"tiny": (40, 10)},
                        cls_clips={"paper": 16, "cpu": 256}, nn_train=2000, nn_queries=1000)
         if mode == "smoke":
             return cls(mode, repeats=1, min_seconds=0.0, warmup=0, shard_seconds=10, loader_clips=256, budget_s=None,
-                       model_grid=[(8, 2)], gen_dim=8, gen_batch=4, gen_batches=1, train_variants=["tiny"],
+                       model_grid=[(8, 2)], gen_dim=8, gen_batch_sizes=[4], gen_batches=1, train_variants=["tiny"],
                        train_steps={"tiny": (4, 2)}, cls_clips={"cpu": 8}, nn_train=200, nn_queries=100,
                        gpu_steps=2)
         raise ValueError(f"mode must be full, quick or smoke, got {mode!r}")
@@ -101,8 +101,8 @@ class Sizes:
         import dataclasses
 
         if self.mode == "smoke":
-            return dataclasses.replace(self, gen_batch=64)
-        return dataclasses.replace(self, gen_batch=2048, gen_batches=4 if self.mode == "full" else 2,
+            return dataclasses.replace(self, gen_batch_sizes=[64])
+        return dataclasses.replace(self, gen_batch_sizes=[256, 2048], gen_batches=4 if self.mode == "full" else 2,
                                    gpu_steps=20 if self.mode == "full" else 10, repeats=max(self.repeats, 3))
 
 

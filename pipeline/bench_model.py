@@ -163,39 +163,43 @@ def run(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple
 
 def run_generation(device: torch.device, sizes: Sizes, log: Callable[[str], None],
                    amps: tuple[str, ...] = ("none",)) -> tuple[list[Row], dict]:
-    """Seconds of audio generated per wall-clock second at a large batch, against the paper's 1800x."""
+    """Seconds of audio generated per wall-clock second, against the paper's 1800x, at each batch size of
+    ``sizes.gen_batch_sizes`` (halved on a GPU out-of-memory) and each precision of ``amps``."""
     rows: list[Row] = []
     details: dict = {}
     cfg = model_config(dim=sizes.gen_dim)
     gan = build_gan(cfg).to(device).eval()
+    flops_per_clip = count_flops(cfg, 1)["generate"]
     for amp in amps:
-        batch = sizes.gen_batch
-        while True:
-            try:
-                n = batch * sizes.gen_batches
-                z = torch.rand(n, gan.latent_dim, device=device) * 2 - 1
+        for batch in sizes.gen_batch_sizes:
+            while True:
+                try:
+                    n = batch * sizes.gen_batches
+                    z = torch.rand(n, gan.latent_dim, device=device) * 2 - 1
 
-                def work(z=z, batch=batch, amp=amp):
-                    with _autocast(device, amp):
-                        generate(gan, z, batch_size=batch)
+                    def work(z=z, batch=batch, amp=amp):
+                        with _autocast(device, amp):
+                            generate(gan, z, batch_size=batch)
 
-                log(f"[bench] generate d={sizes.gen_dim} batch={batch} amp={amp}")
-                t = measure(work, repeats=sizes.repeats, warmup=sizes.warmup, min_seconds=sizes.min_seconds,
-                            device=device)
-                break
-            except torch.OutOfMemoryError:
-                if batch <= 16:
-                    raise
-                batch //= 2
-                torch.cuda.empty_cache()
-        seconds = n * cfg["slice_len"] / cfg["sample_rate"]
-        factor = seconds / t["best_s"]
-        flops = count_flops(cfg, 1)["generate"] * n
-        label = "fp32" if amp == "none" else amp
-        details[amp] = {"dim": sizes.gen_dim, "batch": batch, "clips": n, "time": t, "realtime_factor": factor,
-                        "flops_per_s": flops / t["best_s"], "seconds_per_audio_hour": 3600 / factor}
-        rows.append(Row("generate", f"generation d={sizes.gen_dim} b={batch} {label}", factor, "x real time",
-                        reference=f"paper {PAPER_REALTIME_FACTOR:.0f}x (P100)", ratio=factor / PAPER_REALTIME_FACTOR,
-                        note=f"an hour of audio in {3600 / factor:,.1f} s (paper: < 2 s); "
-                             f"{fmt(flops / t['best_s'] / 1e9)} GFLOP/s"))
+                    log(f"[bench] generate d={sizes.gen_dim} batch={batch} amp={amp}")
+                    t = measure(work, repeats=sizes.repeats, warmup=sizes.warmup, min_seconds=sizes.min_seconds,
+                                device=device)
+                    break
+                except torch.OutOfMemoryError:
+                    if batch <= 16:
+                        raise
+                    batch //= 2
+                    torch.cuda.empty_cache()
+            seconds = n * cfg["slice_len"] / cfg["sample_rate"]
+            factor = seconds / t["best_s"]
+            flops_per_s = flops_per_clip * n / t["best_s"]
+            label = "fp32" if amp == "none" else amp
+            details[f"{label} b={batch}"] = {"dim": sizes.gen_dim, "batch": batch, "precision": label, "clips": n,
+                                             "time": t, "realtime_factor": factor, "flops_per_s": flops_per_s,
+                                             "seconds_per_audio_hour": 3600 / factor}
+            rows.append(Row("generate", f"generation d={sizes.gen_dim} b={batch} {label}", factor, "x real time",
+                            reference=f"paper {PAPER_REALTIME_FACTOR:.0f}x (P100)",
+                            ratio=factor / PAPER_REALTIME_FACTOR,
+                            note=f"an hour of audio in {3600 / factor:,.1f} s (paper: < 2 s); "
+                                 f"{fmt(flops_per_s / 1e9)} GFLOP/s"))
     return rows, details

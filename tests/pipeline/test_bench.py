@@ -35,9 +35,9 @@ def test_unknown_section_is_refused():
     assert out.returncode == 2 and "modle" in out.stderr
 
 
-def test_smoke_model_section_writes_json_and_markdown(tmp_path):
+def test_smoke_run_writes_json_and_markdown(tmp_path):
     json_path, md_path = tmp_path / "results.json", tmp_path / "BENCH.md"
-    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--only", "model", "--smoke",
+    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--only", "model,generate,eval", "--smoke",
                           "--json", str(json_path), "--out", str(md_path), "--device", "cpu"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -58,8 +58,12 @@ def test_smoke_model_section_writes_json_and_markdown(tmp_path):
     assert {"critic_step", "generator_step", "generate"} <= set(config["flops"])
     assert config["critic_flops_per_s"] > 0 and config["audio_seconds_per_second"] > 0
 
+    assert {"generate", "eval"} <= set(results["sections"])
+    assert results["sections"]["eval"]["details"]["nearest_neighbour"]["d_self"]["best_s"] > 0
+
     text = md_path.read_text()
     assert bench.BEGIN in text and bench.END in text and "| model | critic step d=8 b=2 |" in text
+    assert "**Generation**" in text and "**Evaluation**" in text and "no summary" not in text
 
 
 def test_flop_count_matches_the_architecture():
@@ -106,6 +110,10 @@ def test_only_merges_into_existing_results_and_keeps_handwritten_markdown(tmp_pa
     text = md_path.read_text()
     assert "hand-written intro" in text and "## Method\nkept" in text and "old table" not in text
     assert "| generate | generate figure |" in text and "| gpu | gpu figure |" in text
+
+    md_path.write_text("# Benchmarks\n")  # no block yet: --render writes the template around it
+    assert bench.main(["--render", "--json", str(json_path), "--out", str(md_path)]) == 0
+    assert bench.BEGIN in md_path.read_text() and "| gpu | gpu figure |" in md_path.read_text()
 
 
 def test_training_metrics_are_read_from_ray_output_and_snapshot():
