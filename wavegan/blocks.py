@@ -19,10 +19,13 @@ from . import polyphase
 
 UPSAMPLE_MODES = ("zeros", "nn", "linear", "cubic")
 CONV_IMPLS = ("auto", "reference", "polyphase")
-# What ``auto`` runs on the CPU, from the same-run ratio of ``make bench`` (BENCHMARKS.md, "conv_impl
-# on CPU"); on any other device ``auto`` is ``polyphase`` (cuDNN has no tensor-core kernels for the
-# reference form's 25-tap stride-4 convolutions).
-AUTO_ON_CPU = "polyphase"
+# What ``auto`` runs on the CPU, per kind of layer, from the same-run measurements in BENCHMARKS.md
+# ("conv_impl on CPU"): oneDNN's strided convolutions beat their polyphase form on the CPU (D's layers,
+# G's transposed ones), while nearest-neighbour upsampling (s x fewer multiply-adds) and the 512-tap
+# post-processing filter are several times faster polyphase. On any other device ``auto`` is
+# ``polyphase`` everywhere: cuDNN has no tensor-core kernels for the reference form's 25-tap, stride-4
+# convolutions and their transposes.
+AUTO_ON_CPU = {"down": "reference", "zeros": "reference", "nn": "polyphase", "filter": "polyphase"}
 
 
 def check_conv_impl(impl: str, ndim: int) -> str:
@@ -34,12 +37,12 @@ def check_conv_impl(impl: str, ndim: int) -> str:
     return impl
 
 
-def uses_polyphase(impl: str, ndim: int, x: Tensor) -> bool:
-    """Whether a layer built with ``impl`` runs its polyphase form on ``x`` (decided per call: a model
-    built on the CPU and moved to a GPU switches with it)."""
-    if ndim != 1 or impl == "reference":
-        return False
-    return impl == "polyphase" or (AUTO_ON_CPU if x.device.type == "cpu" else "polyphase") == "polyphase"
+def uses_polyphase(impl: str, kind: str, x: Tensor) -> bool:
+    """Whether a 1-D layer of ``kind`` (a key of AUTO_ON_CPU) built with ``impl`` runs its polyphase
+    form on ``x``; decided per call, so a model built on the CPU and moved to a GPU switches with it."""
+    if impl == "auto":
+        return x.device.type != "cpu" or AUTO_ON_CPU[kind] == "polyphase"
+    return impl == "polyphase"
 
 
 def same_padding(kernel_size: int, stride: int) -> tuple[int, int]:
@@ -94,7 +97,7 @@ class DownConv(nn.Module):
         self.conv = _conv(ndim)(in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride > 1 and uses_polyphase(self.impl, self.ndim, x):
+        if self.ndim == 1 and self.stride > 1 and uses_polyphase(self.impl, "down", x):
             return polyphase.down_conv(x, self.conv.weight, self.conv.bias, self.stride, self.pad[0])
         return self.conv(F.pad(x, self.pad))
 
@@ -127,7 +130,7 @@ class UpConv(nn.Module):
             self.trim = 0
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.mode in ("zeros", "nn") and uses_polyphase(self.impl, self.ndim, x):
+        if self.ndim == 1 and self.mode in ("zeros", "nn") and uses_polyphase(self.impl, self.mode, x):
             if self.mode == "zeros":
                 return polyphase.up_conv_zeros(x, self.conv.weight, self.conv.bias, self.stride,
                                                self.conv.padding[0])

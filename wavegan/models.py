@@ -76,7 +76,7 @@ class PostProcessFilter(nn.Module):
         nn.init.xavier_uniform_(self.conv.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        if uses_polyphase(self.impl, 1, x):
+        if uses_polyphase(self.impl, "filter", x):
             return polyphase.long_filter(x, self.conv.weight, self.conv.bias, self.pad[0])
         return self.conv(F.pad(x, self.pad))
 
