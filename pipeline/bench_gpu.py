@@ -14,7 +14,7 @@ Measured, on one device, in one run:
   iterations projected;
 * generation (G forward, eval, no grad) at batch 1024 and 4096, both precisions, every conv_impl.
 
-``--quick``: a CPU dry run at tiny size (d=4, batch 2, one critic step, small matmul) that checks the
+``--quick``: a CPU dry run at tiny size (d=2, batch 2, one critic step, small matmul) that checks the
 code path in seconds; its numbers mean nothing.
 """
 
@@ -61,7 +61,7 @@ def write_config(path: Path = CONFIG_FILE) -> dict:
 def sc09_config(quick: bool) -> dict:
     cfg = json.loads(CONFIG_FILE.read_text())
     if quick:
-        cfg["model"]["dim"] = 4
+        cfg["model"]["dim"] = 2
         cfg["loss"]["critic_steps"] = 1
         cfg["train"]["batch_size"] = 2
     return cfg
