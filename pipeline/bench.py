@@ -248,7 +248,11 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
                  for mode, r in c["results"].items()]
         out.append(f"**conv_impl on {s['conv']['machine']['device']}** (d={c['dim']}, batch {c['batch']}, one critic + one "
                    f"generator step of train_iteration): {'; '.join(parts)}. `auto` on the CPU runs each kind of layer "
-                   f"in the form measured faster (wavegan.blocks.AUTO_ON_CPU); on a GPU it is polyphase.")
+                   f"in the form measured faster (wavegan.blocks.AUTO_ON_CPU); on a GPU it is polyphase."
+                   + (" With `zeros`, auto runs exactly the reference's layers on the CPU, so its distance from "
+                      "1.00x is this run's noise." if s["conv"]["machine"]["device"] == "cpu"
+                      and c.get("auto_on_cpu", {}).get("down") == c.get("auto_on_cpu", {}).get("zeros") == "reference"
+                      else ""))
     if only == "train":
         runs = s["train"]["details"]["runs"]
         for variant in dict.fromkeys(r["variant"] for r in runs):

@@ -220,8 +220,11 @@ def run_conv_impl(device: torch.device, sizes: Sizes, log: Callable[[str], None]
 
     dim, batch = {"smoke": (4, 2), "quick": (16, 8)}.get(sizes.mode, (32, 16))
     rounds = {"smoke": 1, "quick": 3}.get(sizes.mode, 5)
+    from wavegan.blocks import AUTO_ON_CPU
+
     rows: list[Row] = []
-    details: dict = {"dim": dim, "batch": batch, "rounds": rounds, "method": run_conv_impl.__doc__, "results": {}}
+    details: dict = {"dim": dim, "batch": batch, "rounds": rounds, "method": run_conv_impl.__doc__, "results": {},
+                     "auto_on_cpu": dict(AUTO_ON_CPU)}
     for upsample in ("zeros", "nn"):
         runs = {}
         for impl in ("reference", "polyphase", "auto"):
