@@ -38,7 +38,15 @@ import torch
 from wavegan import build_gan
 from wavegan.losses import build_optimizers
 
-from .bench_common import PAPER_ITERATIONS, ROOT, Row, flop_counter, human_seconds, machine, memory_batches
+from .bench_common import (
+    PAPER_ITERATIONS,
+    ROOT,
+    Row,
+    flop_counter,
+    human_seconds,
+    machine,
+    memory_batches,
+)
 from .iteration import IterationConfig, train_iteration
 from .state import TrainState
 
@@ -204,7 +212,8 @@ def run(device: torch.device, quick: bool = False, log: Callable[[str], None] = 
     for impl, precision, autotune in plan:
         key = f"{impl} {precision}" + (" cudnn.benchmark" if autotune else "")
         torch.backends.cudnn.benchmark = autotune
-        _attempt(variants, key, lambda: time_iterations(cfg, impl, precision, device, warmup, chunks, chunk), log)
+        _attempt(variants, key, lambda i=impl, p=precision: time_iterations(cfg, i, p, device, warmup, chunks, chunk),
+                 log)
         entry = variants[key]
         entry.update(conv_impl=impl, precision=precision, cudnn_benchmark=autotune)
         if "seconds_per_iteration" in entry:
@@ -218,7 +227,8 @@ def run(device: torch.device, quick: bool = False, log: Callable[[str], None] = 
         for impl in CONV_IMPLS:
             for precision in PRECISIONS:
                 _attempt(generation, f"{impl} {precision} b={batch}",
-                         lambda: time_generation(cfg, impl, precision, batch, device, 2 if quick else 10), log)
+                         lambda i=impl, p=precision, b=batch: time_generation(cfg, i, p, b, device, 2 if quick else 10),
+                         log)
                 generation[f"{impl} {precision} b={batch}"].update(conv_impl=impl, precision=precision)
     out["generation"] = generation
     out["seconds"] = round(time.perf_counter() - started, 1)

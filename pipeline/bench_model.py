@@ -237,8 +237,8 @@ def run_conv_impl(device: torch.device, sizes: Sizes, log: Callable[[str], None]
         for r in range(rounds):
             for impl, (state, it_cfg, batches) in runs.items():
                 log(f"[bench] conv_impl {upsample} {impl}: round {r + 1}/{rounds}")
-                t = measure(lambda: train_iteration(state, batches, it_cfg, device=device), repeats=1, warmup=0,
-                            device=device)
+                t = measure(lambda s=state, b=batches, c=it_cfg: train_iteration(s, b, c, device=device), repeats=1,
+                            warmup=0, device=device)
                 times[impl].append(t["cpu_s"] if device.type == "cpu" else t["best_s"])
         best = {impl: min(v) for impl, v in times.items()}
         details["results"][upsample] = {"seconds": times, "best_s": best,

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import polyphase
-from .blocks import ConvDiscriminator, ConvGenerator, check_conv_impl, same_padding, uses_polyphase
+from .blocks import (
+    ConvDiscriminator,
+    ConvGenerator,
+    check_conv_impl,
+    same_padding,
+    uses_polyphase,
+)
 
 KERNEL_LEN = 25
 SLICE_LENS = (16384, 32768, 65536)

@@ -13,7 +13,7 @@ from wavegan.losses import gradient_penalty
 from wavegan.models import PostProcessFilter, WaveGANDiscriminator, WaveGANGenerator
 from wavegan.polyphase import depth_to_space, space_to_depth
 
-TOL = dict(rtol=1e-9, atol=1e-10)  # float64: the two forms add the same products in another order
+TOL = {"rtol": 1e-9, "atol": 1e-10}  # float64: the two forms add the same products in another order
 
 
 def twin(make):
@@ -102,7 +102,7 @@ def forward_backward(D, G, z, labels, real):
     (mode, n) for mode in ("zeros", "nn") for n in (16384, 32768, 65536)
 ] + [("linear", 16384), ("cubic", 16384)])  # linear / cubic: G convolves at stride 1 in both forms, D as for zeros
 def test_whole_models_equal_reference(slice_len, upsample):
-    extra = dict(num_classes=3, post_proc_filt_len=64) if upsample in ("zeros", "nn") and slice_len == 16384 else {}
+    extra = {"num_classes": 3, "post_proc_filt_len": 64} if upsample in ("zeros", "nn") and slice_len == 16384 else {}
     torch.manual_seed(0)
     G_ref = WaveGANGenerator(latent_dim=6, dim=2, slice_len=slice_len, upsample=upsample, conv_impl="reference",
                              **extra).double()
@@ -131,9 +131,9 @@ def test_whole_models_equal_reference(slice_len, upsample):
 def test_state_dicts_are_identical_and_load_both_ways():
     for impl_from, impl_to in (("reference", "polyphase"), ("polyphase", "reference")):
         torch.manual_seed(0)
-        cfg = dict(name="wavegan", latent_dim=8, dim=2, slice_len=16384, num_channels=1, sample_rate=16000,
-                   upsample="nn", batchnorm=True, post_proc_filt_len=512, phaseshuffle_rad=2,
-                   phaseshuffle_per_example=False, num_classes=2)
+        cfg = {"name": "wavegan", "latent_dim": 8, "dim": 2, "slice_len": 16384, "num_channels": 1,
+               "sample_rate": 16000, "upsample": "nn", "batchnorm": True, "post_proc_filt_len": 512,
+               "phaseshuffle_rad": 2, "phaseshuffle_per_example": False, "num_classes": 2}
         source = build_gan({**cfg, "conv_impl": impl_from})
         target = build_gan({**cfg, "conv_impl": impl_to})
         state = source.state_dict()
@@ -163,9 +163,9 @@ def test_auto_follows_the_cpu_measurement_and_is_polyphase_elsewhere():
 
 
 def test_conv_impl_is_validated_and_optional_in_saved_configs():
-    cfg = dict(name="wavegan", latent_dim=8, dim=2, slice_len=16384, num_channels=1, sample_rate=16000,
-               upsample="zeros", batchnorm=False, post_proc_filt_len=0, phaseshuffle_rad=2,
-               phaseshuffle_per_example=False, num_classes=0)
+    cfg = {"name": "wavegan", "latent_dim": 8, "dim": 2, "slice_len": 16384, "num_channels": 1, "sample_rate": 16000,
+           "upsample": "zeros", "batchnorm": False, "post_proc_filt_len": 0, "phaseshuffle_rad": 2,
+           "phaseshuffle_per_example": False, "num_classes": 0}
     gan = build_gan(cfg)  # a config saved before conv_impl existed
     assert {m.impl for m in gan.modules() if isinstance(m, (DownConv, UpConv))} == {"auto"}
     with pytest.raises(ValueError, match="conv_impl must be one of"):
