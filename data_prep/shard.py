@@ -23,6 +23,7 @@ from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from common.stack_check import StackError
 from data_prep.config import ConfigError, PrepConfig
 from data_prep.engines import ENGINES, run_jobs
 from data_prep.labels import LabelError, LabelPlan, resolve_labels
@@ -39,7 +40,7 @@ class ShardingError(RuntimeError):
     """The run cannot go ahead (output conflict, nothing usable); the message says what to do."""
 
 
-USER_ERRORS = (ShardingError, SourceError, ConfigError, LabelError)
+USER_ERRORS = (ShardingError, SourceError, ConfigError, LabelError, StackError)
 
 
 @dataclass(frozen=True)
