@@ -260,6 +260,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_hydra  # names the nearest valid key for a mistyped override, exit status 2
+    from common.hydra_cli import run_hydra  # names the nearest valid key for a mistyped override, exit status 2
 
     run_hydra(main, "shards")

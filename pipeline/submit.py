@@ -72,7 +72,7 @@ def compose(overrides: list[str]):
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        from .cli import UsageError, check_overrides
+        from common.hydra_cli import UsageError, check_overrides
 
         try:  # the same "did you mean ...?" as make train
             check_overrides("config", overrides, command="make train-cluster")

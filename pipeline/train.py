@@ -109,6 +109,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
+    from common.hydra_cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
 
     run_hydra(main, "config", help_name="train")
