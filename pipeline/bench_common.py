@@ -5,6 +5,7 @@ Nothing here asserts on speed: benchmarks measure and report, tests only check t
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import statistics
@@ -73,7 +74,6 @@ class Sizes:
     cls_clips: dict[str, int]         # classifier name -> clips timed
     nn_train: int                     # reference-set size timed for |D|train (projected to SC09_TRAIN_CLIPS)
     nn_queries: int
-    gpu_steps: int = 10
 
     @classmethod
     def for_mode(cls, mode: str) -> Sizes:
@@ -91,8 +91,7 @@ class Sizes:
         if mode == "smoke":
             return cls(mode, repeats=1, min_seconds=0.0, warmup=0, shard_seconds=10, loader_clips=256, budget_s=None,
                        model_grid=[(8, 2)], gen_dim=8, gen_batch_sizes=[4], gen_batches=1, train_variants=["tiny"],
-                       train_steps={"tiny": (4, 2)}, cls_clips={"cpu": 8}, nn_train=200, nn_queries=100,
-                       gpu_steps=2)
+                       train_steps={"tiny": (4, 2)}, cls_clips={"cpu": 8}, nn_train=200, nn_queries=100)
         raise ValueError(f"mode must be full, quick or smoke, got {mode!r}")
 
     def on_cuda(self) -> Sizes:
@@ -102,7 +101,7 @@ class Sizes:
         if self.mode == "smoke":
             return dataclasses.replace(self, gen_batch_sizes=[64])
         return dataclasses.replace(self, gen_batch_sizes=[256, 2048], gen_batches=4 if self.mode == "full" else 2,
-                                   gpu_steps=20 if self.mode == "full" else 10, repeats=max(self.repeats, 3))
+                                   repeats=max(self.repeats, 3))
 
 
 @dataclass
@@ -388,3 +387,12 @@ def human_seconds(seconds: float) -> str:
     if seconds < 2 * 365 * 86400:
         return f"{seconds / 86400:.0f} days"
     return f"{seconds / (365 * 86400):.1f} years"
+
+
+def memory_batches(cfg: dict, device: torch.device, n: int = 4):
+    """An endless iterator over ``n`` fixed random real batches already on the device (no loader cost)."""
+    batch, model = int(cfg["train"]["batch_size"]), cfg["model"]
+    gen = torch.Generator().manual_seed(0)
+    made = [((torch.rand(batch, model["num_channels"], model["slice_len"], generator=gen) * 1.8 - 0.9).to(device),
+             torch.zeros(batch, dtype=torch.long, device=device)) for _ in range(n)]
+    return itertools.cycle(made)
