@@ -650,6 +650,10 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     source = resolve_source(args.model_uri, args.checkpoint, tracking_cfg, explicit)
+    try:
+        label_ids = source.generator.label_ids(args.labels)
+    except LabelError as exc:
+        raise EvalError(str(exc)) from exc
     data_dir = args.data_dir or source.data_dir
     if not data_dir:
         raise EvalError("which data? pass --data-dir <shard folder> (the model's training run does not say)")
@@ -685,10 +689,6 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     reference = build_reference(data_dir, classifier, metrics=metrics, splits=splits, n_nn=int(cfg.get("n_nn", 1000)),
                                 n_real=cfg.get("n_real"), batch_size=int(cfg.get("batch_size", 256)),
                                 min_split_size=int(cfg.get("is_min_split_size", 50)), log=log)
-    try:
-        label_ids = source.generator.label_ids(args.labels)
-    except LabelError as exc:
-        raise EvalError(str(exc)) from exc
     t0 = time.perf_counter()
     batch = int(cfg.get("batch_size", 256))
     audio = generate_audio(source.model.to(device), n, seed, batch_size=batch, label_ids=label_ids)
