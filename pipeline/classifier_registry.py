@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from common.versions import pinned
 from data_prep.loader import iterate_split, read_manifest
 from wavegan.classifier import EvalClassifier, _evaluate, train_classifier
 
 MODEL_NAME = "wavegan-classifier"
 KIND_TAG = "wavegan.kind"  # "classifier" on the classifier's training runs
-PIP_REQUIREMENTS = ["torch==2.11.*", "torchaudio==2.11.*", "numpy"]
+PIP_REQUIREMENTS = pinned("torch", "torchaudio", "numpy")  # exact versions from requirements.lock
 
 
 class NoLabelsError(ValueError):

@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from common.versions import pinned
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
 
 from .state import load_checkpoint
 from .tracking import PROJECT_ROOT, client
 
-REQUIREMENTS = ["torch==2.11.*", "torchaudio==2.11.*", "numpy", "soundfile"]
+REQUIREMENTS = pinned("torch", "torchaudio", "numpy", "soundfile")  # exact versions from requirements.lock
 
 
 def generator_from_checkpoint(directory: str) -> tuple[LatentToAudio, dict]:

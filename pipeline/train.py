@@ -123,7 +123,7 @@ def launch(config: dict):
     with the reason; ``train.max_failures`` bounds restarts after worker failures during training.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .loop import train_loop_per_worker
@@ -140,6 +140,7 @@ def launch(config: dict):
             failure_config=FailureConfig(max_failures=int(train["max_failures"]),
                                          controller_failure_limit=int(train["controller_failure_limit"])),
             checkpoint_config=CheckpointConfig(num_to_keep=int(train["keep_checkpoints"])),
+            logging_config=LoggingConfig(log_level=str(config["tracking"]["ray_log_level"])),
         ),
     )
     try:
@@ -203,6 +204,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
+    from common.hydra_cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
 
     run_hydra(main, "config", help_name="train")
