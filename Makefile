@@ -91,9 +91,10 @@ promote: setup ## give a registered version an alias: make promote MODEL=wavegan
 	  $(if $(ALIAS),--alias $(ALIAS)) $(if $(BEST_BY),--best-by $(BEST_BY)) $(if $(filter 1,$(FORCE)),--force) \
 	  $(if $(filter 1,$(ROLLBACK)),--rollback) $(ARGS)
 
-generate: setup ## write WAVs from a model: make generate [MODEL_URI=models:/wavegan-generator@champion] N=16 SEED=0
+generate: setup ## write WAVs from a model: make generate [MODEL_URI=models:/wavegan-generator@champion] N=16 SEED=0 [LABEL=seven | LABELS=zero,seven]
 	$(PY) -m pipeline.generate $(if $(MODEL_URI),--model-uri $(MODEL_URI)) $(if $(N),--n $(N)) \
-	  $(if $(SEED),--seed $(SEED)) $(if $(OUT_DIR),--out $(OUT_DIR)) $(if $(filter 1,$(INTERP)),--interp) $(ARGS)
+	  $(if $(SEED),--seed $(SEED)) $(if $(OUT_DIR),--out $(OUT_DIR)) $(if $(filter 1,$(INTERP)),--interp) \
+	  $(if $(LABEL),--label $(LABEL)) $(if $(LABELS),--label $(LABELS)) $(ARGS)
 
 serve: setup ## REST endpoint for a registered generator on 127.0.0.1: make serve [MODEL_URI=...] [PORT=5001]
 	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)}" \

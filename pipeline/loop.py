@@ -118,6 +118,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         num_workers=int(data.get("num_workers", 2)), shuffle_buffer=int(data.get("shuffle_buffer", 2048)),
         seed=derived_seed(iteration.seed, state.batches_seen, 0) % (2**31), rank=rank, world_size=world,
         pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
+        labelled_only=state.gan.num_classes > 0,  # real clips carry their labels into the critic
     )
     batches = endless(loader)
     tracker = open_worker_tracker(cfg, rank, state, device)

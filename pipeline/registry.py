@@ -50,11 +50,13 @@ def register_generator(config: dict, checkpoint) -> str | None:
     if existing is not None:  # a re-run of a finished training: nothing new to register
         return existing
     z = torch.rand(2, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    labels = torch.arange(2) % model.num_classes if model.num_classes else None
     with torch.no_grad():
-        audio = model(z)
+        audio = model(z, labels)
     signature = infer_signature(z.numpy(), audio.numpy())
+    label_names = list(saved.get("label_names") or []) if model.num_classes else []
     metadata = {"model_config": saved["model"], "sample_rate": model.sample_rate, "step": saved["step"],
-                "labels": config.get("labels", [])}
+                "num_classes": model.num_classes, "label_names": label_names}  # label id -> name
     mlflow.set_tracking_uri(tracking["uri"])
     with mlflow.start_run(run_id=tracking["run_id"]):
         info = mlflow.pytorch.log_model(
@@ -65,6 +67,7 @@ def register_generator(config: dict, checkpoint) -> str | None:
         )
     version = str(info.registered_model_version)
     tags = {"run_id": tracking["run_id"], "step": saved["step"], "model": saved["model"]["name"],
+            "num_classes": model.num_classes,
             "data.fingerprint": (config.get("data_manifest") or {}).get("fingerprint"),
             "sample_rate": model.sample_rate}
     for key, value in tags.items():

@@ -154,9 +154,13 @@ class WorkerTracker(NullTracker):
         self.logger = BufferedLogger(tracking, run_id) if run_id else None
         self.preview_every = int(tracking.get("preview_every") or 0)
         n, seed = int(tracking.get("preview_count", 8)), int(tracking.get("preview_seed", 1234))
+        classes = state.gan.num_classes
+        if classes:  # a few clips of every label, so each label can be heard
+            n = classes * int(tracking["preview_per_label"])
         gen = torch.Generator().manual_seed(seed)  # the same latents at every preview: progress is audible
         self.preview_z = state.gan.sample_latents(n, generator=gen, device="cpu")
-        self.preview_labels = (torch.arange(n) % state.gan.num_classes) if state.gan.num_classes else None
+        self.preview_labels = torch.arange(classes).repeat_interleave(n // classes) if classes else None
+        self.label_names = cfg.get("label_names") or None
 
     def note(self, message: str) -> None:
         print(f"[train] {message}", flush=True)
@@ -177,7 +181,8 @@ class WorkerTracker(NullTracker):
         from .previews import write_preview
 
         directory = tempfile.mkdtemp(prefix="wavegan-preview-")
-        write_preview(state.gan, self.preview_z, self.preview_labels, directory, title=f"step {state.step}")
+        write_preview(state.gan, self.preview_z, self.preview_labels, directory, title=f"step {state.step}",
+                      label_names=self.label_names)
         self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
 
     def close(self) -> None:
@@ -258,9 +263,9 @@ def start_run(config: dict) -> str | None:
                                    tags={RUN_NAME_TAG: key, "mlflow.source.git.commit": git_commit()})
     run_id = run.info.run_id
     manifest = config.get("data_manifest") or {}
-    params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "labels", "data_manifest"))}
+    params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "label_names", "data_manifest"))}
     params.update({"world_size": config["cluster"]["num_workers"], "code_version": git_commit(),
-                   "data.fingerprint": manifest.get("fingerprint"), "data.num_labels": len(config.get("labels", []))})
+                   "data.fingerprint": manifest.get("fingerprint"), "data.num_labels": len(config.get("label_names", []))})
     params.update({f"data.{k}": v for k, v in (manifest.get("totals") or {}).items()})
     items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):

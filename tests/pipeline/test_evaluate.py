@@ -89,17 +89,18 @@ def classifier_trained(data, eval_store):
     return cfg, model, info, lines
 
 
-def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7) -> Path:
+def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7,
+                    model: dict = MODEL) -> Path:
     """A training checkpoint as pipeline.loop writes it, for a tiny untrained WaveGAN."""
     torch.manual_seed(0)
-    gan = build_gan(MODEL)
+    gan = build_gan(model)
     loss = yaml.safe_load((ROOT / "conf/loss/wgan-gp.yaml").read_text())
     opt_g, opt_d = build_optimizers(loss, gan.generator, gan.discriminator)
     state = TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d, step=step,
                        mlflow_run_id=run_id)
     manifest = read_manifest(data_dir)
-    config = {"model": MODEL, "loss": loss, "data": {"dir": data_dir},
-              "tracking": {**eval_store, "run_id": run_id}, "labels": manifest["labels"]["names"],
+    config = {"model": model, "loss": loss, "data": {"dir": data_dir},
+              "tracking": {**eval_store, "run_id": run_id}, "label_names": manifest["labels"]["names"],
               "data_manifest": {"fingerprint": manifest["fingerprint"]}, "registry": {"register": True,
                                                                                       "model_name": "wavegan-generator"}}
     directory.mkdir(parents=True, exist_ok=True)
@@ -284,3 +285,27 @@ def test_early_stopping():
     assert EarlyStopping.from_config({"train": {}}) is None
     with pytest.raises(ValueError, match="eval/fid"):
         EarlyStopping("eval/fid").update({"eval/is_mean": 1.0}, 0)
+
+
+def test_conditional_model_gets_label_accuracy_per_label(classifier_trained, data, eval_store, tmp_path, capsys):
+    names = read_manifest(data["labelled"])["labels"]["names"]
+    run_id = training_run(eval_store, data["labelled"])
+    checkpoint = make_checkpoint(tmp_path / "ckpt", data["labelled"], eval_store, run_id, step=5,
+                                 model={**MODEL, "num_classes": len(names)})
+    code = main(["--checkpoint", str(checkpoint), "--n", "40", "--config", "cpu", "--label", f"{names[0]},{names[3]}",
+                 *OVERRIDES, "is_min_split_size=4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "label accuracy" in out and f"  {names[0]}" in out and f"  {names[3]}" in out
+    metrics = mlflow.MlflowClient(eval_store["uri"]).get_run(run_id).data.metrics
+    per_label = {key for key in metrics if key.startswith("eval/label_accuracy/")}
+    assert per_label == {f"eval/label_accuracy/{names[0]}", f"eval/label_accuracy/{names[3]}"}
+    assert 0.0 <= metrics["eval/label_accuracy"] <= 1.0
+    # the overall figure is the mean of the two balanced labels' (20 clips each)
+    assert metrics["eval/label_accuracy"] == pytest.approx(sum(metrics[k] for k in per_label) / 2)
+    assert 1.0 <= metrics[f"eval/is_mean/{names[0]}"] <= len(names) and metrics[f"eval/fid/{names[3]}"] >= 0
+
+    code = main(["--checkpoint", str(checkpoint), "--n", "4", "--config", "cpu", "--label", "nope", "--no-log",
+                 *OVERRIDES])
+    captured = capsys.readouterr()
+    assert code == 2 and "unknown label 'nope'" in captured.err and ", ".join(names) in captured.err
