@@ -144,3 +144,72 @@ def test_conditional_generator_takes_labels_by_name_or_id(tmp_path):
     refused(wrapper, z, r"unknown label 'horse': valid labels are \['dog', 'cat', 'cow'\]", labels=["horse"])
     refused(wrapper, z, "class-conditional: pass params.labels", labels=[])
     refused(wrapper, z, "3 entries for 2 rows", labels=["dog", "cat", "cow"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Through a real MLflow store: nothing is unpickled when a registered version loads
+
+PROBE = """
+import json, os, sys
+import numpy as np
+import mlflow
+from pipeline.registry import load_registered
+
+loading, found = False, []
+sys.addaudithook(lambda event, args: found.append(f"{args[0]}.{args[1]}") if loading and event == "pickle.find_class"
+                 else None)
+mlflow.set_tracking_uri(sys.argv[1])
+loading = True
+module, config = load_registered(sys.argv[2])
+by_project, found = found, []
+pyfunc = mlflow.pyfunc.load_model(sys.argv[2])
+audio = pyfunc.predict(np.zeros((1, module.latent_dim), np.float32))
+by_pyfunc, found = found, []
+os.environ["WAVEGAN_ALLOW_PICKLE"] = "1"
+old = load_registered(sys.argv[3])[0]
+loading = False
+print(json.dumps({"type": type(module).__name__, "project": by_project, "pyfunc": by_pyfunc, "kind": config["kind"],
+                  "shape": list(audio.shape), "old": found, "old_type": type(old).__name__}))
+"""
+
+
+@pytest.mark.slow
+def test_registered_version_loads_without_unpickling_and_old_pickles_need_opt_in(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from pipeline.registry import PickledModelError, load_registered, log_safe_model, signature_for
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("safe")
+    torch.manual_seed(0)
+    model = LatentToAudio(build_gan(MODEL)).eval()
+    z = torch.rand(2, 16) * 2 - 1
+    out = model(z).detach().numpy()
+    with mlflow.start_run():
+        log_safe_model(model, {"kind": "generator", "model": MODEL}, name="generator", registered_model_name="g",
+                       signature=signature_for(z.numpy(), out, ("format",)), input_example=z.numpy(), metadata={})
+        mlflow.pytorch.log_model(model, name="old", registered_model_name="g", serialization_format="pickle",
+                                 code_paths=[str(ROOT / "wavegan")])  # how versions were registered before
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/g/1", dst_path=str(tmp_path / "v1")))
+    stored = sorted(p.name for p in local.rglob("*") if p.is_file())
+    assert "weights.pt" in stored and "config.json" in stored
+    assert not [name for name in stored if name.endswith((".pkl", ".pickle", ".pth"))], stored
+    monkeypatch.delenv("WAVEGAN_ALLOW_PICKLE", raising=False)
+    with pytest.raises(PickledModelError, match="old pickled format.*WAVEGAN_ALLOW_PICKLE=1"):
+        load_registered("models:/g/2")
+
+    # a fresh interpreter that records every class a pickle resolves (the audit event pickle.find_class)
+    done = subprocess.run([sys.executable, "-c", PROBE, uri, "models:/g/1", "models:/g/2"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["type"] == "LatentToAudio" and seen["kind"] == "generator" and seen["shape"] == [1, 1, 16384]
+    assert seen["project"] == [] and seen["pyfunc"] == [], "a registered version must load without unpickling"
+    assert "unpickling an old-format model" in done.stderr and seen["old_type"] == "LatentToAudio"
+    assert any("LatentToAudio" in name for name in seen["old"]), "the probe must see a pickled module load"
