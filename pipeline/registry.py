@@ -62,7 +62,11 @@ def generator_metadata(config: dict, saved: dict, model: LatentToAudio) -> dict:
 
 
 def signature_for(example_in: np.ndarray, example_out: np.ndarray, params: tuple[str, ...] = ()):
-    """Tensor in, tensor out, plus the named serving params: ``format`` (generators), ``labels`` (conditional)."""
+    """Tensor in, tensor out, plus the named serving params (generators: ``format``, ``labels``).
+
+    MLflow drops request params its signature does not name, so a generator names ``labels`` even when
+    unconditional, and the wrapper can refuse them with a message.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -149,7 +153,7 @@ def register_generator(config: dict, checkpoint) -> str | None:
         info = log_safe_model(
             model, {"kind": "generator", "model": saved["model"], "serving": dict(registry.get("serving") or {})},
             name="generator", registered_model_name=name, step=saved["step"],
-            signature=signature_for(z.numpy(), audio.numpy(), ("format", "labels") if conditional else ("format",)),
+            signature=signature_for(z.numpy(), audio.numpy(), ("format", "labels")),
             input_example=(example, {"labels": ["0"]}) if conditional else example, metadata=metadata,
         )
     version = str(info.registered_model_version)

@@ -185,14 +185,14 @@ def test_registered_version_loads_without_unpickling_and_old_pickles_need_opt_in
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("safe")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("safe", artifact_location=str(tmp_path / "art")))
     torch.manual_seed(0)
     model = LatentToAudio(build_gan(MODEL)).eval()
     z = torch.rand(2, 16) * 2 - 1
     out = model(z).detach().numpy()
     with mlflow.start_run():
         log_safe_model(model, {"kind": "generator", "model": MODEL}, name="generator", registered_model_name="g",
-                       signature=signature_for(z.numpy(), out, ("format",)), input_example=z.numpy(), metadata={})
+                       signature=signature_for(z.numpy(), out, ("format", "labels")), input_example=z.numpy(), metadata={})
         mlflow.pytorch.log_model(model, name="old", registered_model_name="g", serialization_format="pickle",
                                  code_paths=[str(ROOT / "wavegan")])  # how versions were registered before
 
