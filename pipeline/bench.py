@@ -8,10 +8,14 @@
 Sections (see BENCHMARKS.md for what each number means):
   data      shard writing (16 kHz and 44.1 kHz WAV input) and the training loader vs a per-file WAV loop
   model     critic / generator step seconds, counted FLOPs and achieved FLOP/s, generated audio per second
+  conv      model.conv_impl on this device: the production training iteration, reference vs polyphase vs auto
   train     training iteration through the real Ray Train path (1 and 2 workers) vs a plain PyTorch loop
   generate  generation speed at a small and a large batch vs the paper's 1800x real time
   eval      classifier inference clips/s, |D|self and |D|train nearest-neighbour search time
-  gpu       (only with CUDA) the sc09 preset fp32 vs bf16 vs bf16 + torch.compile, 200k-iteration projection, MFU
+  gpu       (only with CUDA) the sc09 iteration for every model.conv_impl x {fp32, bf16}, MFU against a bf16 matmul
+            of the same run, generation at batch 1024 / 4096, 200k-iteration projection (pipeline/bench_gpu.py; also
+            runnable alone as `python bench/gpu_step.py --out gpu.json` where only torch is installed, then merged
+            here with --gpu-json)
 
 The device is CUDA when ``torch.cuda.is_available()``, else the CPU (``--device`` overrides).
 """
@@ -49,7 +53,7 @@ from .bench_common import (
     machine,
 )
 
-SECTIONS = ("data", "model", "train", "generate", "eval", "gpu")
+SECTIONS = ("data", "model", "conv", "train", "generate", "eval", "gpu")
 DEFAULT_OUT = "BENCHMARKS.md"
 DEFAULT_JSON = "bench/results.json"
 BEGIN = "<!-- bench:begin -->"
@@ -97,6 +101,12 @@ def section_model(device, sizes, log, workdir):
     return run(device, sizes, log)
 
 
+def section_conv(device, sizes, log, workdir):
+    from .bench_model import run_conv_impl
+
+    return run_conv_impl(device, sizes, log)
+
+
 def section_generate(device, sizes, log, workdir):
     from .bench_model import run_generation
 
@@ -116,12 +126,13 @@ def section_eval(device, sizes, log, workdir):
 
 
 def section_gpu(device, sizes, log, workdir):
-    from .bench_train import run_gpu
+    from .bench_gpu import rows, run
 
-    return run_gpu(device, sizes, log)
+    result = run(device, quick=sizes.mode == "smoke", log=log)
+    return rows(result), result
 
 
-RUNNERS = {"data": section_data, "model": section_model, "train": section_train, "generate": section_generate,
+RUNNERS = {"data": section_data, "model": section_model, "conv": section_conv, "train": section_train, "generate": section_generate,
            "eval": section_eval, "gpu": section_gpu}
 
 
@@ -230,6 +241,14 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
             out.append(f"**Compute efficiency**: a d=64 critic step (batch {c['batch']}) runs at "
                        f"{c['critic_flops_per_s'] / 1e9:,.0f} GFLOP/s, {c['critic_flops_per_s'] / peak:.0%} of this "
                        f"device's fp32 matmul rate ({peak / 1e9:,.0f} GFLOP/s measured in the same run).")
+    if only == "conv":
+        c = s["conv"]["details"]
+        parts = [f"{mode}: polyphase {r['best_s']['reference'] / r['best_s']['polyphase']:.2f}x, auto "
+                 f"{r['best_s']['reference'] / r['best_s']['auto']:.2f}x the reference's speed"
+                 for mode, r in c["results"].items()]
+        out.append(f"**conv_impl on {s['conv']['machine']['device']}** (d={c['dim']}, batch {c['batch']}, one critic + one "
+                   f"generator step of train_iteration): {'; '.join(parts)}. `auto` on the CPU runs each kind of layer "
+                   f"in the form measured faster (wavegan.blocks.AUTO_ON_CPU); on a GPU it is polyphase.")
     if only == "train":
         runs = s["train"]["details"]["runs"]
         for variant in dict.fromkeys(r["variant"] for r in runs):
@@ -274,17 +293,25 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
     if only != "gpu":
         return out
     if "gpu" in s and not s["gpu"]["details"].get("device_name", "").startswith("cpu"):
-        v = {k: x for k, x in s["gpu"]["details"]["variants"].items() if "seconds_per_iteration" in x}
+        d = s["gpu"]["details"]
+        v = {k: x for k, x in d["variants"].items() if "seconds_per_iteration" in x}
         if v:
             name, best = min(v.items(), key=lambda kv: kv[1]["seconds_per_iteration"])
-            mfu = f", {best['mfu']:.0%} MFU" if best.get("mfu") else ""
-            out.append(f"**GPU**: the sc09 preset's fastest setting here is {name}: {best['seconds_per_iteration'] * 1e3:.0f} "
-                       f"ms per iteration{mfu}, so 200k iterations take {human_seconds(best['projected_200k_seconds'])} "
-                       f"on one {s['gpu']['details']['device_name']} (the paper: {PAPER_TRAIN_DAYS:.0f} days on a P100).")
+            out.append(f"**GPU**: the sc09 iteration's fastest setting on one {d['device_name']} is {name}: "
+                       f"{best['seconds_per_iteration'] * 1e3:.0f} ms per iteration, {best['mfu']:.0%} MFU against the "
+                       f"bf16 matmul of the same run, so 200k iterations take "
+                       f"{human_seconds(best['projected_200k_seconds'])} (the paper: {PAPER_TRAIN_DAYS:.0f} days on a "
+                       f"P100; target: 50 ms per iteration).")
+        g = {k: x for k, x in d.get("generation", {}).items() if "clips_per_s" in x}
+        if g:
+            name, best = max(g.items(), key=lambda kv: kv[1]["clips_per_s"])
+            out.append(f"**GPU generation**: at best {best['clips_per_s']:,.0f} clips/s ({name}; "
+                       f"{best['realtime_factor']:,.0f}x real time; target 200,000 clips/s).")
     else:
-        out.append("**GPU**: not measured here (no CUDA device). The `gpu` section (sc09 fp32 vs bf16 vs bf16 + "
-                   "torch.compile, generation at batch 2048, 200k-iteration projection, MFU against the H100/H200 peaks) "
-                   "runs automatically when `torch.cuda.is_available()`.")
+        out.append("**GPU**: not measured yet: no GPU was available to the session that wrote the GPU section. "
+                   "It runs with `make bench` wherever CUDA is available, or alone where only torch is installed: "
+                   "`python bench/gpu_step.py --out gpu.json`, then `python -m pipeline.bench --gpu-json gpu.json` "
+                   "here.")
     return out
 
 
@@ -371,6 +398,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"results with the machine description (default {DEFAULT_JSON}; '' = none)")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: rewrite --out's results block from the --json file")
+    parser.add_argument("--gpu-json", metavar="PATH", default=None,
+                        help="measure nothing: merge the results of `python bench/gpu_step.py --out PATH` (run on a "
+                             "GPU machine) into --json as the gpu section and rewrite --out")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when torch.cuda.is_available(), else cpu")
     args = parser.parse_args(argv)
@@ -383,10 +413,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     else:
         args.sections = None
-    default_files = not args.smoke
+    default_files = not args.smoke or bool(args.gpu_json)
     args.out = (DEFAULT_OUT if default_files else "") if args.out is None else args.out
     args.json = (DEFAULT_JSON if default_files else "") if args.json is None else args.json
     return args
+
+
+def merge_gpu_json(path: Path, args: argparse.Namespace) -> int:
+    """Put a ``bench/gpu_step.py`` result into the results JSON as the gpu section; re-render the markdown."""
+    from .bench_gpu import rows
+
+    result = json.loads(path.read_text())
+    json_path = (ROOT / args.json) if args.json and not os.path.isabs(args.json) else Path(args.json)
+    results: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {"schema": 1}
+    results.setdefault("sections", {})["gpu"] = {
+        "date": result["date"], "mode": result["mode"], "seconds": result["seconds"], "load_average": None,
+        "other_processes_cpu_share": None, "machine": result["machine"],
+        "rows": [r.to_dict() for r in rows(result)], "details": result,
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(f"[bench] gpu section from {path} -> {json_path}")
+    if args.out:
+        out = Path(args.out) if os.path.isabs(args.out) else ROOT / args.out
+        write_markdown(out, results)
+        print(f"[bench] table: {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(out, json.loads(source.read_text()))
         print(f"[bench] table: {out} (from {source})")
         return 0
+    if args.gpu_json:
+        return merge_gpu_json(Path(args.gpu_json), args)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2

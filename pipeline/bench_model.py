@@ -85,8 +85,10 @@ class GanSteps:
 
 
 def count_flops(model_cfg: dict, batch: int, loss_name: str = "wgan-gp") -> dict[str, float]:
-    """FLOPs of one critic step, one generator step and one generator forward at ``batch`` (meta device)."""
-    steps = GanSteps(model_cfg, batch, "meta", loss_cfg={**loss_config(loss_name), "name": loss_name})
+    """FLOPs of one critic step, one generator step and one generator forward at ``batch`` (meta device),
+    of the model in its reference form (the polyphase form's convolutions do 28/25 of that work, or 28/100
+    for ``nn`` upsampling: model FLOPs stay the same whatever runs them)."""
+    steps = GanSteps({**model_cfg, "conv_impl": "reference"}, batch, "meta", loss_cfg={**loss_config(loss_name), "name": loss_name})
     out = {}
     for name, fn in (("critic_step", steps.critic), ("generator_step", steps.generator),
                      ("generate", lambda: steps.G(steps._z()))):
@@ -202,4 +204,45 @@ def run_generation(device: torch.device, sizes: Sizes, log: Callable[[str], None
                             ratio=factor / PAPER_REALTIME_FACTOR,
                             note=f"an hour of audio in {3600 / factor:,.1f} s (paper: < 2 s); "
                                  f"{fmt(flops_per_s / 1e9)} GFLOP/s"))
+    return rows, details
+
+
+def run_conv_impl(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Row], dict]:
+    """``model.conv_impl`` reference vs polyphase vs auto, in the same run: seconds of the production
+    ``pipeline.iteration.train_iteration`` with one critic step and one generator step (in-memory batches),
+    for G's ``zeros`` and ``nn`` upsampling. The forms are timed in turn, repeatedly, and the best of each
+    kept, so a burst of load on a shared machine does not favour one; the ratio is reference / form. On the
+    CPU the times compared are this process's CPU seconds (all threads): other jobs on a shared machine
+    stretch wall time far more than the CPU time of the work itself."""
+    from .bench_common import compose, memory_batches
+    from .bench_train import build_plain_state
+    from .iteration import IterationConfig, train_iteration
+
+    dim, batch = {"smoke": (4, 2), "quick": (16, 8)}.get(sizes.mode, (32, 16))
+    rounds = {"smoke": 1, "quick": 3}.get(sizes.mode, 5)
+    rows: list[Row] = []
+    details: dict = {"dim": dim, "batch": batch, "rounds": rounds, "method": run_conv_impl.__doc__, "results": {}}
+    for upsample in ("zeros", "nn"):
+        runs = {}
+        for impl in ("reference", "polyphase", "auto"):
+            cfg = compose("preset=tiny", f"model.dim={dim}", f"train.batch_size={batch}", "loss.critic_steps=1",
+                          f"model.upsample={upsample}", f"model.conv_impl={impl}")
+            state = build_plain_state(cfg, device)
+            runs[impl] = (state, IterationConfig.from_config(cfg), memory_batches(cfg, device, n=1))
+            train_iteration(state, runs[impl][2], runs[impl][1], device=device)  # warm-up
+        times: dict[str, list[float]] = {impl: [] for impl in runs}
+        for r in range(rounds):
+            for impl, (state, it_cfg, batches) in runs.items():
+                log(f"[bench] conv_impl {upsample} {impl}: round {r + 1}/{rounds}")
+                t = measure(lambda: train_iteration(state, batches, it_cfg, device=device), repeats=1, warmup=0,
+                            device=device)
+                times[impl].append(t["cpu_s"] if device.type == "cpu" else t["best_s"])
+        best = {impl: min(v) for impl, v in times.items()}
+        details["results"][upsample] = {"seconds": times, "best_s": best,
+                                        "clock": "process CPU time" if device.type == "cpu" else "wall time"}
+        for impl in ("polyphase", "auto"):
+            rows.append(Row("conv", f"iteration {impl} vs reference, upsample={upsample} d={dim} b={batch}",
+                            best[impl], "CPU s" if device.type == "cpu" else "s",
+                            reference=f"reference {best['reference']:.3g} s", ratio=best["reference"] / best[impl],
+                            note="1 critic + 1 generator step of train_iteration; ratio > 1: faster than reference"))
     return rows, details

@@ -16,7 +16,6 @@ Their ratio is the orchestration overhead (Ray + DDP + loader) on this machine.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -37,15 +36,11 @@ from wavegan import build_gan
 from wavegan.losses import build_optimizers
 
 from .bench_common import (
-    GPU_PEAKS,
-    PAPER_ITERATIONS,
-    PAPER_TRAIN_DAYS,
     ROOT,
     Row,
     Sizes,
     compose,
-    gpu_peak_key,
-    human_seconds,
+    memory_batches,
 )
 from .iteration import IterationConfig, train_iteration
 from .state import TrainState
@@ -69,15 +64,6 @@ def build_plain_state(cfg: dict, device: torch.device, compile_models: bool = Fa
             D = torch.compile(D)
     opt_g, opt_d = build_optimizers(cfg["loss"], gan.generator, gan.discriminator)
     return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
-
-
-def memory_batches(cfg: dict, device: torch.device, n: int = 4):
-    """An endless iterator over ``n`` fixed random real batches already on the device (no loader cost)."""
-    batch, model = int(cfg["train"]["batch_size"]), cfg["model"]
-    gen = torch.Generator().manual_seed(0)
-    made = [((torch.rand(batch, model["num_channels"], model["slice_len"], generator=gen) * 1.8 - 0.9).to(device),
-             torch.zeros(batch, dtype=torch.long, device=device)) for _ in range(n)]
-    return itertools.cycle(made)
 
 
 def plain_loop(cfg: dict, device: torch.device, iterations: int, warmup: int, compile_models: bool = False,
@@ -255,57 +241,6 @@ def run(device: torch.device, sizes: Sizes, log: Callable[[str], None], workdir:
                             note=f"{m['clips_per_s']:.3g} clips/s, data_wait {m.get('data_wait_frac', 0):.0%}; fastest "
                                  f"of {len(ray['intervals_steps_per_s'])} x {log_every}-step log intervals; start-up "
                                  f"+ first interval {ray['startup_and_warmup_seconds']:.0f} s excluded"))
-    return rows, details
-
-
-# --------------------------------------------------------------------------------------------- GPU
-def run_gpu(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Row], dict]:
-    """The sc09 preset's iteration fp32 vs bf16 vs bf16 + torch.compile at batch 64, projected to 200k
-    iterations, with model FLOPs utilisation against the device's dense peak.
-
-    On a CPU (``--smoke`` dry run of this code path) a tiny config stands in and compile is skipped.
-    """
-    from .bench_model import iteration_flops
-
-    rows: list[Row] = []
-    details: dict = {"variants": {}}
-    dry_run = device.type != "cuda"
-    overrides = ["preset=sc09"] + (["model.dim=8", "train.batch_size=4", "loss.critic_steps=1"] if dry_run else [])
-    name = torch.cuda.get_device_name(device) if not dry_run else "cpu (dry run)"
-    peak_row = gpu_peak_key(name) if not dry_run else None
-    peaks = GPU_PEAKS.get(peak_row, {}) if peak_row else {}
-    details.update(device_name=name, peak_row=peak_row, peaks=peaks, overrides=overrides,
-                   tf32_convs=bool(torch.backends.cudnn.allow_tf32))
-    variants = [("fp32", "none", False), ("bf16", "bf16", False), ("bf16+compile", "bf16", True)]
-    for label, amp, compiled in variants:
-        if compiled and dry_run:
-            details["variants"][label] = {"skipped": "torch.compile is not exercised in the CPU dry run"}
-            continue
-        cfg = compose(*overrides, f"train.amp={amp}", f"train.compile={str(compiled).lower()}")
-        it_cfg = IterationConfig.from_config(cfg)
-        flops = iteration_flops(cfg["model"], it_cfg.global_batch, it_cfg.critic_steps, it_cfg.loss)
-        log(f"[bench] gpu sc09 iteration {label}")
-        warmup = 5 if compiled else 2
-        result = plain_loop(cfg, device, iterations=sizes.gpu_steps, warmup=1 if dry_run else warmup,
-                            compile_models=compiled, chunks=1 if dry_run else 3)
-        spi = result["seconds_per_iteration"]
-        peak_kind = "bf16" if amp == "bf16" else ("tf32" if torch.backends.cudnn.allow_tf32 else "fp32")
-        peak = peaks.get(peak_kind)
-        mfu = flops / spi / peak if peak else None
-        projected = spi * PAPER_ITERATIONS
-        details["variants"][label] = {**result, "flops_per_iteration": flops, "flops_per_s": flops / spi,
-                                      "peak_kind": peak_kind, "peak_flops": peak, "mfu": mfu,
-                                      "projected_200k_seconds": projected}
-        tag = f"{label}, cpu dry run" if dry_run else label
-        rows.append(Row("gpu", f"sc09 iteration {tag} (batch {it_cfg.global_batch})", spi, "s/iter",
-                        reference=f"{peak_row} {peak_kind} dense peak" if peak else "",
-                        ratio=mfu,
-                        note=("ratio = MFU; " if peak else "") + f"{flops / spi / 1e12:.3g} TFLOP/s, "
-                             f"{result['clips_per_s']:,.0f} clips/s"))
-        rows.append(Row("gpu", f"sc09 200k iterations {tag}", projected / 86400, "days",
-                        reference=f"paper: {PAPER_TRAIN_DAYS:.0f} days (P100)",
-                        ratio=PAPER_TRAIN_DAYS * 86400 / projected,
-                        note=f"projected {human_seconds(projected)}; ratio = paper / projected (speed-up)"))
     return rows, details
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from data_prep.loader import read_manifest
 
+from .iteration import check_amp
+
 
 class ConfigError(ValueError):
     """A config value or input that cannot work; the message says what to change."""
@@ -44,6 +46,10 @@ def prepare(config: dict) -> dict:
     """Validate ``config`` against the data and the cluster, and add the derived values."""
     config = {**config}
     model, train, data, cluster, loss = (config[k] for k in ("model", "train", "data", "cluster", "loss"))
+    try:
+        check_amp(str(train.get("amp", "none")))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     data["dir"] = absolute(str(data["dir"]))
     train["storage_path"] = absolute(str(train["storage_path"]))
     if cluster.get("address") or os.environ.get("RAY_ADDRESS"):  # other nodes must read shards and checkpoints

@@ -543,7 +543,8 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: 
 
 
 def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, float]], text: str, *,
-                classifier_uri: str | None, n: int, fingerprint: str | None, run_id: str | None = None) -> list[str]:
+                classifier_uri: str | None, n: int, fingerprint: str | None, run_id: str | None = None,
+                classifier_config: str | None = None) -> list[str]:
     """Metrics, table and tags into MLflow; returns what was written, for the console."""
     from mlflow.entities import Metric
 
@@ -562,11 +563,13 @@ def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, f
         mlflow_client.log_dict(run_id, {"rows": table, "classifier": classifier_uri, "n_generated": n,
                                         "data.fingerprint": fingerprint, "step": step}, f"{folder}/results.json")
         mlflow_client.set_tag(run_id, "eval.classifier", classifier_uri or "none")
+        mlflow_client.set_tag(run_id, "eval.classifier_config", str(classifier_config))
         done.append(f"run {run_id} (metrics eval/*, {folder}/table1.txt)")
     if source.version:
         name, version = source.version
         tags = {f"eval.{k}": repr(float(v)) for k, v in row.items() if k in ROW_KEYS}
-        tags.update({"eval.classifier": classifier_uri or "none", "eval.n_generated": str(n),
+        tags.update({"eval.classifier": classifier_uri or "none", "eval.classifier_config": str(classifier_config),
+                     "eval.n_generated": str(n),
                      "eval.data.fingerprint": str(fingerprint), "eval.time": time.strftime("%Y-%m-%dT%H:%M:%S")})
         for key, value in tags.items():
             mlflow_client.set_model_version_tag(name, version, key, value)
@@ -582,14 +585,19 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
 
     overrides = [o for o in args.overrides if not o.startswith("tracking.")]
     tracking_overrides = [o.removeprefix("tracking.") for o in args.overrides if o.startswith("tracking.")]
-    cfg = load_eval_config(args.config, overrides)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config_name = args.config
+    if config_name == "auto":
+        config_name = "default" if device.startswith("cuda") else "cpu"
+        log(f"[eval] classifier config: {config_name}" + ("" if config_name == "default" else
+            " (no GPU: the paper-size classifier trains for hours on a CPU; --config default uses it anyway)"))
+    cfg = load_eval_config(config_name, overrides)
     tracking_cfg = load_tracking_config(tracking_overrides)
     explicit = {o.split("=", 1)[0] for o in tracking_overrides}
     n = int(args.n if args.n is not None else cfg.get("n_generated", 2000))
     seed = int(args.seed if args.seed is not None else cfg.get("seed", 0))
     if n < 2:
         raise EvalError(f"--n must be at least 2, got {n}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     source = resolve_source(args.model_uri, args.checkpoint, tracking_cfg, explicit)
     data_dir = args.data_dir or source.data_dir
@@ -632,12 +640,14 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     row = reference.score(audio)
     table = reference.table(source.label, row)
     text = format_table1(table)
+    if classifier_uri:
+        text = f"Scores by classifier {classifier_uri} (conf/eval/{config_name}.yaml)\n{text}"
     log(f"[eval] {n} generated clips (seed {seed}), IS over {reference.effective_splits(n)} splits, |D| over "
         f"{min(int(cfg.get('n_nn', 1000)), n)} clips, relative to real (test) ({time.perf_counter() - t0:.1f} s)")
     print(text, flush=True)
     if not args.no_log:
         done = log_results(tracking_cfg, source, table, text, classifier_uri=classifier_uri, n=n,
-                           fingerprint=fingerprint, run_id=args.log_to_run)
+                           fingerprint=fingerprint, run_id=args.log_to_run, classifier_config=config_name)
         log("[eval] logged to MLflow: " + "; ".join(done) if done else
             "[eval] not logged to MLflow: no run for this model (pass --log-to-run RUN_ID)")
     if args.json:
@@ -660,8 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classifier-uri", help="use this classifier (models:/... or runs:/...) instead of the "
                                                  "registered one matching the data")
     parser.add_argument("--retrain-classifier", action="store_true", help="train and register a new classifier")
-    parser.add_argument("--config", default="default", help="conf/eval/<name>.yaml (default: default; cpu: a small "
-                                                            "classifier that trains in minutes on a CPU)")
+    parser.add_argument("--config", default="auto",
+                        help="conf/eval/<name>.yaml: default (the paper's classifier), cpu (a small one that trains in "
+                             "minutes on a CPU), or auto (the default: default on a GPU, cpu without one)")
     parser.add_argument("--log-to-run", metavar="RUN_ID", help="MLflow run to log into (default: the model's run)")
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the results (a classifier that has to be trained is still registered)")

@@ -18,6 +18,34 @@ from wavegan.losses import clip_weights, critic_loss, generator_loss
 
 from .state import TrainState, derived_seed
 
+AMP_MODES = ("none", "bf16")
+BF16_REFUSED = (
+    "train.amp=bf16 is refused until bf16 is measured faster than fp32 on a GPU for this code. On an H200 "
+    "(BENCHMARKS.md, 'bf16 and the GPU section'), bf16 autocast made an sc09 iteration 1.6x slower than fp32 "
+    "(342 vs 208 ms) and generation 8.6x slower, under the reference convolutions (cuDNN has no tensor-core "
+    "kernels for them). The polyphase form (model.conv_impl=polyphase, which auto picks on GPUs) is expected to "
+    "make bf16 the faster choice, but that is not measured yet: run `python bench/gpu_step.py --out gpu.json` "
+    "on a GPU, record it in BENCHMARKS.md, and lift this check (pipeline.iteration.check_amp). Use train.amp=none."
+)
+# DistributedDataParallel settings wherever G or D is wrapped (pipeline.loop via Ray's prepare_model, the
+# DDP-equivalence test). gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy into
+# and out of them). 25 MB buckets, PyTorch's default, kept after modelling it (BENCHMARKS.md, "Scaling
+# across GPUs"): D's conv layers 2-5 cost the same FLOPs each, and its backward reaches the last one, whose
+# 52 MB kernel is 3/4 of D's gradient bytes, first; with 25 MB buckets that kernel's all-reduce starts a
+# quarter of the way into the backward and overlaps the other three quarters, and the remaining ~17 MB
+# follow in one or two calls (G likewise). A larger cap delays the first all-reduce; a smaller one adds
+# calls (each ~10-20 us of latency on NVLink) without starting any earlier.
+DDP_KWARGS = {"gradient_as_bucket_view": True, "bucket_cap_mb": 25}
+
+
+def check_amp(amp: str) -> str:
+    """``train.amp`` as a training run may use it (raises with the reason otherwise)."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp == "bf16":
+        raise ValueError(BF16_REFUSED)
+    return amp
+
 
 @dataclass(frozen=True)
 class IterationConfig:
@@ -38,34 +66,40 @@ class IterationConfig:
 
 
 class Draws:
-    """The random draws of one sub-step: seeded identically on every rank, sliced to this rank's share."""
+    """The random draws of one sub-step: seeded identically on every rank, sliced to this rank's share.
+
+    Drawn on the training device by that device's generator: no host-to-device copy, which from pageable
+    memory would wait for the GPU's queue to drain at every sub-step. Every rank draws the same global
+    batch, so N workers draw exactly what one does (on the CPU the draws are those of earlier versions;
+    on a GPU they are the GPU generator's, equally reproducible).
+    """
 
     def __init__(self, cfg: IterationConfig, step: int, substep: int, rank: int, world_size: int, device):
         torch.manual_seed(derived_seed(cfg.seed, step, substep))  # phase shuffle uses the global RNG
-        self.gen = torch.Generator(device="cpu").manual_seed(derived_seed(cfg.seed, step, substep) ^ 1)
-        self.global_batch, self.device = cfg.global_batch, device
+        self.device = torch.device(device)
+        self.gen = torch.Generator(device=self.device).manual_seed(derived_seed(cfg.seed, step, substep) ^ 1)
+        self.global_batch = cfg.global_batch
         local = cfg.global_batch // world_size
         self.slice = slice(rank * local, (rank + 1) * local)
 
     def latents(self, latent_dim: int) -> Tensor:
-        z = torch.rand(self.global_batch, latent_dim, generator=self.gen) * 2.0 - 1.0
-        return z[self.slice].to(self.device, non_blocking=True)
+        z = torch.rand(self.global_batch, latent_dim, generator=self.gen, device=self.device) * 2.0 - 1.0
+        return z[self.slice]
 
     def uniform(self) -> Tensor:
-        return torch.rand(self.global_batch, generator=self.gen)[self.slice].to(self.device, non_blocking=True)
+        return torch.rand(self.global_batch, generator=self.gen, device=self.device)[self.slice]
 
     def labels(self, num_classes: int) -> Tensor | None:
         if num_classes <= 0:
             return None
-        y = torch.randint(num_classes, (self.global_batch,), generator=self.gen)
-        return y[self.slice].to(self.device, non_blocking=True)
+        return torch.randint(num_classes, (self.global_batch,), generator=self.gen, device=self.device)[self.slice]
 
 
 def autocast(cfg: IterationConfig, device: torch.device):
     if cfg.amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if cfg.amp != "none":
-        raise ValueError(f"train.amp must be 'none' or 'bf16', got {cfg.amp!r}")
+    if cfg.amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {cfg.amp!r}")
     return contextlib.nullcontext()
 
 

@@ -23,7 +23,7 @@ from wavegan import build_gan
 from wavegan.losses import build_optimizers
 
 from .evaluate import EarlyStopping, Evaluator
-from .iteration import IterationConfig, train_iteration
+from .iteration import DDP_KWARGS, IterationConfig, train_iteration
 from .state import TrainState, derived_seed, load_checkpoint, save_state, unwrap
 from .tracking import open_worker_tracker
 
@@ -88,8 +88,8 @@ def build_state(cfg: dict, device: torch.device) -> TrainState:
             raise ValueError("SpecGAN needs spectrogram moments in the config (computed by pipeline.train)")
         gan.transform.load_state_dict({k: torch.tensor(v) for k, v in moments.items()})
     gan.to(device)
-    G = ray.train.torch.prepare_model(gan.generator, move_to_device=device)
-    D = ray.train.torch.prepare_model(gan.discriminator, move_to_device=device)
+    G = ray.train.torch.prepare_model(gan.generator, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS)
+    D = ray.train.torch.prepare_model(gan.discriminator, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS)
     if cfg["train"].get("compile"):
         G = torch.compile(G)
         if cfg["loss"]["name"] != "wgan-gp":  # torch.compile has no double backward (gradient penalty)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.versions import pinned
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
 
@@ -33,7 +34,7 @@ from .serving import CONFIG_ARTIFACT, FORMAT_VERSION, FORMATS, WEIGHTS_ARTIFACT,
 from .state import load_checkpoint
 from .tracking import PROJECT_ROOT, client
 
-REQUIREMENTS = ["torch==2.11.*", "torchaudio==2.11.*", "numpy", "mlflow==3.17.*"]
+REQUIREMENTS = pinned("torch", "torchaudio", "numpy", "mlflow")  # exact versions from requirements.lock
 SERVING_CODE = Path(__file__).with_name("serving.py")
 ALLOW_PICKLE_ENV = "WAVEGAN_ALLOW_PICKLE"
 

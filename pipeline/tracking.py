@@ -8,6 +8,7 @@ wait in a bounded queue and go out, in order, once it answers again.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import tempfile
@@ -165,9 +166,7 @@ class WorkerTracker(NullTracker):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("d_loss", "g_loss", "wasserstein", "steps_per_s",
-                                                          "clips_per_s", "data_wait_frac") if k in metrics)
-        print(f"[train] step {step}/{self.cfg['total_steps']} {shown}", flush=True)
+        print(progress_line(step, int(self.cfg["total_steps"]), metrics), flush=True)
         if self.logger:
             now = int(time.time() * 1000)
             self.logger.submit("metrics", [Metric(k, float(v), now, step) for k, v in metrics.items()])
@@ -186,6 +185,16 @@ class WorkerTracker(NullTracker):
             left = self.logger.close()
             if left:
                 print(f"[train] MLflow still unreachable: {left} records not sent", flush=True)
+
+
+def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:
+    """``[train] step 200/1000 (20%) d_loss=-1.2 ... steps_per_s=3.1 clips_per_s=96 data_wait_frac=0 ETA 0:04:18``
+    (``key=value`` pairs, which ``make bench`` reads back)."""
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("d_loss", "g_loss", "wasserstein", "steps_per_s",
+                                                      "clips_per_s", "data_wait_frac") if k in metrics)
+    rate = metrics.get("steps_per_s") or 0.0
+    eta = str(datetime.timedelta(seconds=round((total - step) / rate))) if rate > 0 else "?"
+    return f"[train] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} ETA {eta}"
 
 
 def open_worker_tracker(cfg: dict, rank: int, state, device: torch.device) -> NullTracker:

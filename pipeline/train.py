@@ -26,7 +26,7 @@ log = logging.getLogger("pipeline.train")
 def launch(config: dict):
     """Start (or join) Ray and run the TorchTrainer to the end; return Ray's Result."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .loop import train_loop_per_worker
@@ -50,6 +50,7 @@ def launch(config: dict):
             storage_path=train["storage_path"],
             failure_config=FailureConfig(max_failures=int(train["max_failures"])),
             checkpoint_config=CheckpointConfig(num_to_keep=int(train["keep_checkpoints"])),
+            logging_config=LoggingConfig(log_level=str(config["tracking"]["ray_log_level"])),
         ),
     )
     return trainer.fit()
@@ -108,6 +109,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
+    from common.hydra_cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
 
     run_hydra(main, "config", help_name="train")

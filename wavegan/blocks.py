@@ -15,7 +15,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import polyphase
+
 UPSAMPLE_MODES = ("zeros", "nn", "linear", "cubic")
+CONV_IMPLS = ("auto", "reference", "polyphase")
+# What ``auto`` runs on the CPU, per kind of layer, from the same-run measurements in BENCHMARKS.md
+# ("conv_impl on CPU"): oneDNN's strided convolutions beat their polyphase form on the CPU (D's layers,
+# G's transposed ones), while nearest-neighbour upsampling (s x fewer multiply-adds) and the 512-tap
+# post-processing filter are several times faster polyphase. On any other device ``auto`` is
+# ``polyphase`` everywhere: cuDNN has no tensor-core kernels for the reference form's 25-tap, stride-4
+# convolutions and their transposes.
+AUTO_ON_CPU = {"down": "reference", "zeros": "reference", "nn": "polyphase", "filter": "polyphase"}
+
+
+def check_conv_impl(impl: str, ndim: int) -> str:
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+    if ndim != 1 and impl == "polyphase":
+        raise ValueError("conv_impl='polyphase' exists for 1-D (WaveGAN) convolutions only; SpecGAN's 2-D "
+                         "layers use 'reference' (or 'auto', which means reference in 2-D)")
+    return impl
+
+
+def uses_polyphase(impl: str, kind: str, x: Tensor) -> bool:
+    """Whether a 1-D layer of ``kind`` (a key of AUTO_ON_CPU) built with ``impl`` runs its polyphase
+    form on ``x``; decided per call, so a model built on the CPU and moved to a GPU switches with it."""
+    if impl == "auto":
+        return x.device.type != "cpu" or AUTO_ON_CPU[kind] == "polyphase"
+    return impl == "polyphase"
 
 
 def same_padding(kernel_size: int, stride: int) -> tuple[int, int]:
@@ -56,14 +83,22 @@ def upsample(x: Tensor, factor: int, mode: str) -> Tensor:
 
 
 class DownConv(nn.Module):
-    """Convolution with TF "same" padding: each spatial size becomes ``ceil(size / stride)``."""
+    """Convolution with TF "same" padding: each spatial size becomes ``ceil(size / stride)``.
 
-    def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size: int, stride: int):
+    ``impl`` (1-D, stride > 1): ``reference`` runs ``self.conv``; ``polyphase`` the same weights as
+    space-to-depth + stride-1 conv (:func:`wavegan.polyphase.down_conv`); ``auto`` picks per device.
+    """
+
+    def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 impl: str = "reference"):
         super().__init__()
+        self.ndim, self.stride, self.impl = ndim, stride, check_conv_impl(impl, ndim)
         self.pad = same_padding(kernel_size, stride) * ndim  # F.pad order: last dim first
         self.conv = _conv(ndim)(in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.ndim == 1 and self.stride > 1 and uses_polyphase(self.impl, "down", x):
+            return polyphase.down_conv(x, self.conv.weight, self.conv.bias, self.stride, self.pad[0])
         return self.conv(F.pad(x, self.pad))
 
 
@@ -73,14 +108,18 @@ class UpConv(nn.Module):
     ``zeros``: transposed convolution (zero-stuffing), cropped exactly like TF's
     ``conv2d_transpose(padding='SAME')``. ``nn`` / ``linear`` / ``cubic``: interpolate, then a
     stride-1 "same" convolution (the paper's ablation: avoids checkerboard artefacts).
+
+    ``impl`` (1-D): ``polyphase`` runs ``zeros`` and ``nn`` as a stride-1 conv at the input rate to
+    ``stride`` x the channels, then depth-to-space (:mod:`wavegan.polyphase`), with the same weights;
+    ``linear`` / ``cubic`` interpolate and then convolve at stride 1 in either form.
     """
 
     def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size: int, stride: int,
-                 mode: str = "zeros"):
+                 mode: str = "zeros", impl: str = "reference"):
         super().__init__()
         if mode not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {mode!r}")
-        self.mode, self.stride, self.ndim = mode, stride, ndim
+        self.mode, self.stride, self.ndim, self.impl = mode, stride, ndim, check_conv_impl(impl, ndim)
         if mode == "zeros":
             before, after = same_padding(kernel_size, stride)
             # Output is stride * size + (after - before); the surplus sample(s) sit at the end.
@@ -91,6 +130,12 @@ class UpConv(nn.Module):
             self.trim = 0
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.ndim == 1 and self.mode in ("zeros", "nn") and uses_polyphase(self.impl, self.mode, x):
+            if self.mode == "zeros":
+                return polyphase.up_conv_zeros(x, self.conv.weight, self.conv.bias, self.stride,
+                                               self.conv.padding[0])
+            conv = self.conv.conv
+            return polyphase.up_conv_nearest(x, conv.weight, conv.bias, self.stride, self.conv.pad[0])
         if self.mode != "zeros":
             x = upsample(x, self.stride, self.mode)
         x = self.conv(x)
@@ -117,7 +162,7 @@ class ConvGenerator(nn.Module):
 
     def __init__(self, ndim: int, latent_dim: int, base_size: int, channels: Sequence[int],
                  strides: Sequence[int], kernel_size: int, upsample: str = "zeros", batchnorm: bool = False,
-                 num_classes: int = 0):
+                 num_classes: int = 0, conv_impl: str = "reference"):
         super().__init__()
         if len(channels) != len(strides) + 1:
             raise ValueError("need one more channel count than strides")
@@ -129,7 +174,7 @@ class ConvGenerator(nn.Module):
         self.project_norm = _batchnorm(ndim, channels[0]) if batchnorm else nn.Identity()
         layers: list[nn.Module] = []
         for i, stride in enumerate(strides):
-            layers.append(UpConv(ndim, channels[i], channels[i + 1], kernel_size, stride, upsample))
+            layers.append(UpConv(ndim, channels[i], channels[i + 1], kernel_size, stride, upsample, conv_impl))
             if i < len(strides) - 1:
                 if batchnorm:
                     layers.append(_batchnorm(ndim, channels[i + 1]))
@@ -160,14 +205,14 @@ class ConvDiscriminator(nn.Module):
 
     def __init__(self, ndim: int, channels: Sequence[int], strides: Sequence[int], kernel_size: int,
                  feature_dim: int, batchnorm: bool = False, num_classes: int = 0,
-                 after_layer: Callable[[int], nn.Module | None] = lambda i: None):
+                 after_layer: Callable[[int], nn.Module | None] = lambda i: None, conv_impl: str = "reference"):
         super().__init__()
         if len(channels) != len(strides) + 1:
             raise ValueError("need one more channel count than strides")
         self.num_classes = num_classes
         layers: list[nn.Module] = []
         for i, stride in enumerate(strides):
-            layers.append(DownConv(ndim, channels[i], channels[i + 1], kernel_size, stride))
+            layers.append(DownConv(ndim, channels[i], channels[i + 1], kernel_size, stride, conv_impl))
             if batchnorm and i > 0:
                 layers.append(_batchnorm(ndim, channels[i + 1]))
             layers.append(nn.LeakyReLU(0.2))

@@ -21,6 +21,9 @@ _KEYS = {
     "specgan": {"name", "latent_dim", "dim", "slice_len", "sample_rate", "upsample", "batchnorm", "num_classes",
                 "griffin_lim_iters", "griffin_lim_momentum"},
 }
+# Keys a config may omit: how the layers run, not what they compute. Configs saved with checkpoints and
+# registered models before ``conv_impl`` existed lack it and run as "auto" (the same weights either way).
+_OPTIONAL = {"wavegan": {"conv_impl": "auto"}, "specgan": {}}
 
 
 class GAN(nn.Module):
@@ -64,19 +67,22 @@ def build_gan(model_cfg: Mapping) -> GAN:
     name = cfg.get("name")
     if name not in _KEYS:
         raise ValueError(f"model name must be one of {sorted(_KEYS)}, got {name!r}")
-    if set(cfg) != _KEYS[name]:
+    cfg = {**_OPTIONAL[name], **cfg}
+    if set(cfg) != _KEYS[name] | set(_OPTIONAL[name]):
         raise ValueError(f"{name} config: missing {sorted(_KEYS[name] - set(cfg))}, "
-                         f"unknown {sorted(set(cfg) - _KEYS[name])}")
+                         f"unknown {sorted(set(cfg) - _KEYS[name] - set(_OPTIONAL[name]))}")
     common = dict(latent_dim=cfg["latent_dim"], slice_len=cfg["slice_len"], sample_rate=cfg["sample_rate"],
                   num_classes=cfg["num_classes"])
     if name == "wavegan":
         G = WaveGANGenerator(latent_dim=cfg["latent_dim"], dim=cfg["dim"], slice_len=cfg["slice_len"],
                              num_channels=cfg["num_channels"], upsample=cfg["upsample"], batchnorm=cfg["batchnorm"],
-                             post_proc_filt_len=cfg["post_proc_filt_len"], num_classes=cfg["num_classes"])
+                             post_proc_filt_len=cfg["post_proc_filt_len"], num_classes=cfg["num_classes"],
+                             conv_impl=cfg["conv_impl"])
         D = WaveGANDiscriminator(dim=cfg["dim"], slice_len=cfg["slice_len"], num_channels=cfg["num_channels"],
                                  phaseshuffle_rad=cfg["phaseshuffle_rad"],
                                  phaseshuffle_per_example=cfg["phaseshuffle_per_example"],
-                                 batchnorm=cfg["batchnorm"], num_classes=cfg["num_classes"])
+                                 batchnorm=cfg["batchnorm"], num_classes=cfg["num_classes"],
+                                 conv_impl=cfg["conv_impl"])
         return GAN(G, D, **common)
     if cfg["slice_len"] != SLICE_LEN:
         raise ValueError(f"SpecGAN generates {SLICE_LEN} samples (128 x 128 spectrograms) only")

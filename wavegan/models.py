@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvDiscriminator, ConvGenerator, same_padding
+from . import polyphase
+from .blocks import ConvDiscriminator, ConvGenerator, check_conv_impl, same_padding, uses_polyphase
 
 KERNEL_LEN = 25
 SLICE_LENS = (16384, 32768, 65536)
@@ -63,16 +64,20 @@ class PhaseShuffle(nn.Module):
 class PostProcessFilter(nn.Module):
     """The reference's optional learned post-processing: one long "same" FIR filter, no bias.
 
-    Applied after the tanh, so the output is no longer bounded to [-1, 1].
+    Applied after the tanh, so the output is no longer bounded to [-1, 1]. ``impl`` polyphase runs
+    it as a 16-phase stride-1 conv over 16x the channels (:func:`wavegan.polyphase.long_filter`).
     """
 
-    def __init__(self, num_channels: int = 1, length: int = 512):
+    def __init__(self, num_channels: int = 1, length: int = 512, impl: str = "reference"):
         super().__init__()
+        self.impl = check_conv_impl(impl, 1)
         self.pad = same_padding(length, 1)
         self.conv = nn.Conv1d(num_channels, num_channels, length, bias=False)
         nn.init.xavier_uniform_(self.conv.weight)
 
     def forward(self, x: Tensor) -> Tensor:
+        if uses_polyphase(self.impl, "filter", x):
+            return polyphase.long_filter(x, self.conv.weight, self.conv.bias, self.pad[0])
         return self.conv(F.pad(x, self.pad))
 
 
@@ -80,18 +85,21 @@ class WaveGANGenerator(ConvGenerator):
     """z (B, latent_dim) in Uniform(-1, 1) -> waveform (B, num_channels, slice_len) in [-1, 1].
 
     dense to 16 x 16d (32d for the longer slices), then kernel-25 upsampling layers of stride 4
-    (plus a final x2 / x4 layer for 32768 / 65536) down to ``num_channels``, tanh.
+    (plus a final x2 / x4 layer for 32768 / 65536) down to ``num_channels``, tanh. ``conv_impl``
+    (auto | reference | polyphase) chooses how the convolutions run, not what they compute.
     """
 
     def __init__(self, latent_dim: int = 100, dim: int = 64, slice_len: int = 16384, num_channels: int = 1,
                  upsample: str = "zeros", batchnorm: bool = False, post_proc_filt_len: int = 0,
-                 num_classes: int = 0):
+                 num_classes: int = 0, conv_impl: str = "auto"):
         strides = _strides(slice_len)
         channels = [dim * 2 ** i for i in reversed(range(len(strides)))] + [num_channels]
         super().__init__(ndim=1, latent_dim=latent_dim, base_size=16, channels=channels, strides=strides,
-                         kernel_size=KERNEL_LEN, upsample=upsample, batchnorm=batchnorm, num_classes=num_classes)
+                         kernel_size=KERNEL_LEN, upsample=upsample, batchnorm=batchnorm, num_classes=num_classes,
+                         conv_impl=conv_impl)
         self.slice_len, self.num_channels = slice_len, num_channels
-        self.post_proc = PostProcessFilter(num_channels, post_proc_filt_len) if post_proc_filt_len else None
+        self.post_proc = (PostProcessFilter(num_channels, post_proc_filt_len, conv_impl) if post_proc_filt_len
+                          else None)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         x = super().forward(z, labels)
@@ -103,10 +111,12 @@ class WaveGANDiscriminator(ConvDiscriminator):
 
     Kernel-25 stride-4 convs with d, 2d, 4d, 8d, 16d channels (and 32d for the extra x2 / x4 layer
     of the longer slices), LeakyReLU 0.2, phase shuffle after the first four layers, linear logit.
+    ``conv_impl`` as for the generator.
     """
 
     def __init__(self, dim: int = 64, slice_len: int = 16384, num_channels: int = 1, phaseshuffle_rad: int = 2,
-                 phaseshuffle_per_example: bool = False, batchnorm: bool = False, num_classes: int = 0):
+                 phaseshuffle_per_example: bool = False, batchnorm: bool = False, num_classes: int = 0,
+                 conv_impl: str = "auto"):
         strides = _strides(slice_len)
         channels = [num_channels] + [dim * 2 ** i for i in range(len(strides))]
 
@@ -115,5 +125,5 @@ class WaveGANDiscriminator(ConvDiscriminator):
 
         super().__init__(ndim=1, channels=channels, strides=strides, kernel_size=KERNEL_LEN,
                          feature_dim=16 * channels[-1], batchnorm=batchnorm, num_classes=num_classes,
-                         after_layer=after_layer)
+                         after_layer=after_layer, conv_impl=conv_impl)
         self.slice_len, self.num_channels = slice_len, num_channels

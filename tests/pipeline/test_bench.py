@@ -131,3 +131,56 @@ def test_training_metrics_are_read_from_ray_output_and_snapshot():
     assert _last_metrics(snapshot, 20) == {"step": 20, "steps_per_s": 3.01, "clips_per_s": 48.2}
     with pytest.raises(RuntimeError):
         _last_metrics(snapshot, 30)
+
+
+def test_the_progress_line_reads_well_and_make_bench_still_reads_it():
+    from pipeline.bench_train import _printed_metrics
+    from pipeline.tracking import progress_line
+
+    metrics = {"d_loss": -1.5, "g_loss": 0.25, "steps_per_s": 0.5, "clips_per_s": 32.0, "data_wait_frac": 0.0}
+    line = progress_line(100, 400, metrics)
+    assert line.startswith("[train] step 100/400 (25%) d_loss=-1.5") and line.endswith("ETA 0:10:00")
+    assert _printed_metrics(line) == {100: metrics}
+
+
+def test_gpu_section_modules_import_nothing_but_torch():
+    """The GPU machines have torch and torchaudio only: the GPU script's imports must not need more."""
+    code = ("import sys; import pipeline.bench_gpu, pipeline.iteration, pipeline.state; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'ray', 'mlflow', 'hydra', 'omegaconf', 'webdataset', 'yaml', 'soundfile', 'data_prep'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_sc09_config_snapshot_matches_conf():
+    from pipeline.bench_common import compose
+    from pipeline.bench_gpu import CONFIG_FILE
+
+    cfg = compose("preset=sc09")
+    snapshot = json.loads(CONFIG_FILE.read_text())
+    assert snapshot["model"] == cfg["model"] and snapshot["loss"] == cfg["loss"], \
+        "bench/sc09_config.json is stale: run python bench/gpu_step.py --write-config"
+    assert snapshot["train"] == {k: cfg["train"][k] for k in ("batch_size", "seed", "amp")}
+
+
+def test_gpu_script_dry_run_measures_every_variant_and_merges_into_the_markdown(tmp_path):
+    gpu_json, results, md = tmp_path / "gpu.json", tmp_path / "results.json", tmp_path / "BENCH.md"
+    out = subprocess.run([sys.executable, "bench/gpu_step.py", "--quick", "--out", str(gpu_json), "--commit", "abc"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(gpu_json.read_text())
+    assert result["machine"]["git_commit"] == "abc" and result["device_name"].startswith("cpu")
+    assert set(result["variants"]) == {f"{i} {p}" for i in ("reference", "polyphase", "auto") for p in ("fp32", "bf16")}
+    for v in result["variants"].values():
+        assert "error" not in v and v["seconds_per_iteration"] > 0 and 0 < v["mfu"]
+        assert v["projected_200k_seconds"] == pytest.approx(200_000 * v["seconds_per_iteration"])
+    assert len(result["generation"]) == 6 and all(g["clips_per_s"] > 0 for g in result["generation"].values())
+    assert result["flops_per_iteration"] > 0 and result["matmul_bf16_flops_per_s"] > 0
+
+    merged = subprocess.run([sys.executable, "-m", "pipeline.bench", "--gpu-json", str(gpu_json), "--json",
+                             str(results), "--out", str(md)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    assert json.loads(results.read_text())["sections"]["gpu"]["details"]["variants"].keys() == result["variants"].keys()
+    text = md.read_text()
+    assert "| gpu | sc09 iteration polyphase bf16 (CPU dry run) |" in text and "**GPU**: not measured yet" in text

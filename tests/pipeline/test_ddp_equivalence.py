@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pipeline.iteration import IterationConfig, train_iteration
+from pipeline.iteration import DDP_KWARGS, IterationConfig, train_iteration
 from pipeline.state import TrainState
 from wavegan import build_gan
 from wavegan.losses import build_optimizers
@@ -50,7 +50,7 @@ def _rank_main(rank: int, world: int, port: int, out: dict) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        params = one_iteration(rank, world, DDP)
+        params = one_iteration(rank, world, lambda m: DDP(m, **DDP_KWARGS))  # the settings pipeline.loop uses
         if rank == 0:
             out.update(params)
     finally:

@@ -82,6 +82,8 @@ def test_promotion_gate_force_best_by_and_rollback(trained, versions):
     assert champion(client) == "1"
     empty = cli("pipeline.promote", uri, "--rollback")
     assert empty.returncode == 1 and "no previous holder" in empty.stderr
+    latest = cli("pipeline.promote", uri, "--version", "latest")  # make demo's promotion: the newest version
+    assert latest.returncode == 0 and "-> version 3 (was version 1)" in latest.stdout and champion(client) == "3"
 
 
 def test_promote_names_what_is_unknown(trained, versions):
