@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from common.versions import pinned
 from data_prep.loader import iterate_split, read_manifest
 from wavegan.classifier import EvalClassifier, _evaluate, train_classifier
 
 MODEL_NAME = "wavegan-classifier"
 KIND_TAG = "wavegan.kind"  # "classifier" on the classifier's training runs
-PIP_REQUIREMENTS = pinned("torch", "torchaudio", "numpy")  # exact versions from requirements.lock
 
 
 class NoLabelsError(ValueError):
@@ -190,8 +188,12 @@ def load_classifier(uri: str, tracking_cfg: dict, device: str | torch.device = "
         name, version = get_model_name_and_version(mlflow_client, uri)
         info = _version_info(mlflow_client.get_model_version(name, version), name)
         info.uri = uri
+    from .registry import PickledModelError, load_registered
+
     try:
-        model = mlflow.pytorch.load_model(uri, map_location=device)
+        model = load_registered(uri, map_location=device)[0]
+    except PickledModelError as exc:
+        raise SystemExit(str(exc)) from exc
     except Exception as exc:
         raise SystemExit(f"cannot load the classifier {uri}: {str(exc)[:400]}") from exc
     if not isinstance(model, EvalClassifier):
@@ -286,18 +288,17 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, dev
 
         model = model.cpu().eval()
         example = torch.zeros(2, 1, kwargs["slice_len"])
-        from mlflow.models import infer_signature
+        from .registry import log_safe_model, signature_for
 
         with torch.no_grad():
-            signature = infer_signature(example.numpy(), model(example).numpy())
+            signature = signature_for(example.numpy(), model(example).numpy())
         metadata = {"labels": names, "data.fingerprint": fingerprint, "classifier.spec": spec,
                     "classifier": kwargs, "test_accuracy": test_accuracy}
         mlflow.set_tracking_uri(tracking_uri(tracking_cfg))
         with mlflow.start_run(run_id=run_id):
-            model_info = mlflow.pytorch.log_model(
-                model, name="classifier", registered_model_name=model_name, signature=signature,
-                pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle", metadata=metadata,
-            )
+            model_info = log_safe_model(model, {"kind": "classifier", "classifier": kwargs}, name="classifier",
+                                        registered_model_name=model_name, signature=signature,
+                                        input_example=example.numpy(), metadata=metadata)
         version = str(model_info.registered_model_version)
         version_tags = {"data.fingerprint": fingerprint, "classifier.spec": spec, "labels": json.dumps(names),
                         "run_id": run_id, "data.dir": data_dir, "best_epoch": result["best_epoch"]}

@@ -85,10 +85,14 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
     from .tracking import tracking_uri as resolve_uri
 
     mlflow.set_tracking_uri(tracking_uri or resolve_uri({}))
+    from .registry import PickledModelError, load_registered
+
     uri = model_uri or DEFAULT_URI
     try:
-        model = mlflow.pytorch.load_model(uri, map_location="cpu").eval()
+        model = load_registered(uri)[0]
         metadata = mlflow.models.get_model_info(uri).metadata or {}
+    except PickledModelError as exc:
+        raise SystemExit(str(exc))
     except Exception as exc:  # MlflowException for unknown names/versions/aliases
         raise SystemExit(f"cannot load {uri}: {str(exc)[:400]}\nList versions in the MLflow UI (make mlflow-ui), "
                          f"promote one (make promote MODEL=wavegan-generator VERSION=N), or pass --checkpoint DIR.")

@@ -53,13 +53,16 @@ class Meter:
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
         self.count += 1
 
-    def reduce(self, device: torch.device) -> dict[str, float]:
-        keys = sorted(self.sums)
+    def reduce(self, device: torch.device, totals: dict[str, float] | None = None) -> dict[str, float]:
+        """The averages, plus ``totals`` (this rank's running counts, e.g. skipped samples) summed over ranks."""
+        keys, total_keys = sorted(self.sums), sorted(totals or {})
         values = torch.stack([self.sums[k].to(device) for k in keys]) / max(self.count, 1)
+        counts = torch.tensor([float(totals[k]) for k in total_keys], device=device, dtype=values.dtype)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(values)
-            values /= dist.get_world_size()
-        out = dict(zip(keys, values.tolist()))
+            both = torch.cat([values, counts])
+            dist.all_reduce(both)
+            values, counts = both[: len(keys)] / dist.get_world_size(), both[len(keys) :]
+        out = dict(zip(keys, values.tolist())) | dict(zip(total_keys, counts.tolist()))
         elapsed = time.perf_counter() - self.started
         out["data_wait_frac"] = min(1.0, out.pop("data_wait_s", 0.0) * self.count / max(elapsed, 1e-9))
         out["steps_per_s"] = self.count / max(elapsed, 1e-9)
@@ -135,7 +138,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
         if state.step % log_every and state.step != total:
             continue
-        metrics = meter.reduce(device)
+        metrics = meter.reduce(device, totals={"data/skipped_samples": loader.errors})  # corrupt data, all ranks
         metrics["clips_per_s"] = metrics["steps_per_s"] * iteration.global_batch * iteration.critic_steps
         metrics.update(step=state.step, epoch=state.step / cfg["steps_per_epoch"],
                        resumed_from_step=-1 if resumed_from is None else resumed_from)

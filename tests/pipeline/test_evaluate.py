@@ -29,7 +29,7 @@ from pipeline.evaluate import (
     main,
     prepare_training_eval,
 )
-from pipeline.state import TrainState, save_state
+from pipeline.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.classifier import EvalClassifier
 from wavegan.losses import build_optimizers
@@ -190,7 +190,7 @@ def test_registered_generator_gets_eval_tags_for_the_promotion_gate(classifier_t
         def as_directory(self):
             yield str(checkpoint)
 
-    config = torch.load(checkpoint / "state.pt", weights_only=False)["config"]
+    config = load_checkpoint(checkpoint)["config"]
     version = register_generator(config, Checkpoint())
     code = main(["--model-uri", f"models:/wavegan-generator/{version}", "--n", "30", "--config", "cpu",
                  *OVERRIDES, *store_args(eval_store)])

@@ -15,6 +15,7 @@ import torch
 from mlflow import MlflowClient
 
 from pipeline.promote import history_tag
+from pipeline.registry import load_registered
 
 from ..conftest import ROOT, wait_for
 
@@ -149,7 +150,7 @@ def test_mlflow_serving_answers_latents_with_waveforms(trained, versions, tmp_pa
         audio = np.asarray(answer["predictions"], dtype=np.float32)
         assert audio.shape == (2, 1, 16384)
         mlflow.set_tracking_uri(trained["uri"])
-        local = mlflow.pytorch.load_model(f"models:/{MODEL}@serve")
+        local = load_registered(f"models:/{MODEL}@serve")[0]
         np.testing.assert_allclose(audio, local(torch.from_numpy(z)).detach().numpy(), atol=1e-5)
     finally:
         os.killpg(server.pid, 9)
