@@ -178,7 +178,8 @@ class WorkerTracker(NullTracker):
         from .previews import write_preview
 
         directory = tempfile.mkdtemp(prefix="wavegan-preview-")
-        write_preview(state.gan, self.preview_z, self.preview_labels, directory, title=f"step {state.step}")
+        title = f"step {state.step}" + (" (EMA generator)" if state.ema is not None else "")
+        write_preview(state.sampler, self.preview_z, self.preview_labels, directory, title=title)
         self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
 
     def close(self) -> None:
