@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from data_prep.loader import iterate_split, read_manifest
-from wavegan.classifier import EvalClassifier, _evaluate, fit_temperature, logits_of, train_classifier
+from wavegan.classifier import (
+    EvalClassifier,
+    _evaluate,
+    fit_temperature,
+    logits_of,
+    train_classifier,
+)
 
 MODEL_NAME = "wavegan-classifier"
 KIND_TAG = "wavegan.kind"  # "classifier" on the classifier's training runs
