@@ -105,6 +105,9 @@ def prepare(config: dict) -> dict:
     workers, batch = int(cluster["num_workers"]), int(train["batch_size"])
     if workers < 1 or batch % workers:
         raise ConfigError(f"train.batch_size={batch} must split evenly over cluster.num_workers={workers}")
+    ema_decay = (train.get("ema") or {}).get("decay")
+    if ema_decay is not None and not 0.0 <= float(ema_decay) < 1.0:
+        raise ConfigError(f"train.ema.decay={ema_decay} must lie in [0, 1) (e.g. 0.999), or be null for no EMA")
     critic_steps = int(loss["critic_steps"])
     config["batches_per_epoch"] = max(1, n_clips // batch)
     config["steps_per_epoch"] = n_clips / (batch * critic_steps)  # an epoch = every train clip seen once by D

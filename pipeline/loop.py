@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from data_prep.loader import build_loader
 from wavegan import build_gan
+from wavegan.ema import ema_copy
 from wavegan.losses import build_optimizers
 
 from .evaluate import EarlyStopping, Evaluator
@@ -95,7 +96,8 @@ def build_state(cfg: dict, device: torch.device) -> TrainState:
         if cfg["loss"]["name"] != "wgan-gp":  # torch.compile has no double backward (gradient penalty)
             D = torch.compile(D)
     opt_g, opt_d = build_optimizers(cfg["loss"], unwrap(G), unwrap(D))
-    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
+    ema = ema_copy(gan.generator) if (cfg["train"].get("ema") or {}).get("decay") is not None else None
+    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema)
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -152,7 +154,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         stop = False
         if evaluator.due(state.step):
             if rank == 0:
-                metrics.update(evaluator(state.gan, state.step))
+                metrics.update(evaluator(state.sampler, state.step))  # the EMA generator when there is one
                 if stopper is not None:
                     stop = stopper.update(metrics, state.step)
                     state.extra["early_stop"] = stopper.state_dict()

@@ -13,6 +13,10 @@ from the registry.
 Versions registered before this format (pickled ``mlflow.pytorch`` modules) load only when the user opts
 in with ``WAVEGAN_ALLOW_PICKLE=1`` (their pickles can run code), with a warning; re-register them from
 their checkpoint to convert them (``make train`` registers in the safe format).
+
+When the run kept an EMA of the generator (``train.ema.decay``), the EMA weights are registered by
+default and the version is tagged ``generator_weights=ema``; ``registry.weights=online`` registers
+the trained weights instead (tag ``generator_weights=online``). The checkpoint keeps both.
 """
 
 from __future__ import annotations
@@ -43,15 +47,31 @@ class PickledModelError(RuntimeError):
     """A registered version in the old pickled format, and no opt-in to unpickle it."""
 
 
-def generator_from_checkpoint(directory: str) -> tuple[LatentToAudio, dict]:
-    """Rebuild the generator of a training checkpoint folder (``state.pt``); returns (module, config)."""
+GENERATOR_WEIGHTS = ("auto", "ema", "online")
+
+
+def generator_from_checkpoint(directory: str, weights: str = "auto") -> tuple[LatentToAudio, dict]:
+    """Rebuild the generator of a training checkpoint folder (``state.pt``); returns (module, config).
+
+    ``weights``: ``auto`` = the EMA weights when the run kept an EMA (``train.ema.decay``), else the
+    trained ones; ``ema``; ``online`` = the trained generator. ``config["generator_weights"]`` says
+    which were loaded (``ema`` or ``online``).
+    """
+    if weights not in GENERATOR_WEIGHTS:
+        raise ValueError(f"generator weights must be one of {GENERATOR_WEIGHTS}, got {weights!r}")
     state = load_checkpoint(directory)
     config = state["config"]
+    ema = state.get("generator_ema")
+    if weights == "ema" and ema is None:
+        raise ValueError(f"the checkpoint in {directory} holds no EMA generator (trained with train.ema.decay=null): "
+                         "use the online weights (registry.weights=auto or online)")
+    use_ema = ema is not None and weights != "online"
     gan = build_gan(config["model"])
-    gan.generator.load_state_dict(state["generator"])
+    gan.generator.load_state_dict(ema if use_ema else state["generator"])
     if gan.transform is not None:
         gan.transform.load_state_dict(state["transform"])
-    return LatentToAudio(gan).eval(), {**config, "step": state["step"]}
+    return LatentToAudio(gan).eval(), {**config, "step": state["step"],
+                                       "generator_weights": "ema" if use_ema else "online"}
 
 
 def generator_metadata(saved: dict, model: LatentToAudio) -> dict:
@@ -59,7 +79,7 @@ def generator_metadata(saved: dict, model: LatentToAudio) -> dict:
     ``label_names[i]`` names label id ``i`` of a class-conditional generator (from its checkpoint)."""
     names = [str(name) for name in saved.get("label_names") or []] if model.num_classes else []
     return {"model_config": saved["model"], "sample_rate": model.sample_rate, "step": saved["step"],
-            "num_classes": model.num_classes, "label_names": names}
+            "num_classes": model.num_classes, "label_names": names, "generator_weights": saved["generator_weights"]}
 
 
 def signature_for(example_in: np.ndarray, example_out: np.ndarray, params: tuple[str, ...] = ()):
@@ -136,10 +156,10 @@ def register_generator(config: dict, checkpoint) -> str | None:
     if not registry.get("register", True) or not tracking.get("run_id"):
         return None
     with checkpoint.as_directory() as directory:
-        model, saved = generator_from_checkpoint(directory)
+        model, saved = generator_from_checkpoint(directory, registry.get("weights", "auto"))
     name = registry["model_name"]
     mlflow_client = client(tracking)
-    existing = _registered_version(mlflow_client, name, tracking["run_id"], saved["step"])
+    existing = _registered_version(mlflow_client, name, tracking["run_id"], saved["step"], saved["generator_weights"])
     if existing is not None:  # a re-run of a finished training: nothing new to register
         return existing
     conditional = model.num_classes > 0
@@ -161,19 +181,19 @@ def register_generator(config: dict, checkpoint) -> str | None:
     tags = {"run_id": tracking["run_id"], "step": saved["step"], "model": saved["model"]["name"],
             "num_classes": model.num_classes,
             "data.fingerprint": (config.get("data_manifest") or {}).get("fingerprint"),
-            "sample_rate": model.sample_rate}
+            "sample_rate": model.sample_rate, "generator_weights": saved["generator_weights"]}
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, version, key, str(value))
     return version
 
 
-def _registered_version(mlflow_client, name: str, run_id: str, step: int) -> str | None:
-    """The version already registered from this run at this step, if any."""
+def _registered_version(mlflow_client, name: str, run_id: str, step: int, weights: str) -> str | None:
+    """The version already registered from this run at this step with these weights (ema / online), if any."""
     try:
         versions = mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except Exception:  # no such registered model yet
         return None
     for version in versions:
-        if version.tags.get("step") == str(step):
+        if version.tags.get("step") == str(step) and version.tags.get("generator_weights", "online") == weights:
             return str(version.version)
     return None

@@ -6,7 +6,8 @@ gradient-penalty interpolation, phase-shuffle shifts) comes from a seed derived 
 and sliced by rank. So a resumed run draws exactly what an uninterrupted one would, and a run on
 N workers draws exactly what one worker with the whole batch would (see ``tests/pipeline``).
 The data stream is re-seeded from ``batches_seen`` on resume, so it continues with fresh samples
-rather than replaying the first ones.
+rather than replaying the first ones. The generator's EMA (``train.ema``), when on, is saved and
+restored with the rest.
 """
 
 from __future__ import annotations
@@ -50,11 +51,22 @@ class TrainState:
     batches_seen: int = 0         # real batches this rank has drawn (data-stream position)
     mlflow_run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. best metric so far
+    ema: nn.Module | None = None  # EMA of the generator's weights (plain module, never trained), or None
+
+    @property
+    def sampler(self) -> GAN:
+        """The GAN to listen to and to evaluate: the EMA generator when there is one, else the trained one."""
+        if self.ema is None:
+            return self.gan
+        gan = self.gan
+        return GAN(self.ema, gan.discriminator, latent_dim=gan.latent_dim, slice_len=gan.slice_len,
+                   sample_rate=gan.sample_rate, num_classes=gan.num_classes, transform=gan.transform)
 
     def tensor_state(self) -> dict[str, Any]:
         """Module and optimiser state_dicts: what ``state.pt`` holds (tensors and plain containers only)."""
         return {
             "generator": unwrap(self.G).state_dict(),
+            "generator_ema": None if self.ema is None else self.ema.state_dict(),
             "discriminator": unwrap(self.D).state_dict(),
             "transform": None if self.gan.transform is None else self.gan.transform.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -69,6 +81,8 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :func:`load_checkpoint`'s dict (tensor and JSON parts together)."""
         unwrap(self.G).load_state_dict(state["generator"])
+        if self.ema is not None:  # a checkpoint from before the EMA was switched on: start it from G
+            self.ema.load_state_dict(state.get("generator_ema") or state["generator"])
         unwrap(self.D).load_state_dict(state["discriminator"])
         if self.gan.transform is not None and state.get("transform") is not None:
             self.gan.transform.load_state_dict(state["transform"])

@@ -181,7 +181,8 @@ class WorkerTracker(NullTracker):
         from .previews import write_preview
 
         directory = tempfile.mkdtemp(prefix="wavegan-preview-")
-        write_preview(state.gan, self.preview_z, self.preview_labels, directory, title=f"step {state.step}",
+        title = f"step {state.step}" + (" (EMA generator)" if state.ema is not None else "")
+        write_preview(state.sampler, self.preview_z, self.preview_labels, directory, title=title,
                       label_names=self.label_names)
         self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
 

@@ -4,6 +4,7 @@ Both runs call the production ``train_iteration`` with the same seed; latents, i
 weights and phase-shuffle shifts are drawn for the global batch and sliced per rank, so the only
 difference is the gradient all-reduce. Each rank gets its half of the same real batch (and, for a
 class-conditional model, of its labels); the generator step's fake labels are drawn like the latents.
+The generator EMA is on: every rank keeps its own copy, and all of them must equal the single process's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from pipeline.iteration import DDP_KWARGS, Draws, IterationConfig, train_iteration
 from pipeline.state import TrainState
 from wavegan import build_gan
+from wavegan.ema import ema_copy
 from wavegan.losses import build_optimizers
 
 MODEL = dict(name="wavegan", latent_dim=8, dim=2, slice_len=16384, num_channels=1, sample_rate=16000,
@@ -26,7 +28,8 @@ MODEL = dict(name="wavegan", latent_dim=8, dim=2, slice_len=16384, num_channels=
              phaseshuffle_per_example=False, num_classes=0)
 LOSS = dict(name="wgan-gp", gp_weight=10.0, critic_steps=2, optim=dict(name="adam", lr=1e-3, betas=[0.5, 0.9]))
 BATCH = 4
-CFG = IterationConfig(loss="wgan-gp", critic_steps=2, gp_weight=10.0, clip=0.01, global_batch=BATCH, seed=3)
+CFG = IterationConfig(loss="wgan-gp", critic_steps=2, gp_weight=10.0, clip=0.01, global_batch=BATCH, seed=3,
+                      ema_decay=0.5)
 
 
 def real_batches(critic_steps: int, num_classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -42,14 +45,15 @@ def one_iteration(rank: int, world: int, wrap, num_classes: int = 0) -> dict[str
     gan = build_gan({**MODEL, "num_classes": num_classes})
     G, D = wrap(gan.generator), wrap(gan.discriminator)
     opt_g, opt_d = build_optimizers(LOSS, gan.generator, gan.discriminator)
-    state = TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
+    state = TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema_copy(gan.generator))
     local = BATCH // world
     part = slice(rank * local, (rank + 1) * local)
     batches = iter([(audio[part], labels[part]) for audio, labels in real_batches(2, num_classes)])
     cfg = CFG
     train_iteration(state, batches, cfg, rank=rank, world_size=world)
     return {f"G.{k}": v.detach().clone() for k, v in gan.generator.state_dict().items()} | \
-           {f"D.{k}": v.detach().clone() for k, v in gan.discriminator.state_dict().items()}
+           {f"D.{k}": v.detach().clone() for k, v in gan.discriminator.state_dict().items()} | \
+           {f"EMA.{k}": v.detach().clone() for k, v in state.ema.state_dict().items()}
 
 
 def _rank_main(rank: int, world: int, port: int, out: dict, num_classes: int) -> None:
@@ -59,6 +63,8 @@ def _rank_main(rank: int, world: int, port: int, out: dict, num_classes: int) ->
         params = one_iteration(rank, world, lambda m: DDP(m, **DDP_KWARGS), num_classes)  # pipeline.loop's settings
         if rank == 0:
             out.update(params)
+        else:  # the other ranks' EMA copies, to compare with rank 0's
+            out.update({f"rank{rank}.{k}": v for k, v in params.items() if k.startswith("EMA.")})
     finally:
         dist.destroy_process_group()
 
@@ -87,14 +93,19 @@ def test_two_ranks_match_one_process(num_classes):
         out = manager.dict()
         mp.spawn(_rank_main, args=(2, free_port(), out, num_classes), nprocs=2, join=True)
         ddp = dict(out)
-    assert set(ddp) == set(single)
+    others = {k.split(".", 1)[1]: ddp.pop(k) for k in list(ddp) if k.startswith("rank1.")}
+    assert set(ddp) == set(single) and set(others) == {k for k in single if k.startswith("EMA.")}
     for key, value in single.items():
         torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs between DDP and 1 process")
+    for key, value in others.items():
+        assert torch.equal(value, ddp[key]), f"{key} differs between rank 1 and rank 0"
     # the iteration really trained both networks: their parameters left the initial values
     torch.manual_seed(0)
     init = build_gan({**MODEL, "num_classes": num_classes})
-    for prefix, module in (("G.", init.generator), ("D.", init.discriminator)):
+    for prefix, module in (("G.", init.generator), ("D.", init.discriminator), ("EMA.", init.generator)):
         assert any(not torch.equal(v, single[prefix + k]) for k, v in module.state_dict().items())
+    for key, value in init.generator.state_dict().items():  # the EMA moved half way: decay 0.5
+        torch.testing.assert_close(single[f"EMA.{key}"], 0.5 * value + 0.5 * single[f"G.{key}"])
     if num_classes:  # both label embeddings trained: real labels reached the critic, fake labels the generator
         embeddings = [k for k in single if k.endswith("embed.weight")]
         assert len(embeddings) == 2

@@ -129,6 +129,9 @@ def test_classifier_trained_registered_and_reused(classifier_trained, data, eval
     assert version.tags["data.fingerprint"] == manifest["fingerprint"]
     assert json.loads(version.tags["labels"]) == info.labels
     assert float(version.tags["test_accuracy"]) == pytest.approx(info.test_accuracy, abs=1e-6)
+    # temperature scaling: fitted on the validation split, stored in the model and on the version
+    assert float(version.tags["temperature"]) >= 1.0
+    assert float(model.temperature) == pytest.approx(float(version.tags["temperature"]), rel=1e-5)
     run = mlflow_client.get_run(version.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["data.fingerprint"] == manifest["fingerprint"]
     assert run.data.params["classifier.channels"] == "[4, 8, 8, 8]"
@@ -141,6 +144,7 @@ def test_classifier_trained_registered_and_reused(classifier_trained, data, eval
     again: list[str] = []
     model2, info2 = ensure_classifier(cfg, data["labelled"], eval_store, log=again.append)
     assert not info2.trained_now and info2.version == info.version and not again
+    assert float(model2.temperature) == float(model.temperature)
     assert len(mlflow_client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
     audio = load_clips(data["labelled"], "test").audio()
     with torch.no_grad():
