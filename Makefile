@@ -10,36 +10,53 @@ STAMP      := $(VENV)/.installed
 # Data locations (override on the command line).
 DEMO_KIND  ?= auto
 DEMO_DIR   ?= data/demo
-SRC        ?= $(DEMO_DIR)/$(shell [ "$(DEMO_KIND)" = tones ] || ( [ "$(DEMO_KIND)" = auto ] && command -v espeak-ng >/dev/null ) && echo digits || echo tones)
+SRC        ?= $(DEMO_DIR)/$(shell [ "$(DEMO_KIND)" = digits ] || ( [ "$(DEMO_KIND)" = auto ] && command -v espeak-ng >/dev/null ) && echo digits || echo tones)
 OUT        ?= data/shards/$(notdir $(SRC))
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test test-fast demo-data shards train train-cluster cluster-up cluster-down \
+.PHONY: help setup lock system-deps demo demo-chain test test-fast demo-data shards train train-cluster cluster-up cluster-down \
         mlflow-ui promote generate serve eval bench summary clean
 
 help: ## list every target with one line each
 	@echo "WaveGAN pipeline. Usage: make <target> [VAR=value ...]"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Every package at the exact version of requirements.lock (hashes checked), installed by uv, which
+# itself comes from the lock. `make lock` is the only thing that changes versions.
+LOCK       := requirements.lock
+UV         := $(VENV)/bin/uv
+
+$(UV): $(LOCK)
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@sed -n '/^uv==/,/^    # via/p' $(LOCK) > $(VENV)/uv-requirement.txt
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(VENV)/uv-requirement.txt
+	@touch $(UV)
+
+$(STAMP): $(LOCK) pyproject.toml $(UV)
+	$(UV) pip sync -q --python $(PY) --require-hashes $(LOCK)
+	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
+	$(PY) -m common.stack_check
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the project (idempotent; instant when nothing changed)
+setup: $(STAMP) ## create .venv and install exactly requirements.lock, then check the stack works (instant when done)
 
-system-deps: ## install Debian packages the demo and tests use (espeak-ng, sox, postgresql) when missing
-	@missing=""; \
-	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
-	command -v sox >/dev/null || missing="$$missing sox"; \
-	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+lock: $(UV) ## regenerate requirements.lock from pyproject.toml (ARGS="--upgrade" or "--upgrade-package mlflow" to move pins)
+	$(UV) pip compile pyproject.toml --all-extras --universal --generate-hashes \
+	  --custom-compile-command "make lock" -q -o $(LOCK) $(ARGS)
+	@echo "requirements.lock written; run make setup to install it, make test, then commit both files"
+
+SYSTEM_PKGS ?= espeak-ng sox postgresql
+
+system-deps: ## install the Debian packages the demo and tests use when missing (SYSTEM_PKGS="espeak-ng sox postgresql")
+	@missing=""; for pkg in $(SYSTEM_PKGS); do \
+	  case $$pkg in postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+	                *) command -v $$pkg >/dev/null || missing="$$missing $$pkg";; esac; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	      || { echo "apt-get failed for:$$missing" >&2; exit 1; }; \
-	  else echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)" >&2; fi; \
+	  else echo "missing Debian packages:$$missing (not root, so not installed: sudo apt-get install$$missing)" >&2; fi; \
 	fi
 
 test: setup system-deps ## run the whole test suite (the command CI runs)
@@ -74,9 +91,10 @@ promote: setup ## give a registered version an alias: make promote MODEL=wavegan
 	  $(if $(ALIAS),--alias $(ALIAS)) $(if $(BEST_BY),--best-by $(BEST_BY)) $(if $(filter 1,$(FORCE)),--force) \
 	  $(if $(filter 1,$(ROLLBACK)),--rollback) $(ARGS)
 
-generate: setup ## write WAVs from a model: make generate [MODEL_URI=models:/wavegan-generator@champion] N=16 SEED=0
+generate: setup ## write WAVs from a model: make generate [MODEL_URI=models:/wavegan-generator@champion] N=16 SEED=0 [LABEL=seven | LABELS=zero,seven]
 	$(PY) -m pipeline.generate $(if $(MODEL_URI),--model-uri $(MODEL_URI)) $(if $(N),--n $(N)) \
-	  $(if $(SEED),--seed $(SEED)) $(if $(OUT_DIR),--out $(OUT_DIR)) $(if $(filter 1,$(INTERP)),--interp) $(ARGS)
+	  $(if $(SEED),--seed $(SEED)) $(if $(OUT_DIR),--out $(OUT_DIR)) $(if $(filter 1,$(INTERP)),--interp) \
+	  $(if $(LABEL),--label $(LABEL)) $(if $(LABELS),--label $(LABELS)) $(ARGS)
 
 serve: setup ## REST endpoint for a registered generator on 127.0.0.1: make serve [MODEL_URI=...] [PORT=5001]
 	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)}" \
@@ -92,11 +110,25 @@ summary: setup ## print per-layer shapes and parameter counts of G and D: make s
 bench: setup ## measure the pipeline and write BENCHMARKS.md (ARGS=--quick for a 5-minute run)
 	$(PY) -m pipeline.bench $(ARGS)
 
-demo: setup ## the whole pipeline on demo data: demo-data -> shards -> train (tiny) -> register -> generate
+DEMO_PRESET ?= tiny
+
+demo: setup ## the whole chain on demo data: data -> shards -> train -> register -> eval -> promote -> generate
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS=espeak-ng || true
+	@command -v espeak-ng >/dev/null || [ "$(DEMO_KIND)" != auto ] || echo "[demo] espeak-ng is not installed" \
+	  "(see above), so the demo uses synthetic tones instead of spoken digits" >&2
+	@$(MAKE) --no-print-directory demo-chain
+
+demo-chain: # the steps of `make demo`, in a make of their own so that SRC sees espeak-ng once installed
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT)
-	$(PY) -m pipeline.train preset=tiny data.dir=$(OUT) $(ARGS)
-	$(PY) -m pipeline.generate --model-uri models:/wavegan-generator/latest --n 8 --out outputs/demo
+	$(PY) -m pipeline.train preset=$(DEMO_PRESET) data.dir=$(OUT) $(ARGS)
+	$(PY) -m pipeline.evaluate --model-uri models:/wavegan-generator/latest --config cpu
+	$(PY) -m pipeline.promote --version latest || echo "[demo] the gate kept the current champion"
+	$(PY) -m pipeline.generate --model-uri models:/wavegan-generator@champion --n 8 --out outputs/demo
+	@echo; echo "[demo] done. Made: shards in $(OUT), MLflow runs and models in mlflow.db + mlartifacts/," \
+	  "8 clips + a spectrogram sheet in outputs/demo/."
+	@echo "[demo] next: listen to outputs/demo/*.wav; make mlflow-ui (http://127.0.0.1:5000: curves, previews," \
+	  "the registered model); then the README's 'A day with the pipeline'."
 
 clean: ## remove generated data, outputs and local MLflow / Ray state (keeps .venv)
 	rm -rf data outputs mlruns mlartifacts mlflow.db ray_results .cluster

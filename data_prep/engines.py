@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from common.stack_check import require_audio_stack
 from data_prep.config import PrepConfig
 from data_prep.process import FileJob, FileResult, process_file
 
@@ -100,7 +101,9 @@ def _run_local(batches: Iterable[list[FileJob]], cfg: PrepConfig, workers: int) 
                 yield process_batch(batch, cfg)
         return
     # forkserver: workers fork from a clean server process that has imported the
-    # decoding stack once, rather than from a parent that may hold threads.
+    # decoding stack once, rather than from a parent that may hold threads. A stack that cannot load
+    # is reported here, in one message, not as the workers' EOFError.
+    require_audio_stack()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["data_prep.process", "torch", "torchaudio.transforms"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)

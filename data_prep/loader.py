@@ -141,6 +141,10 @@ class _CheckSample:
         return npy, int(sample["cls"])
 
 
+def _is_labelled(sample: tuple[bytes, int]) -> bool:
+    return sample[1] >= 0
+
+
 class _Collate:
     """A list of (npy bytes, label) -> (float32 (B, 1, L) in [-1, 1), int64 (B,)) with one NumPy pass.
 
@@ -216,10 +220,12 @@ def build_loader(
     rank: int | None = None,
     world_size: int | None = None,
     pin_memory: bool = False,
+    labelled_only: bool = False,
 ) -> ShardLoader:
     """Endless shuffled training stream over a split, cut into epochs of `batches_per_epoch` batches.
 
     Yields (audio float32 (B, 1, slice_len) in [-1, 1), labels int64 (B,), -1 = unlabeled).
+    labelled_only skips unlabeled clips (a class-conditional model needs a label for every real clip).
     rank/world_size default to torch.distributed's when it is initialised, else to
     RANK/WORLD_SIZE in the environment, else a single process.
     """
@@ -239,6 +245,7 @@ def build_loader(
         TarSamples(handler=errors),
         _EpochShuffle(shuffle_buffer, shards),
         wds.map(_CheckSample(slice_len), handler=errors),
+        *([wds.select(_is_labelled)] if labelled_only else []),
         wds.batched(batch_size, collation_fn=_Collate(slice_len, errors), partial=False),
     )
 

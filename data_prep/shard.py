@@ -23,6 +23,7 @@ from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from common.stack_check import StackError
 from data_prep.config import ConfigError, PrepConfig
 from data_prep.engines import ENGINES, run_jobs
 from data_prep.labels import LabelError, LabelPlan, resolve_labels
@@ -39,7 +40,7 @@ class ShardingError(RuntimeError):
     """The run cannot go ahead (output conflict, nothing usable); the message says what to do."""
 
 
-USER_ERRORS = (ShardingError, SourceError, ConfigError, LabelError)
+USER_ERRORS = (ShardingError, SourceError, ConfigError, LabelError, StackError)
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_hydra  # names the nearest valid key for a mistyped override, exit status 2
+    from common.hydra_cli import run_hydra  # names the nearest valid key for a mistyped override, exit status 2
 
     run_hydra(main, "shards")

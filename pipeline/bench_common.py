@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import time
@@ -240,36 +239,84 @@ def _git_commit() -> str:
         return "unknown"
 
 
+BENCH_MARK = "WAVEGAN_BENCH_ID"  # set in the environment: every process this benchmark starts inherits it
+
+
 class OtherLoad:
     """How much of the machine's CPU other processes used while a section ran.
 
-    Busy CPU time of the whole machine (/proc/stat, steal included) minus this process's and its reaped
-    children's CPU time (getrusage), over wall time x cores. Approximate (a child still running at the
-    end, e.g. a Ray daemon, counts as "other"), but unlike the load average it leaves out our own work.
+    Busy CPU time of the whole machine (/proc/stat, steal included) minus the CPU time of this process and
+    of every process carrying this run's ``WAVEGAN_BENCH_ID`` environment mark (the training subprocesses
+    and everything they start: Ray's daemons and workers, loader processes), sampled every second so that
+    processes ending before the section does still count as ours; over wall time x cores. Approximate: a
+    process of ours that lives less than a second counts as "other".
     """
 
-    def __init__(self) -> None:
-        self.start = self._sample()
+    def __init__(self, interval: float = 1.0) -> None:
+        import threading
+        import uuid
 
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
+        os.environ.setdefault(BENCH_MARK, uuid.uuid4().hex)
+        self._mark = f"{BENCH_MARK}={os.environ[BENCH_MARK]}".encode()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._own: dict[int, list[float]] = {}  # pid -> [cpu seconds at first sight (0 if born later), last]
+        self._start_busy, self._start_t = self._busy(), time.perf_counter()
+        self._scan(initial=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _busy(self) -> float | None:
         try:
             fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
         except (OSError, ValueError, IndexError):
             return None
-        tick = os.sysconf("SC_CLK_TCK")
-        busy = (sum(fields) - fields[3] - fields[4]) / tick  # all but idle and iowait
-        own = sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                  for k in ("ru_utime", "ru_stime"))
-        return busy, own, time.perf_counter()
+        return (sum(fields) - fields[3] - fields[4]) / self._tick  # all but idle and iowait
+
+    def _cpu(self, pid: int) -> float | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _scan(self, initial: bool = False) -> None:
+        me = os.getpid()
+        try:
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return
+        for pid in pids:
+            if pid != me and pid not in self._own:
+                try:
+                    if self._mark not in Path(f"/proc/{pid}/environ").read_bytes():
+                        continue
+                except OSError:
+                    continue
+            cpu = self._cpu(pid)
+            if cpu is None:
+                continue
+            if pid in self._own:
+                self._own[pid][1] = cpu
+            else:
+                self._own[pid] = [cpu if initial else 0.0, cpu]
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._scan()
 
     def share(self) -> float | None:
-        end = self._sample()
-        if self.start is None or end is None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._scan()
+        busy = self._busy()
+        if busy is None or self._start_busy is None:
             return None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        wall = max(end[2] - self.start[2], 1e-9)
-        others = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        wall = max(time.perf_counter() - self._start_t, 1e-9)
+        own = sum(last - first for first, last in self._own.values())
+        others = (busy - self._start_busy) - own
         return round(min(1.0, max(0.0, others / (wall * cores))), 3)
 
 

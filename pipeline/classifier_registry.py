@@ -25,14 +25,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from data_prep.loader import iterate_split, read_manifest
-from wavegan.classifier import EvalClassifier, _evaluate, train_classifier
+from wavegan.classifier import (
+    EvalClassifier,
+    _evaluate,
+    fit_temperature,
+    logits_of,
+    train_classifier,
+)
 
 MODEL_NAME = "wavegan-classifier"
 KIND_TAG = "wavegan.kind"  # "classifier" on the classifier's training runs
-PIP_REQUIREMENTS = ["torch==2.11.*", "torchaudio==2.11.*", "numpy"]
 
 
 class NoLabelsError(ValueError):
@@ -189,8 +195,12 @@ def load_classifier(uri: str, tracking_cfg: dict, device: str | torch.device = "
         name, version = get_model_name_and_version(mlflow_client, uri)
         info = _version_info(mlflow_client.get_model_version(name, version), name)
         info.uri = uri
+    from .registry import PickledModelError, load_registered
+
     try:
-        model = mlflow.pytorch.load_model(uri, map_location=device)
+        model = load_registered(uri, map_location=device)[0]
+    except PickledModelError as exc:
+        raise SystemExit(str(exc)) from exc
     except Exception as exc:
         raise SystemExit(f"cannot load the classifier {uri}: {str(exc)[:400]}") from exc
     if not isinstance(model, EvalClassifier):
@@ -275,31 +285,38 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, dev
                    "train_seconds": result["seconds"]}
         if test is not None:
             summary["test_loss"], summary["test_accuracy"] = _evaluate(model, test.batches(batch_size))
+        # temperature scaling on the validation split: the metrics read softmax(logits / T)
+        valid_logits, valid_labels = logits_of(model, valid.batches(batch_size))
+        temperature = fit_temperature(valid_logits, valid_labels)
+        model.temperature.fill_(temperature)
+        summary["temperature"] = temperature
+        summary["valid_nll_calibrated"] = F.cross_entropy(valid_logits / temperature, valid_labels).item()
         metrics += [Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None and math.isfinite(v)]
         for start in range(0, len(metrics), 500):
             mlflow_client.log_batch(run_id, metrics=metrics[start : start + 500])
         test_accuracy = summary.get("test_accuracy")
         log(f"[eval] classifier: best epoch {result['best_epoch']} (valid loss {result['best_valid_loss']:.4f}, "
             f"accuracy {result['best_valid_accuracy']:.3f}); test accuracy "
-            f"{'n/a (no test split)' if test_accuracy is None else f'{test_accuracy:.3f}'}")
+            f"{'n/a (no test split)' if test_accuracy is None else f'{test_accuracy:.3f}'}; softmax temperature "
+            f"{temperature:.3g} (fitted on the validation split, 1 = no softening)")
 
         model = model.cpu().eval()
         example = torch.zeros(2, 1, kwargs["slice_len"])
-        from mlflow.models import infer_signature
+        from .registry import log_safe_model, signature_for
 
         with torch.no_grad():
-            signature = infer_signature(example.numpy(), model(example).numpy())
+            signature = signature_for(example.numpy(), model(example).numpy())
         metadata = {"labels": names, "data.fingerprint": fingerprint, "classifier.spec": spec,
-                    "classifier": kwargs, "test_accuracy": test_accuracy}
+                    "classifier": kwargs, "test_accuracy": test_accuracy, "temperature": temperature}
         mlflow.set_tracking_uri(tracking_uri(tracking_cfg))
         with mlflow.start_run(run_id=run_id):
-            model_info = mlflow.pytorch.log_model(
-                model, name="classifier", registered_model_name=model_name, signature=signature,
-                pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle", metadata=metadata,
-            )
+            model_info = log_safe_model(model, {"kind": "classifier", "classifier": kwargs}, name="classifier",
+                                        registered_model_name=model_name, signature=signature,
+                                        input_example=example.numpy(), metadata=metadata)
         version = str(model_info.registered_model_version)
         version_tags = {"data.fingerprint": fingerprint, "classifier.spec": spec, "labels": json.dumps(names),
-                        "run_id": run_id, "data.dir": data_dir, "best_epoch": result["best_epoch"]}
+                        "run_id": run_id, "data.dir": data_dir, "best_epoch": result["best_epoch"],
+                        "temperature": f"{temperature:.6g}"}
         if test_accuracy is not None:
             version_tags["test_accuracy"] = f"{test_accuracy:.6f}"
         for key, value in version_tags.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data_prep.loader import read_manifest
 
+from .classifier_registry import label_names as label_names_of
 from .iteration import check_amp
 
 
@@ -42,6 +43,40 @@ def _split_clips(manifest: dict, split: str, data_dir: str) -> int:
     return int(splits[split]["samples"])
 
 
+def check_num_classes(requested, label_names: list[str], data_dir: str) -> int:
+    """``model.num_classes`` resolved against the shards: ``auto`` takes their label count; a number must match."""
+    have = len(label_names)
+    shown = ", ".join(label_names[:10]) + (", ..." if have > 10 else "")
+    if str(requested).strip().lower() == "auto":
+        if have < 2:
+            raise ConfigError(f"model.num_classes=auto but the shards in {data_dir} have {have} label names: a "
+                              f"class-conditional model needs labelled shards (make shards ... ARGS='prep.labels.from="
+                              f"folder'), or set model.num_classes=0 for an unconditional model")
+        return have
+    try:
+        num_classes = int(requested)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model.num_classes={requested!r} is not a number: use auto, 0 or a class count") from None
+    if num_classes < 0:
+        raise ConfigError(f"model.num_classes={num_classes} is negative: use auto, 0 or a class count")
+    if num_classes and num_classes != have:
+        fix = (f"set model.num_classes={have} (or model.num_classes=auto)" if have >= 2 else
+               "re-make the shards with labels (prep.labels.from=folder|sc09|regex|file)")
+        raise ConfigError(f"model.num_classes={num_classes} but the shards in {data_dir} have {have} labels"
+                          f"{f' ({shown})' if have else ''}: {fix}, or model.num_classes=0 for an unconditional model")
+    return num_classes
+
+
+def _labelled_clips(manifest: dict, split: str, data_dir: str) -> int:
+    """Clips with a label in ``split`` (a conditional model trains on those only)."""
+    counts = manifest["splits"][split].get("label_counts") or {}
+    labelled = sum(int(v) for k, v in counts.items() if k != "<unlabeled>")
+    if not labelled:
+        raise ConfigError(f"{data_dir}: split {split!r} has no labelled clips for a class-conditional model "
+                          f"(label counts {counts}); set model.num_classes=0 or re-make the shards with labels")
+    return labelled
+
+
 def prepare(config: dict) -> dict:
     """Validate ``config`` against the data and the cluster, and add the derived values."""
     config = {**config}
@@ -62,14 +97,17 @@ def prepare(config: dict) -> dict:
             raise ConfigError(f"the shards hold {key}={manifest[key]} but model.{key}={model[key]}: "
                               f"set model.{key}={manifest[key]} (or re-make the shards with prep.{key}={model[key]})")
     n_clips = _split_clips(manifest, data.get("split", "train"), data["dir"])
-    labels = manifest.get("labels") or []
-    if int(model.get("num_classes", 0)) > 0 and int(model["num_classes"]) != len(labels):
-        raise ConfigError(f"model.num_classes={model['num_classes']} but the shards have {len(labels)} labels "
-                          f"{labels[:10]}: set model.num_classes={len(labels)} (or 0 for an unconditional model)")
+    config["label_names"] = label_names = label_names_of(manifest)  # id -> name
+    model["num_classes"] = check_num_classes(model.get("num_classes", 0), label_names, data["dir"])
+    if model["num_classes"]:
+        n_clips = _labelled_clips(manifest, data.get("split", "train"), data["dir"])
 
     workers, batch = int(cluster["num_workers"]), int(train["batch_size"])
     if workers < 1 or batch % workers:
         raise ConfigError(f"train.batch_size={batch} must split evenly over cluster.num_workers={workers}")
+    ema_decay = (train.get("ema") or {}).get("decay")
+    if ema_decay is not None and not 0.0 <= float(ema_decay) < 1.0:
+        raise ConfigError(f"train.ema.decay={ema_decay} must lie in [0, 1) (e.g. 0.999), or be null for no EMA")
     critic_steps = int(loss["critic_steps"])
     config["batches_per_epoch"] = max(1, n_clips // batch)
     config["steps_per_epoch"] = n_clips / (batch * critic_steps)  # an epoch = every train clip seen once by D
@@ -79,7 +117,6 @@ def prepare(config: dict) -> dict:
         config["total_steps"] = int(train["steps"])
     log_every = max(1, int(train["log_every"]))
     train["checkpoint_every"] = max(log_every, math.ceil(int(train["checkpoint_every"]) / log_every) * log_every)
-    config["labels"] = labels
     config["data_manifest"] = {k: manifest.get(k) for k in ("fingerprint", "totals", "sample_rate", "slice_len")}
 
     if model["name"] == "specgan" and config.get("moments") is None:

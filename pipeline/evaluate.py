@@ -53,12 +53,16 @@ from wavegan.metrics import (
     upsampling_noise,
 )
 
+from .generate import LabelError, split_labels
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_MODEL_URI = "models:/wavegan-generator@champion"
 ROW_KEYS = ("is_mean", "is_std", "fid", "mis", "am", "d_self", "d_train", "d_self_rel", "d_train_rel",
             "upsampling_noise")
 #: what a promotion gate or early stopping compares, and which way is better
-HIGHER_IS_BETTER = {"is_mean": True, "mis": True, "fid": False, "am": False}
+HIGHER_IS_BETTER = {"is_mean": True, "mis": True, "fid": False, "am": False, "label_accuracy": True}
+#: class-conditional models: accuracy of the classifier on clips generated for each label (overall and per label)
+LABEL_KEYS = ("label_accuracy",)
 
 
 class EvalError(ValueError):
@@ -142,17 +146,26 @@ def fixed_latents(n: int, latent_dim: int, seed: int) -> Tensor:
     return torch.rand(n, latent_dim, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
+def generated_labels(n: int, num_classes: int, label_ids: Sequence[int] | None = None) -> Tensor | None:
+    """The label ids of ``n`` generated clips: ``label_ids`` (default: every class) in turn, balanced."""
+    if not num_classes:
+        return None
+    ids = torch.tensor(list(label_ids) if label_ids else range(num_classes), dtype=torch.int64)
+    return ids[torch.arange(n) % len(ids)]
+
+
 @torch.no_grad()
-def generate_audio(model: nn.Module, n: int, seed: int = 0, batch_size: int = 64) -> Tensor:
+def generate_audio(model: nn.Module, n: int, seed: int = 0, batch_size: int = 64,
+                   label_ids: Sequence[int] | None = None) -> Tensor:
     """``n`` clips (n, 1, L) float32 on the CPU from fixed latents; multi-channel output is mixed to mono.
 
     Runs in eval mode on the model's device and restores its previous mode. Class-conditional
-    generators get balanced labels (i mod num_classes).
+    generators get balanced labels: ``label_ids`` (default: all) in turn, see :func:`generated_labels`.
     """
     synth, module, latent_dim, num_classes = _as_synthesizer(model)
     device = next(module.parameters()).device
     z = fixed_latents(n, latent_dim, seed)
-    labels = torch.arange(n) % num_classes if num_classes else None
+    labels = generated_labels(n, num_classes, label_ids)
     was_training = module.training
     module.eval()
     try:
@@ -181,7 +194,8 @@ class Reference:
 
     def __init__(self, classifier: EvalClassifier | None, train_audio: Tensor, test_audio: Tensor, *,
                  metrics: Sequence[str] = ALL_METRICS, splits: int = 10, n_nn: int = 1000, batch_size: int = 256,
-                 sample_rate: int = 16000, min_split_size: int = 50):
+                 sample_rate: int = 16000, min_split_size: int = 50, train_labels: Tensor | None = None,
+                 label_names: Sequence[str] = ()):
         self.metrics = tuple(metrics)
         self.min_split_size = min_split_size
         needs = [m for m in self.metrics if m in CLASSIFIER_METRICS]
@@ -198,6 +212,13 @@ class Reference:
             train_out = classify(classifier, train_audio, batch_size)
             self.train_probs_mean = train_out[0].mean(dim=0)
             self.train_stats = feature_stats(train_out[1])
+        # per-label FID compares a label's generated clips with that label's real ones (by name)
+        self.class_stats: dict[str, tuple[Tensor, Tensor]] = {}
+        if self.uses_classifier and "fid" in self.metrics and train_labels is not None:
+            for index, name in enumerate(label_names):
+                mask = train_labels == index
+                if int(mask.sum()) >= max(2, min_split_size):
+                    self.class_stats[str(name)] = feature_stats(train_out[1][mask])
         self.front_end: LogMelFeatures | None = None
         train_feats = None
         if self.uses_distances:
@@ -251,14 +272,44 @@ class Reference:
             row["upsampling_noise"] = upsampling_noise(audio[: self.n_nn], self.sample_rate)
         return row
 
-    def score(self, audio: Tensor, splits: int | None = None) -> dict[str, float]:
-        """Table 1 row of generated ``audio`` (N, 1, L): raw and relative distances included."""
+    def score(self, audio: Tensor, splits: int | None = None,
+              outputs: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
+        """Table 1 row of generated ``audio`` (N, 1, L): raw and relative distances included
+        (``outputs``: the classifier's probabilities and embeddings of ``audio``, when already computed)."""
         if audio.shape[-1] != self.slice_len:
             raise EvalError(f"generated clips have {audio.shape[-1]} samples but the real data {self.slice_len}")
         if audio.shape[0] < 2:
             raise EvalError("need at least 2 generated clips")
-        row = self._row(audio, self.splits if splits is None else splits)
+        row = self._row(audio, self.splits if splits is None else splits, outputs=outputs)
         self._relative(row)
+        return row
+
+    def score_labels(self, outputs: tuple[Tensor, Tensor], names: Sequence[str],
+                     classifier_labels: Sequence[str]) -> dict[str, float]:
+        """Class-conditional scores of generated clips asked to be ``names`` (one label name per clip).
+
+        ``label_accuracy``: share of clips the classifier assigns to the label they were generated for
+        (overall, and ``label_accuracy/<name>`` per label). Per label, when it has at least
+        ``min_split_size`` clips: ``is_mean/<name>`` (one split; near 1 is right for one class) and
+        ``fid/<name>`` against that label's real train clips (when those are as many).
+        """
+        probs, emb = outputs
+        index = {str(name): i for i, name in enumerate(classifier_labels)}
+        missing = sorted(set(names) - set(index))
+        if missing:
+            raise EvalError(f"the classifier does not know the model's labels {missing} (it knows "
+                            f"{', '.join(index)}): evaluate on the shards the model was trained on")
+        hit = (probs.argmax(dim=1) == torch.tensor([index[n] for n in names])).double()
+        row = {"label_accuracy": float(hit.mean())}
+        for name in dict.fromkeys(names):
+            mask = torch.tensor([n == name for n in names])
+            row[f"label_accuracy/{name}"] = float(hit[mask].mean())
+            if int(mask.sum()) < max(2, self.min_split_size):
+                continue
+            if "is" in self.metrics:
+                row[f"is_mean/{name}"] = inception_score(probs[mask], 1)[0]
+            if "fid" in self.metrics and name in self.class_stats:
+                row[f"fid/{name}"] = frechet_distance_from_stats(*feature_stats(emb[mask]), *self.class_stats[name])
         return row
 
     def table(self, name: str, row: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -271,7 +322,7 @@ def build_reference(data_dir: str, classifier: EvalClassifier | None, *, metrics
     """Load the real train and test clips of ``data_dir`` (the valid split stands in for a missing test split)."""
     from data_prep.loader import read_manifest
 
-    from .classifier_registry import has_split, load_clips
+    from .classifier_registry import has_split, label_names, load_clips
 
     manifest = read_manifest(data_dir)
     test_split = next((s for s in ("test", "valid") if has_split(manifest, s)), None)
@@ -285,7 +336,7 @@ def build_reference(data_dir: str, classifier: EvalClassifier | None, *, metrics
     test = load_clips(data_dir, test_split, n_real)
     reference = Reference(classifier, train.audio(), test.audio(), metrics=metrics, splits=splits, n_nn=n_nn,
                           batch_size=batch_size, sample_rate=int(manifest.get("sample_rate", 16000)),
-                          min_split_size=min_split_size)
+                          min_split_size=min_split_size, train_labels=train.labels, label_names=label_names(manifest))
     log(f"[eval] real data: {len(train)} train / {len(test)} {test_split} clips from {data_dir} "
         f"({time.perf_counter() - t0:.1f} s)")
     return reference
@@ -304,8 +355,13 @@ def metric_source(name: str) -> str | None:
     return None
 
 
+def reported(key: str) -> bool:
+    """A row entry that goes to MLflow: Table 1's columns, label accuracy, and their per-label forms (``fid/seven``)."""
+    return key.split("/", 1)[0] in (*ROW_KEYS, *LABEL_KEYS)
+
+
 def metric_dict(row: dict[str, float], prefix: str = "eval/") -> dict[str, float]:
-    return {f"{prefix}{k}": float(row[k]) for k in ROW_KEYS if k in row and math.isfinite(float(row[k]))}
+    return {f"{prefix}{k}": float(v) for k, v in row.items() if reported(k) and math.isfinite(float(v))}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -485,9 +541,10 @@ def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> d
 class Source:
     """The model under evaluation and where its results go."""
 
-    def __init__(self, model: nn.Module, label: str, *, step: int | None = None, run_id: str | None = None,
+    def __init__(self, generator, label: str, *, step: int | None = None, run_id: str | None = None,
                  version: tuple[str, str] | None = None, data_dir: str | None = None, fingerprint: str | None = None):
-        self.model, self.label, self.step, self.run_id = model, label, step, run_id
+        self.generator = generator  # pipeline.generate.Generator: the model and its label names
+        self.model, self.label, self.step, self.run_id = generator.model, label, step, run_id
         self.version, self.data_dir, self.fingerprint = version, data_dir, fingerprint
 
 
@@ -495,7 +552,7 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: 
                    explicit: set[str] = frozenset()) -> Source:
     """Load the generator; for a checkpoint, ``tracking_cfg`` takes the store and experiment it was trained
     with (unless set in ``explicit``), so results land in its run."""
-    from .generate import load_generator
+    from .generate import Generator, load_generator
     from .tracking import client, tracking_uri
 
     if checkpoint:
@@ -515,11 +572,12 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: 
         for key in ("uri", "experiment"):  # a checkpoint remembers its MLflow store and run
             if tracking.get(key) and key not in explicit:
                 tracking_cfg[key] = tracking[key]
-        return Source(model, f"checkpoint step {config.get('step')}", step=config.get("step"),
+        generator = Generator(model, list(config.get("label_names") or []) if model.num_classes else [])
+        return Source(generator, f"checkpoint step {config.get('step')}", step=config.get("step"),
                       run_id=tracking.get("run_id"), data_dir=(config.get("data") or {}).get("dir"),
                       fingerprint=(config.get("data_manifest") or {}).get("fingerprint"))
     uri = model_uri or DEFAULT_MODEL_URI
-    model = load_generator(uri, tracking_uri=tracking_uri(tracking_cfg))
+    generator = load_generator(uri, tracking_uri=tracking_uri(tracking_cfg))
     mlflow_client = client(tracking_cfg)
     run_id, version, step, fingerprint, label = None, None, None, None, uri
     if uri.startswith("models:/"):
@@ -538,12 +596,13 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: 
             data_dir = mlflow_client.get_run(run_id).data.params.get("data.dir")
         except Exception:  # the run may live in another store; --data-dir then says where the data is
             data_dir = None
-    return Source(model, label, step=None if step is None else int(step), run_id=run_id, version=version,
+    return Source(generator, label, step=None if step is None else int(step), run_id=run_id, version=version,
                   data_dir=data_dir, fingerprint=fingerprint)
 
 
 def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, float]], text: str, *,
-                classifier_uri: str | None, n: int, fingerprint: str | None, run_id: str | None = None) -> list[str]:
+                classifier_uri: str | None, n: int, fingerprint: str | None, run_id: str | None = None,
+                classifier_config: str | None = None) -> list[str]:
     """Metrics, table and tags into MLflow; returns what was written, for the console."""
     from mlflow.entities import Metric
 
@@ -562,11 +621,13 @@ def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, f
         mlflow_client.log_dict(run_id, {"rows": table, "classifier": classifier_uri, "n_generated": n,
                                         "data.fingerprint": fingerprint, "step": step}, f"{folder}/results.json")
         mlflow_client.set_tag(run_id, "eval.classifier", classifier_uri or "none")
+        mlflow_client.set_tag(run_id, "eval.classifier_config", str(classifier_config))
         done.append(f"run {run_id} (metrics eval/*, {folder}/table1.txt)")
     if source.version:
         name, version = source.version
-        tags = {f"eval.{k}": repr(float(v)) for k, v in row.items() if k in ROW_KEYS}
-        tags.update({"eval.classifier": classifier_uri or "none", "eval.n_generated": str(n),
+        tags = {f"eval.{k}": repr(float(v)) for k, v in row.items() if reported(k)}
+        tags.update({"eval.classifier": classifier_uri or "none", "eval.classifier_config": str(classifier_config),
+                     "eval.n_generated": str(n),
                      "eval.data.fingerprint": str(fingerprint), "eval.time": time.strftime("%Y-%m-%dT%H:%M:%S")})
         for key, value in tags.items():
             mlflow_client.set_model_version_tag(name, version, key, value)
@@ -582,16 +643,25 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
 
     overrides = [o for o in args.overrides if not o.startswith("tracking.")]
     tracking_overrides = [o.removeprefix("tracking.") for o in args.overrides if o.startswith("tracking.")]
-    cfg = load_eval_config(args.config, overrides)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config_name = args.config
+    if config_name == "auto":
+        config_name = "default" if device.startswith("cuda") else "cpu"
+        log(f"[eval] classifier config: {config_name}" + ("" if config_name == "default" else
+            " (no GPU: the paper-size classifier trains for hours on a CPU; --config default uses it anyway)"))
+    cfg = load_eval_config(config_name, overrides)
     tracking_cfg = load_tracking_config(tracking_overrides)
     explicit = {o.split("=", 1)[0] for o in tracking_overrides}
     n = int(args.n if args.n is not None else cfg.get("n_generated", 2000))
     seed = int(args.seed if args.seed is not None else cfg.get("seed", 0))
     if n < 2:
         raise EvalError(f"--n must be at least 2, got {n}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     source = resolve_source(args.model_uri, args.checkpoint, tracking_cfg, explicit)
+    try:
+        label_ids = source.generator.label_ids(args.labels)
+    except LabelError as exc:
+        raise EvalError(str(exc)) from exc
     data_dir = args.data_dir or source.data_dir
     if not data_dir:
         raise EvalError("which data? pass --data-dir <shard folder> (the model's training run does not say)")
@@ -628,21 +698,45 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
                                 n_real=cfg.get("n_real"), batch_size=int(cfg.get("batch_size", 256)),
                                 min_split_size=int(cfg.get("is_min_split_size", 50)), log=log)
     t0 = time.perf_counter()
-    audio = generate_audio(source.model.to(device), n, seed, batch_size=int(cfg.get("batch_size", 256)))
-    row = reference.score(audio)
+    batch = int(cfg.get("batch_size", 256))
+    audio = generate_audio(source.model.to(device), n, seed, batch_size=batch, label_ids=label_ids)
+    outputs = classify(classifier, audio, batch) if classifier is not None else None
+    row = reference.score(audio, outputs=outputs)
+    if label_ids and outputs is not None:
+        names = [source.generator.name(i) for i in generated_labels(n, source.generator.num_classes, label_ids)]
+        row.update(reference.score_labels(outputs, names, info.labels))
+    elif label_ids:
+        log("[eval] label accuracy needs the classifier: request is or fid among --metrics")
     table = reference.table(source.label, row)
     text = format_table1(table)
+    if classifier_uri:
+        text = f"Scores by classifier {classifier_uri} (conf/eval/{config_name}.yaml)\n{text}"
     log(f"[eval] {n} generated clips (seed {seed}), IS over {reference.effective_splits(n)} splits, |D| over "
         f"{min(int(cfg.get('n_nn', 1000)), n)} clips, relative to real (test) ({time.perf_counter() - t0:.1f} s)")
     print(text, flush=True)
+    if "label_accuracy" in row:
+        print(format_label_scores(row), flush=True)
     if not args.no_log:
         done = log_results(tracking_cfg, source, table, text, classifier_uri=classifier_uri, n=n,
-                           fingerprint=fingerprint, run_id=args.log_to_run)
+                           fingerprint=fingerprint, run_id=args.log_to_run, classifier_config=config_name)
         log("[eval] logged to MLflow: " + "; ".join(done) if done else
             "[eval] not logged to MLflow: no run for this model (pass --log-to-run RUN_ID)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": table, "classifier": classifier_uri, "n": n}, indent=2))
     return 0
+
+
+def format_label_scores(row: dict[str, float]) -> str:
+    """Label accuracy overall and per label (with per-label IS / FID where computed), one line per label."""
+    labels = [k.split("/", 1)[1] for k in row if k.startswith("label_accuracy/")]
+    width = max(len(name) for name in labels)
+    lines = [f"label accuracy {row['label_accuracy']:.3f} over {len(labels)} labels",
+             f"  {'label':<{width}}  accuracy      IS     FID"]
+    for name in labels:
+        cells = [f"{row[f'label_accuracy/{name}']:8.3f}"] + [
+            f"{row[k]:7.3f}" if k in row else f"{'-':>7}" for k in (f"is_mean/{name}", f"fid/{name}")]
+        lines.append(f"  {name:<{width}}  " + " ".join(cells))
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -657,11 +751,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="latent seed (default: eval seed)")
     parser.add_argument("--metrics", default="auto",
                         help=f"auto (default: all when the data has labels) or a comma list of {','.join(ALL_METRICS)}")
+    parser.add_argument("--label", dest="label_args", action="append", metavar="NAME[,NAME...]",
+                        help="class-conditional model: labels to generate and score, by name or id (default: all)")
     parser.add_argument("--classifier-uri", help="use this classifier (models:/... or runs:/...) instead of the "
                                                  "registered one matching the data")
     parser.add_argument("--retrain-classifier", action="store_true", help="train and register a new classifier")
-    parser.add_argument("--config", default="default", help="conf/eval/<name>.yaml (default: default; cpu: a small "
-                                                            "classifier that trains in minutes on a CPU)")
+    parser.add_argument("--config", default="auto",
+                        help="conf/eval/<name>.yaml: default (the paper's classifier), cpu (a small one that trains in "
+                             "minutes on a CPU), or auto (the default: default on a GPU, cpu without one)")
     parser.add_argument("--log-to-run", metavar="RUN_ID", help="MLflow run to log into (default: the model's run)")
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the results (a classifier that has to be trained is still registered)")
@@ -677,6 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.labels = split_labels(args.label_args)
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         parser.error(f"overrides must be KEY=VALUE, got {bad}")

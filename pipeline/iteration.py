@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from wavegan.ema import ema_update
 from wavegan.losses import clip_weights, critic_loss, generator_loss
 
-from .state import TrainState, derived_seed
+from .state import TrainState, derived_seed, unwrap
 
 AMP_MODES = ("none", "bf16")
 BF16_REFUSED = (
@@ -56,13 +57,18 @@ class IterationConfig:
     global_batch: int
     seed: int
     amp: str = "none"  # none | bf16
+    ema_decay: float | None = None  # generator EMA (train.ema.decay); None = off
+    ema_start_step: int = 0
 
     @classmethod
     def from_config(cls, cfg: dict) -> IterationConfig:
         loss, train = cfg["loss"], cfg["train"]
+        ema = train.get("ema") or {}
         return cls(loss=loss["name"], critic_steps=int(loss["critic_steps"]), gp_weight=float(loss.get("gp_weight", 10.0)),
                    clip=float(loss.get("clip", 0.01)), global_batch=int(train["batch_size"]), seed=int(train["seed"]),
-                   amp=str(train.get("amp", "none")))
+                   amp=str(train.get("amp", "none")),
+                   ema_decay=None if ema.get("decay") is None else float(ema["decay"]),
+                   ema_start_step=int(ema.get("start_step") or 0))
 
 
 class Draws:
@@ -148,6 +154,10 @@ def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]],
     loss_g.float().backward()
     state.opt_g.step()
     D.requires_grad_(True)
+    if cfg.ema_decay is not None:  # every rank holds the same G after its step, so every rank the same EMA
+        if state.ema is None:
+            raise ValueError("train.ema.decay is set but the training state has no EMA copy (TrainState.ema)")
+        ema_update(state.ema, unwrap(G), cfg.ema_decay if state.step >= cfg.ema_start_step else 0.0)
 
     state.step += 1
     stats["g_loss"] = loss_g.detach()

@@ -1,18 +1,24 @@
-"""Proof that training learns, on a CPU: inception score of the ``tiny`` WaveGAN on demo tones, step by step.
+"""Proof that training learns, on a CPU: inception score of a small WaveGAN on demo data, step by step.
 
-    python -m pipeline.learning_curve --minutes 25                     # what RESULTS.md records
+    python -m pipeline.learning_curve --minutes 20                     # tones, preset=cpu-demo (RESULTS.md)
+    python -m pipeline.learning_curve --data digits --minutes 60       # the espeak-ng spoken digits
     python -m pipeline.learning_curve --minutes 5 --steps 300          # a quick look
-    python -m pipeline.learning_curve --minutes 25 -- model.dim=16     # extra Hydra overrides for training
+    python -m pipeline.learning_curve --minutes 20 -- model.dim=16     # extra Hydra overrides for training
 
-1. makes the ``tones`` demo set (``--per-class`` files per note) and its shards under ``--work-dir``;
-2. trains through the real entry point, ``python -m pipeline.train preset=tiny ...`` (Ray Train, MLflow),
-   keeping every checkpoint, for ``--steps`` generator steps or until ``--minutes`` run out (then the
-   training is interrupted and the checkpoints written so far are scored);
+1. makes the demo set (``--data tones|digits``, ``--per-class`` files per class) and its shards under
+   ``--work-dir``;
+2. trains through the real entry point, ``python -m pipeline.train preset=<--preset> ...`` (Ray Train,
+   MLflow), keeping every checkpoint, for ``--steps`` generator steps or until ``--minutes`` run out (then
+   the training is interrupted and the checkpoints written so far are scored); the load average is
+   sampled every minute;
 3. scores a freshly initialised generator (step 0) and every checkpoint with the training-time
    :class:`pipeline.evaluate.Evaluator` (the classifier registered for these shards, trained on first
-   use; ``--n`` clips from the same latents each time), logs ``eval/*`` into the training's MLflow
-   run, and prints a Markdown table: step, minutes since the start, IS, FID, |D|self, |D|train, next to
-   the real data's values. The table also goes to ``<work-dir>/curve.md`` and ``curve.json``.
+   use; ``--n`` clips from the same latents each time): the trained ("online") generator and, when the
+   run keeps one (``train.ema.decay``), the EMA generator. It logs them into the training's MLflow run
+   (``eval/*`` for the generator that would be registered: the EMA when there is one; ``eval_online/*``
+   for the trained one) and prints a Markdown table: step, minutes since the start, IS and FID of both,
+   |D|self and |D|train of the registered one, next to the real data's values. The table also goes to
+   ``<work-dir>/curve.md`` and ``curve.json`` (with the load samples).
 
 Training is noisy: the script records a curve, it asserts nothing.
 """
@@ -34,29 +40,30 @@ from .evaluate import Evaluator, load_eval_config, metric_dict
 from .tracking import PROJECT_ROOT
 
 TRAIN_DEFAULTS = [
-    "preset=tiny",
-    "train.batch_size=16",
-    "loss.optim.lr=5e-4",            # 5x the paper's 1e-4: the tiny model has to learn within minutes
     "tracking.preview_every=0",
     "registry.register=false",
 ]
+PER_CLASS = {"tones": 100, "digits": 300}  # files per note / per spoken word
 
 
-def make_data(work: Path, per_class: int) -> str:
+def make_data(work: Path, kind: str, per_class: int) -> str:
     from data_prep.demo_data import build
     from data_prep.shard import ShardSettings, make_shards
 
-    audio, shards = work / "tones", work / "shards"
+    audio, shards = work / kind, work / "shards"
     if not (shards / "manifest.json").exists():
-        build("tones", audio, per_class=per_class, seed=0, workers=1)
+        build(kind, audio, per_class=per_class, seed=0, workers=1)
         make_shards(ShardSettings.from_mapping({"src": str(audio), "out": str(shards), "workers": 1,
                                                 "progress": False}))
     return str(shards)
 
 
-def train(work: Path, shards: str, args: argparse.Namespace, tracking_uri: str, run_name: str) -> tuple[float, int]:
-    """Run pipeline.train as a subprocess; returns (start time, return code). Output in work/train.log."""
-    cmd = [sys.executable, "-m", "pipeline.train", *TRAIN_DEFAULTS, f"data.dir={shards}",
+def train(work: Path, shards: str, args: argparse.Namespace, tracking_uri: str, run_name: str,
+          loads: list) -> tuple[float, int]:
+    """Run pipeline.train as a subprocess; returns (start time, return code). Output in work/train.log.
+
+    Appends (minutes, 1-min load average) to ``loads`` about once a minute."""
+    cmd = [sys.executable, "-m", "pipeline.train", f"preset={args.preset}", *TRAIN_DEFAULTS, f"data.dir={shards}",
            f"train.steps={args.steps}", f"train.log_every={args.log_every}",
            f"train.checkpoint_every={args.checkpoint_every}", "train.keep_checkpoints=100000",
            f"train.run_name={run_name}", f"train.storage_path={work / 'ray'}",
@@ -74,10 +81,10 @@ def train(work: Path, shards: str, args: argparse.Namespace, tracking_uri: str, 
             time.sleep(2)
             if time.time() - last_report > 60:
                 last_report = time.time()
+                loads.append((round((last_report - start) / 60, 1), os.getloadavg()[0]))
                 steps = [line for line in log_path.read_text(errors="replace").splitlines() if "[train] step" in line]
-                if steps:
-                    print(f"[curve] {(time.time() - start) / 60:.1f} min: {steps[-1].split('[train] ', 1)[1][:80]}",
-                          flush=True)
+                shown = steps[-1].split("[train] ", 1)[1][:80] if steps else "starting"
+                print(f"[curve] {loads[-1][0]:.1f} min (load {loads[-1][1]:.1f}): {shown}", flush=True)
             if time.time() > deadline:
                 print(f"[curve] {args.minutes} minutes are up: stopping the training (SIGINT)", flush=True)
                 proc.send_signal(signal.SIGINT)  # the driver shuts its in-process Ray cluster down on exit
@@ -115,33 +122,50 @@ def score(work: Path, shards: str, run_name: str, start: float, args: argparse.N
     first = load_checkpoint(checkpoints[0].parent)
     config, run_id = first["config"], first["config"]["tracking"].get("run_id")
     torch.manual_seed(int(config["train"].get("seed", 0)))
-    points = [{"step": 0, "minutes": 0.0, **evaluator(build_gan(config["model"]), 0)}]
+    has_ema = load_checkpoint(checkpoints[0].parent).get("generator_ema") is not None
+    initial = evaluator(build_gan(config["model"]), 0)
+    points = [{"step": 0, "minutes": 0.0, **initial, **online_keys(initial)} if has_ema else
+              {"step": 0, "minutes": 0.0, **initial}]
     for path in checkpoints:
-        model, saved = generator_from_checkpoint(str(path.parent))
-        metrics = evaluator(model, saved["step"])
-        points.append({"step": saved["step"], "minutes": (path.stat().st_mtime - start) / 60, **metrics})
+        point = {}
+        for weights in ("online", "ema") if has_ema else ("online",):
+            model, saved = generator_from_checkpoint(str(path.parent), weights)
+            metrics = evaluator(model, saved["step"])
+            point.update(online_keys(metrics) if has_ema and weights == "online" else metrics)
+        points.append({"step": saved["step"], "minutes": (path.stat().st_mtime - start) / 60, **point})
     reference = evaluator.reference
     real = {name: metric_dict(reference.rows[name]) for name in (REAL_TRAIN, REAL_TEST)}
     if run_id:
         mlflow_client, now = client(tracking_cfg), int(time.time() * 1000)
         mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, p["step"]) for p in points
                                                  for k, v in p.items() if k.startswith("eval/")])
-    return {"points": points, "real": real, "run_id": run_id, "classifier": evaluator.classifier_info.uri
+    return {"points": points, "real": real, "run_id": run_id, "ema": has_ema, "classifier": evaluator.classifier_info.uri
             if evaluator.classifier_info else None, "n": args.n, "splits": args.splits, "config": {
                 k: config[k] for k in ("model", "loss") if k in config} | {"train": {
-                    k: config["train"].get(k) for k in ("batch_size", "steps", "seed")}}}
+                    k: config["train"].get(k) for k in ("batch_size", "steps", "seed", "ema")}}}
+
+
+def online_keys(metrics: dict) -> dict:
+    """eval/x -> eval_online/x: the trained generator's scores, next to the EMA's under eval/."""
+    return {"eval_online/" + k.split("/", 1)[1]: v for k, v in metrics.items()}
 
 
 def markdown(result: dict) -> str:
-    cols = [("IS", "eval/is_mean"), ("FID", "eval/fid"), ("|D|self", "eval/d_self_rel"),
-            ("|D|train", "eval/d_train_rel")]
+    if result.get("ema"):
+        cols = [("IS online", "eval_online/is_mean"), ("IS EMA", "eval/is_mean"), ("FID online", "eval_online/fid"),
+                ("FID EMA", "eval/fid"), ("|D|self EMA", "eval/d_self_rel"), ("|D|train EMA", "eval/d_train_rel")]
+        real_keys = ["eval/is_mean", "eval/is_mean", "eval/fid", "eval/fid", "eval/d_self_rel", "eval/d_train_rel"]
+    else:
+        cols = [("IS", "eval/is_mean"), ("FID", "eval/fid"), ("|D|self", "eval/d_self_rel"),
+                ("|D|train", "eval/d_train_rel")]
+        real_keys = [k for _, k in cols]
     lines = ["| step | minutes | " + " | ".join(c for c, _ in cols) + " |",
              "| ---: | ---: | " + " | ".join("---:" for _ in cols) + " |"]
     for p in result["points"]:
         lines.append(f"| {p['step']} | {p['minutes']:.1f} | " + " | ".join(
             f"{p[k]:.2f}" if k in p else "-" for _, k in cols) + " |")
     for name, row in result["real"].items():
-        lines.append(f"| {name} | | " + " | ".join(f"{row[k]:.2f}" if k in row else "-" for _, k in cols) + " |")
+        lines.append(f"| {name} | | " + " | ".join(f"{row[k]:.2f}" if k in row else "-" for k in real_keys) + " |")
     return "\n".join(lines)
 
 
@@ -150,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "outputs" / "learning_curve")
-    parser.add_argument("--per-class", type=int, default=100, help="demo tone files per note (default 100)")
-    parser.add_argument("--minutes", type=float, default=25.0, help="training time limit (default 25)")
+    parser.add_argument("--data", choices=sorted(PER_CLASS), default="tones",
+                        help="demo set: tones (numpy notes) or digits (espeak-ng spoken digits); default tones")
+    parser.add_argument("--per-class", type=int, help="demo files per class (default 100 tones, 300 digits)")
+    parser.add_argument("--preset", default="cpu-demo", help="conf/preset/<name>.yaml to train with (default cpu-demo)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training time limit (default 20)")
     parser.add_argument("--steps", type=int, default=4000, help="generator steps, if time allows (default 4000)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between scored checkpoints (default 200)")
     parser.add_argument("--log-every", type=int, default=50)
@@ -167,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
-    shards = make_data(work, args.per_class)
+    shards = make_data(work, args.data, args.per_class or PER_CLASS[args.data])
+    loads: list = []
     if args.score_only:
         run_name = args.score_only
         start = json.loads((work / f"{run_name}.start.json").read_text())["start"]
@@ -175,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         run_name = time.strftime("curve-%Y%m%d-%H%M%S")
         start = time.time()
         (work / f"{run_name}.start.json").write_text(json.dumps({"start": start}))
-        start, code = train(work, shards, args, tracking_uri, run_name)
+        start, code = train(work, shards, args, tracking_uri, run_name, loads)
         (work / f"{run_name}.start.json").write_text(json.dumps({"start": start}))
         print(f"[curve] training ended (rc {code}) after {(time.time() - start) / 60:.1f} min", flush=True)
     result = score(work, shards, run_name, start, args, tracking_uri)
     result["run_name"] = run_name
-    result["load_average"] = os.getloadavg()
+    result["load_during_training"] = loads  # (minutes, 1-min load average) on this machine
+    result["load_average"] = os.getloadavg()  # after scoring
+    result["cpus"] = os.cpu_count()
     table = markdown(result)
     (work / "curve.md").write_text(table + "\n")
     (work / "curve.json").write_text(json.dumps(result, indent=2, default=str))

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from data_prep.loader import build_loader
 from wavegan import build_gan
+from wavegan.ema import ema_copy
 from wavegan.losses import build_optimizers
 
 from .evaluate import EarlyStopping, Evaluator
@@ -53,13 +54,16 @@ class Meter:
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
         self.count += 1
 
-    def reduce(self, device: torch.device) -> dict[str, float]:
-        keys = sorted(self.sums)
+    def reduce(self, device: torch.device, totals: dict[str, float] | None = None) -> dict[str, float]:
+        """The averages, plus ``totals`` (this rank's running counts, e.g. skipped samples) summed over ranks."""
+        keys, total_keys = sorted(self.sums), sorted(totals or {})
         values = torch.stack([self.sums[k].to(device) for k in keys]) / max(self.count, 1)
+        counts = torch.tensor([float(totals[k]) for k in total_keys], device=device, dtype=values.dtype)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(values)
-            values /= dist.get_world_size()
-        out = dict(zip(keys, values.tolist()))
+            both = torch.cat([values, counts])
+            dist.all_reduce(both)
+            values, counts = both[: len(keys)] / dist.get_world_size(), both[len(keys) :]
+        out = dict(zip(keys, values.tolist())) | dict(zip(total_keys, counts.tolist()))
         elapsed = time.perf_counter() - self.started
         out["data_wait_frac"] = min(1.0, out.pop("data_wait_s", 0.0) * self.count / max(elapsed, 1e-9))
         out["steps_per_s"] = self.count / max(elapsed, 1e-9)
@@ -92,7 +96,8 @@ def build_state(cfg: dict, device: torch.device) -> TrainState:
         if cfg["loss"]["name"] != "wgan-gp":  # torch.compile has no double backward (gradient penalty)
             D = torch.compile(D)
     opt_g, opt_d = build_optimizers(cfg["loss"], unwrap(G), unwrap(D))
-    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
+    ema = ema_copy(gan.generator) if (cfg["train"].get("ema") or {}).get("decay") is not None else None
+    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema)
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -118,6 +123,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         num_workers=int(data.get("num_workers", 2)), shuffle_buffer=int(data.get("shuffle_buffer", 2048)),
         seed=derived_seed(iteration.seed, state.batches_seen, 0) % (2**31), rank=rank, world_size=world,
         pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
+        labelled_only=state.gan.num_classes > 0,  # real clips carry their labels into the critic
     )
     batches = endless(loader)
     tracker = open_worker_tracker(cfg, rank, state, device)
@@ -134,7 +140,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
         if state.step % log_every and state.step != total:
             continue
-        metrics = meter.reduce(device)
+        metrics = meter.reduce(device, totals={"data/skipped_samples": loader.errors})  # corrupt data, all ranks
         metrics["clips_per_s"] = metrics["steps_per_s"] * iteration.global_batch * iteration.critic_steps
         metrics.update(step=state.step, epoch=state.step / cfg["steps_per_epoch"],
                        resumed_from_step=-1 if resumed_from is None else resumed_from)
@@ -148,7 +154,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         stop = False
         if evaluator.due(state.step):
             if rank == 0:
-                metrics.update(evaluator(state.gan, state.step))
+                metrics.update(evaluator(state.sampler, state.step))  # the EMA generator when there is one
                 if stopper is not None:
                     stop = stopper.update(metrics, state.step)
                     state.extra["early_stop"] = stopper.state_dict()

@@ -6,6 +6,8 @@ Used for the MLflow previews during training and by ``make generate``.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +17,34 @@ import torch
 from wavegan.sampling import generate
 
 
-def write_wavs(audio: torch.Tensor, sample_rate: int, directory: str | os.PathLike, prefix: str = "sample") -> list[Path]:
-    """(N, channels, samples) floats -> ``prefix_000.wav`` ... as 16-bit PCM (written atomically)."""
+def file_label(name: str) -> str:
+    """A label name as it goes into a file name (anything but letters, digits, ``.``, ``-`` becomes ``-``)."""
+    return re.sub(r"[^\w.-]+", "-", str(name)).strip("-") or "label"
+
+
+def clip_names(n: int, prefix: str = "sample", labels: Sequence[str] | None = None) -> list[str]:
+    """``prefix_000`` ... or, with one label name per clip, ``prefix_seven_000`` (numbered within each label)."""
+    if labels is None:
+        return [f"{prefix}_{i:03d}" for i in range(n)]
+    seen: dict[str, int] = {}
+    names = []
+    for label in labels:
+        tag = file_label(label)
+        names.append(f"{prefix}_{tag}_{seen.get(tag, 0):03d}")
+        seen[tag] = seen.get(tag, 0) + 1
+    return names
+
+
+def write_wavs(audio: torch.Tensor, sample_rate: int, directory: str | os.PathLike, prefix: str = "sample",
+               labels: Sequence[str] | None = None) -> list[Path]:
+    """(N, channels, samples) floats -> ``prefix_000.wav`` ... (``prefix_<label>_000.wav`` ... with one label
+    name per clip) as 16-bit PCM (written atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, clip in enumerate(audio.detach().float().cpu().clamp(-1, 1).numpy()):
-        path = directory / f"{prefix}_{i:03d}.wav"
+    names = clip_names(audio.shape[0], prefix, labels)
+    for name, clip in zip(names, audio.detach().float().cpu().clamp(-1, 1).numpy()):
+        path = directory / f"{name}.wav"
         tmp = path.with_name(path.name + ".part")
         sf.write(tmp, clip.T, sample_rate, subtype="PCM_16", format="WAV")
         os.replace(tmp, path)
@@ -29,8 +52,9 @@ def write_wavs(audio: torch.Tensor, sample_rate: int, directory: str | os.PathLi
     return paths
 
 
-def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike, title: str = "") -> Path:
-    """One row per clip: waveform on the left, log spectrogram on the right (PNG)."""
+def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike, title: str = "",
+                  row_labels: Sequence[str] | None = None) -> Path:
+    """One row per clip: waveform on the left, log spectrogram on the right (PNG); ``row_labels`` name the rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +63,9 @@ def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike
     clips = audio.detach().float().cpu()[:, 0].numpy()
     fig, axes = plt.subplots(len(clips), 2, figsize=(10, 1.6 * len(clips)), squeeze=False)
     t = np.arange(clips.shape[1]) / sample_rate
-    for row, clip in zip(axes, clips):
+    for i, (row, clip) in enumerate(zip(axes, clips)):
+        if row_labels is not None:
+            row[0].set_ylabel(str(row_labels[i]), fontsize=8)
         row[0].plot(t, clip, linewidth=0.5)
         row[0].set_ylim(-1, 1)
         row[0].set_xlim(0, t[-1])
@@ -60,10 +86,21 @@ def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike
 
 
 def write_preview(gan, z: torch.Tensor, labels: torch.Tensor | None, directory: str | os.PathLike,
-                  title: str = "") -> list[Path]:
-    """Generate from ``z`` with ``gan`` and write the WAVs plus ``sheet.png`` into ``directory``."""
+                  title: str = "", label_names: Sequence[str] | None = None) -> list[Path]:
+    """Generate from ``z`` (and class ids ``labels``) with ``gan``; write the WAVs plus ``sheet.png`` into ``directory``.
+
+    With labels, files are named by label (``sample_seven_000.wav``) and the sheet shows the first clip of
+    each label, its name on the row.
+    """
     audio = generate(gan, z.to(next(gan.generator.parameters()).device),
                      None if labels is None else labels.to(z.device))
-    paths = write_wavs(audio, gan.sample_rate, directory)
-    paths.append(contact_sheet(audio, gan.sample_rate, Path(directory) / "sheet.png", title))
+    names = None if labels is None else [label_names[i] if label_names else str(i) for i in labels.tolist()]
+    paths = write_wavs(audio, gan.sample_rate, directory, labels=names)
+    if names is None:
+        sheet, rows = audio, None
+    else:
+        first = {name: i for i, name in reversed(list(enumerate(names)))}
+        keep = sorted(first.values())
+        sheet, rows = audio[keep], [names[i] for i in keep]
+    paths.append(contact_sheet(sheet, gan.sample_rate, Path(directory) / "sheet.png", title, row_labels=rows))
     return paths

@@ -1,7 +1,9 @@
 """``make promote``: point an alias (default ``champion``) at a registered generator version, behind a gate.
 
     python -m pipeline.promote --version 3                    # models:/wavegan-generator@champion -> v3
+    python -m pipeline.promote --version latest               # the newest version
     python -m pipeline.promote --best-by is_mean              # the version with the best eval.is_mean
+    python -m pipeline.promote --version 5 --metric label_accuracy   # class-conditional: gate on label accuracy
     python -m pipeline.promote --version 4 --force            # skip the gate
     python -m pipeline.promote --rollback                     # give the alias back to its previous holder
 
@@ -25,7 +27,8 @@ from mlflow.exceptions import MlflowException
 from .tracking import tracking_uri
 
 DEFAULT_MODEL, DEFAULT_ALIAS, DEFAULT_METRIC = "wavegan-generator", "champion", "is_mean"
-LOWER_IS_BETTER = {"fid", "am", "d_self_rel", "d_train_rel", "upsampling_noise"}  # is_mean, mis: higher is better
+# is_mean, mis, label_accuracy: higher is better; per-label forms (fid/seven) go the way of their metric
+LOWER_IS_BETTER = {"fid", "am", "d_self_rel", "d_train_rel", "upsampling_noise"}
 
 
 class PromotionError(Exception):
@@ -38,7 +41,7 @@ def history_tag(alias: str) -> str:
 
 def better(metric: str, a: float, b: float) -> bool:
     """Is ``a`` strictly better than ``b`` for ``metric``?"""
-    return a < b if metric in LOWER_IS_BETTER else a > b
+    return a < b if metric.split("/", 1)[0] in LOWER_IS_BETTER else a > b
 
 
 class Registry:
@@ -54,7 +57,10 @@ class Registry:
         return {str(v.version): v for v in self.client.search_model_versions(f"name='{self.model}'")}
 
     def version(self, version: str):
+        """A registered version by number, or ``latest`` (the newest, as in ``models:/name/latest``)."""
         versions = self.versions()
+        if str(version) == "latest" and versions:
+            version = max(versions, key=int)
         if str(version) not in versions:
             raise PromotionError(f"{self.model} has no version {version}; versions: "
                                  f"{sorted(versions, key=int) or 'none'}")
@@ -102,7 +108,7 @@ def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS,
         raise PromotionError("say which version: --version N, or --best-by METRIC")
     candidate = registry.version(version)
     holder = registry.holder(alias)
-    version = str(version)
+    version = str(candidate.version)
     if holder == version:
         return f"{registry.model}@{alias} is already version {holder}"
     if not force:
@@ -135,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.promote", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
-    parser.add_argument("--version", help="the version to promote")
+    parser.add_argument("--version", help="the version to promote: a number, or latest (the newest)")
     parser.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move (default {DEFAULT_ALIAS})")
     parser.add_argument("--metric", default=DEFAULT_METRIC,
-                        help=f"evaluation metric the gate compares (default {DEFAULT_METRIC}; fid, am: lower is better)")
+                        help=f"evaluation metric the gate compares (default {DEFAULT_METRIC}; fid, am: lower is better; "
+                             f"label_accuracy for a class-conditional model)")
     parser.add_argument("--best-by", metavar="METRIC", help="promote the version with the best METRIC")
     parser.add_argument("--force", action="store_true", help="skip the gate")
     parser.add_argument("--rollback", action="store_true", help="restore the alias's previous holder")

@@ -6,12 +6,15 @@ gradient-penalty interpolation, phase-shuffle shifts) comes from a seed derived 
 and sliced by rank. So a resumed run draws exactly what an uninterrupted one would, and a run on
 N workers draws exactly what one worker with the whole batch would (see ``tests/pipeline``).
 The data stream is re-seeded from ``batches_seen`` on resume, so it continues with fresh samples
-rather than replaying the first ones.
+rather than replaying the first ones. The generator's EMA (``train.ema``), when on, is saved and
+restored with the rest.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,8 @@ from torch import nn
 
 from wavegan import GAN
 
-CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_FILE = "state.pt"  # tensors: module and optimiser state_dicts
+STATE_JSON = "state.json"     # everything else: counters, extra, the resolved config
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -47,22 +51,38 @@ class TrainState:
     batches_seen: int = 0         # real batches this rank has drawn (data-stream position)
     mlflow_run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. best metric so far
+    ema: nn.Module | None = None  # EMA of the generator's weights (plain module, never trained), or None
 
-    def state_dict(self) -> dict[str, Any]:
+    @property
+    def sampler(self) -> GAN:
+        """The GAN to listen to and to evaluate: the EMA generator when there is one, else the trained one."""
+        if self.ema is None:
+            return self.gan
+        gan = self.gan
+        return GAN(self.ema, gan.discriminator, latent_dim=gan.latent_dim, slice_len=gan.slice_len,
+                   sample_rate=gan.sample_rate, num_classes=gan.num_classes, transform=gan.transform)
+
+    def tensor_state(self) -> dict[str, Any]:
+        """Module and optimiser state_dicts: what ``state.pt`` holds (tensors and plain containers only)."""
         return {
             "generator": unwrap(self.G).state_dict(),
+            "generator_ema": None if self.ema is None else self.ema.state_dict(),
             "discriminator": unwrap(self.D).state_dict(),
             "transform": None if self.gan.transform is None else self.gan.transform.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "step": self.step,
-            "batches_seen": self.batches_seen,
-            "mlflow_run_id": self.mlflow_run_id,
-            "extra": self.extra,
         }
 
+    def json_state(self) -> dict[str, Any]:
+        """Counters and bookkeeping: what ``state.json`` holds (beside the resolved config)."""
+        return {"step": self.step, "batches_seen": self.batches_seen, "mlflow_run_id": self.mlflow_run_id,
+                "extra": self.extra}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :func:`load_checkpoint`'s dict (tensor and JSON parts together)."""
         unwrap(self.G).load_state_dict(state["generator"])
+        if self.ema is not None:  # a checkpoint from before the EMA was switched on: start it from G
+            self.ema.load_state_dict(state.get("generator_ema") or state["generator"])
         unwrap(self.D).load_state_dict(state["discriminator"])
         if self.gan.transform is not None and state.get("transform") is not None:
             self.gan.transform.load_state_dict(state["transform"])
@@ -74,20 +94,55 @@ class TrainState:
         self.extra = dict(state.get("extra") or {})
 
 
-def save_state(state: TrainState, directory: str | os.PathLike, config: dict) -> Path:
-    """Write the state and the resolved config into ``directory`` (atomically: temp name, then rename)."""
-    path = Path(directory) / CHECKPOINT_FILE
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as tmp:
-        torch.save({**state.state_dict(), "config": config}, tmp)
+def _atomic_write(path: Path, write) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False) as tmp:
+        write(tmp)
     os.replace(tmp.name, path)
-    return path
+
+
+def save_state(state: TrainState, directory: str | os.PathLike, config: dict) -> Path:
+    """Write ``state.pt`` (tensors) and ``state.json`` (counters + resolved config) into ``directory``.
+
+    Each file is written atomically (temp name, then rename); both carry the step, which
+    :func:`load_checkpoint` checks, so a torn pair is refused rather than mixed.
+    """
+    directory = Path(directory)
+    tensors, document = state.tensor_state(), {**state.json_state(), "config": config}
+    _atomic_write(directory / CHECKPOINT_FILE, lambda f: torch.save({**tensors, "step": state.step}, f))
+    _atomic_write(directory / STATE_JSON, lambda f: f.write(json.dumps(document, indent=1, default=str).encode()))
+    return directory / CHECKPOINT_FILE
 
 
 def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(directory) / CHECKPOINT_FILE
+    """The state of a checkpoint folder: tensors of ``state.pt`` (``weights_only=True``) + ``state.json``.
+
+    A checkpoint from before ``state.json`` existed (everything in one ``state.pt``) is read the same
+    safe way and migrated in memory; one that needs unpickling of code is refused.
+    """
+    directory = Path(directory)
+    path = directory / CHECKPOINT_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: a training checkpoint folder holds {CHECKPOINT_FILE}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+        raise FileNotFoundError(f"{path} not found: a training checkpoint folder holds {CHECKPOINT_FILE} "
+                                f"and {STATE_JSON}")
+    try:
+        tensors = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path} holds more than tensors and plain containers, so it is not loaded (unpickling it could run "
+            f"code). Checkpoints of this project load with torch.load(weights_only=True); this one was written "
+            f"by other code. If you trust it, convert it yourself: torch.load(..., weights_only=False), then save "
+            f"the tensors and a state.json as pipeline.state.save_state does. ({str(exc).splitlines()[0]})"
+        ) from None
+    json_path = directory / STATE_JSON
+    if not json_path.exists():
+        if "config" not in tensors:
+            raise ValueError(f"{path} has no {STATE_JSON} beside it and is not an older single-file checkpoint")
+        return tensors  # an older single-file checkpoint: same keys, all plain data
+    document = json.loads(json_path.read_text())
+    if int(tensors.get("step", -1)) != int(document["step"]):
+        raise ValueError(f"{path} (step {tensors.get('step')}) and {json_path} (step {document['step']}) come "
+                         f"from different saves: use another checkpoint")
+    return {**tensors, **document}
 
 
 def derived_seed(seed: int, step: int, substep: int) -> int:

@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.versions import project_requirements
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PATH_KEYS = ("data.dir", "train.storage_path", "tracking.artifact_root")
 # gitignore syntax, relative to the repository root: what must not travel with the code
@@ -70,7 +72,7 @@ def compose(overrides: list[str]):
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        from .cli import UsageError, check_overrides
+        from common.hydra_cli import UsageError, check_overrides
 
         try:  # the same "did you mean ...?" as make train
             check_overrides("config", overrides, command="make train-cluster")
@@ -154,20 +156,10 @@ def require_reachable_store(uri: str, address: str) -> None:
                           f"MLFLOW_TRACKING_URI (set by cluster/ray-cluster.yaml and cluster/kuberay).")
 
 
-def pinned_requirements() -> list[str]:
-    """The project's own pins, as installed here (``make setup``), extras left out."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        return [r for r in requires("wavegan-pipeline") or [] if "extra ==" not in r]
-    except PackageNotFoundError as exc:
-        raise SubmitError("--pip needs the project installed here to read its pins: run `make setup`") from exc
-
-
 def runtime_env(env: dict[str, str], pip: bool) -> dict:
     runtime = {"working_dir": str(PROJECT_ROOT), "excludes": EXCLUDES, "env_vars": env}
     if pip:
-        runtime["pip"] = pinned_requirements()
+        runtime["pip"] = project_requirements()  # pyproject's dependencies at requirements.lock's versions
     return runtime
 
 

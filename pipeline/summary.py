@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import run_hydra
+from common.hydra_cli import run_hydra
 
 
 class ModelConfigError(ValueError):

@@ -8,6 +8,7 @@ wait in a bounded queue and go out, in order, once it answers again.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import tempfile
@@ -153,9 +154,13 @@ class WorkerTracker(NullTracker):
         self.logger = BufferedLogger(tracking, run_id) if run_id else None
         self.preview_every = int(tracking.get("preview_every") or 0)
         n, seed = int(tracking.get("preview_count", 8)), int(tracking.get("preview_seed", 1234))
+        classes = state.gan.num_classes
+        if classes:  # a few clips of every label, so each label can be heard
+            n = classes * int(tracking["preview_per_label"])
         gen = torch.Generator().manual_seed(seed)  # the same latents at every preview: progress is audible
         self.preview_z = state.gan.sample_latents(n, generator=gen, device="cpu")
-        self.preview_labels = (torch.arange(n) % state.gan.num_classes) if state.gan.num_classes else None
+        self.preview_labels = torch.arange(classes).repeat_interleave(n // classes) if classes else None
+        self.label_names = cfg.get("label_names") or None
 
     def note(self, message: str) -> None:
         print(f"[train] {message}", flush=True)
@@ -165,9 +170,7 @@ class WorkerTracker(NullTracker):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("d_loss", "g_loss", "wasserstein", "steps_per_s",
-                                                          "clips_per_s", "data_wait_frac") if k in metrics)
-        print(f"[train] step {step}/{self.cfg['total_steps']} {shown}", flush=True)
+        print(progress_line(step, int(self.cfg["total_steps"]), metrics), flush=True)
         if self.logger:
             now = int(time.time() * 1000)
             self.logger.submit("metrics", [Metric(k, float(v), now, step) for k, v in metrics.items()])
@@ -178,7 +181,9 @@ class WorkerTracker(NullTracker):
         from .previews import write_preview
 
         directory = tempfile.mkdtemp(prefix="wavegan-preview-")
-        write_preview(state.gan, self.preview_z, self.preview_labels, directory, title=f"step {state.step}")
+        title = f"step {state.step}" + (" (EMA generator)" if state.ema is not None else "")
+        write_preview(state.sampler, self.preview_z, self.preview_labels, directory, title=title,
+                      label_names=self.label_names)
         self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
 
     def close(self) -> None:
@@ -186,6 +191,16 @@ class WorkerTracker(NullTracker):
             left = self.logger.close()
             if left:
                 print(f"[train] MLflow still unreachable: {left} records not sent", flush=True)
+
+
+def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:
+    """``[train] step 200/1000 (20%) d_loss=-1.2 ... steps_per_s=3.1 clips_per_s=96 data_wait_frac=0 ETA 0:04:18``
+    (``key=value`` pairs, which ``make bench`` reads back)."""
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("d_loss", "g_loss", "wasserstein", "steps_per_s",
+                                                      "clips_per_s", "data_wait_frac") if k in metrics)
+    rate = metrics.get("steps_per_s") or 0.0
+    eta = str(datetime.timedelta(seconds=round((total - step) / rate))) if rate > 0 else "?"
+    return f"[train] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} ETA {eta}"
 
 
 def open_worker_tracker(cfg: dict, rank: int, state, device: torch.device) -> NullTracker:
@@ -249,9 +264,9 @@ def start_run(config: dict) -> str | None:
                                    tags={RUN_NAME_TAG: key, "mlflow.source.git.commit": git_commit()})
     run_id = run.info.run_id
     manifest = config.get("data_manifest") or {}
-    params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "labels", "data_manifest"))}
+    params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "label_names", "data_manifest"))}
     params.update({"world_size": config["cluster"]["num_workers"], "code_version": git_commit(),
-                   "data.fingerprint": manifest.get("fingerprint"), "data.num_labels": len(config.get("labels", []))})
+                   "data.fingerprint": manifest.get("fingerprint"), "data.num_labels": len(config.get("label_names", []))})
     params.update({f"data.{k}": v for k, v in (manifest.get("totals") or {}).items()})
     items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):

@@ -23,58 +23,155 @@ from .config import ConfigError, prepare
 log = logging.getLogger("pipeline.train")
 
 
-def launch(config: dict):
-    """Start (or join) Ray and run the TorchTrainer to the end; return Ray's Result."""
+class ResourceError(ConfigError):
+    """The Ray cluster can never hold the requested workers."""
+
+
+def worker_resources(cluster: dict) -> dict[str, float]:
+    """What one training worker asks Ray for (ScalingConfig.resources_per_worker)."""
+    resources = {"CPU": float(cluster.get("cpus_per_worker", 1))}
+    if cluster.get("use_gpu"):
+        resources["GPU"] = 1.0
+    return resources
+
+
+def placeable_workers(per_worker: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many workers of ``per_worker`` fit on ``nodes`` (each node's total resources), one node each at most."""
+    total = 0
+    for node in nodes:
+        total += min(int(node.get(k, 0.0) // v) if v > 0 else 10**9 for k, v in per_worker.items())
+    return total
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items()))
+
+
+def check_cluster_fits(per_worker: dict[str, float], num_workers: int, nodes: list[dict[str, float]],
+                       autoscaler_max: dict[str, float] | None) -> str | None:
+    """None when ``num_workers`` x ``per_worker`` can run on this cluster, else a log line (autoscaler) or raise.
+
+    Static cluster: the workers must fit on the alive nodes now. Autoscaling cluster (``autoscaler_max``
+    from its config): Ray's autoscaler config says only the most of each resource the cluster can grow
+    to, not which node types would hold a worker, so the request is checked against the totals (current
+    and that maximum, whichever is larger) and otherwise left to Ray Train's start timeout.
+    """
+    fits = placeable_workers(per_worker, nodes)
+    if fits >= num_workers:
+        return None
+    wanted = {k: v * num_workers for k, v in per_worker.items()}
+    have = {k: sum(n.get(k, 0.0) for n in nodes) for k in per_worker}
+    if autoscaler_max:
+        most = {k: max(have[k], float(autoscaler_max.get(k, 0))) for k in per_worker}
+        if all(wanted[k] <= most[k] for k in per_worker):
+            return (f"the cluster holds {fits} of {num_workers} workers ({_fmt(per_worker)} each) now; its autoscaler "
+                    f"can grow it to {_fmt(most)}, so training waits for new nodes")
+        where = f"the cluster has {_fmt(have)} now and its autoscaler can grow it to at most {_fmt(most)}"
+    else:
+        largest = max(nodes, key=lambda n: tuple(n.get(k, 0.0) for k in per_worker), default={})
+        where = (f"the Ray cluster has {_fmt(have)} on {len(nodes)} node(s) (largest: "
+                 f"{_fmt({k: largest.get(k, 0.0) for k in per_worker})}) and no autoscaler")
+    fixes = ["cluster=local (CPU workers on this machine)"]
+    if fits >= 1:
+        fixes.append(f"cluster.num_workers={fits} (train.batch_size must divide by it)")
+    if "GPU" in per_worker:
+        fixes.append("cluster.use_gpu=false")
+    if per_worker.get("CPU", 0) > 1:
+        fixes.append("cluster.cpus_per_worker=1")
+    raise ResourceError(f"training asks for {num_workers} worker(s) x {_fmt(per_worker)} ({_fmt(wanted)} in all), "
+                        f"but {where}: it can place {fits}. Use " + ", or ".join(fixes))
+
+
+def check_resources(cluster: dict) -> None:
+    """Refuse, before any trainer starts, a worker request the connected Ray cluster can never meet."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray._private.state import state as ray_state  # what Ray Train's own worker-group check reads
 
-    from .loop import train_loop_per_worker
+    per_worker = worker_resources(cluster)
+    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    try:
+        autoscaler_max = ray_state.get_max_resources_from_cluster_config()
+    except Exception as exc:  # an older GCS or a cluster without that record: judge by the nodes alone
+        log.info("no autoscaler config readable (%s): checking against the current nodes only", exc)
+        autoscaler_max = None
+    note = check_cluster_fits(per_worker, int(cluster["num_workers"]), nodes, autoscaler_max)
+    if note:
+        print(f"[train] {note}", flush=True)
 
-    cluster, train = config["cluster"], config["train"]
+
+def connect(cluster: dict) -> None:
+    """Start (or join) Ray and refuse at once a worker request it can never meet."""
+    import ray
+
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         # A local Ray (no address) keeps every server on loopback.
         ray.init(address=address, configure_logging=False,
                  **({} if address else {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}))
-    resources = {"CPU": float(cluster.get("cpus_per_worker", 1))}
-    if cluster.get("use_gpu"):
-        resources["GPU"] = 1.0
+    check_resources(cluster)
+
+
+class TrainingFailed(RuntimeError):
+    """Ray Train gave up: worker or worker-group start failures beyond their limits; the message says why."""
+
+
+def launch(config: dict):
+    """Run the TorchTrainer on the connected Ray cluster to the end; return Ray's Result.
+
+    A worker group that cannot start (placement or start-up failures) is retried at most
+    ``train.controller_failure_limit`` times (Ray Train's controller failure limit), then the run ends
+    with the reason; ``train.max_failures`` bounds restarts after worker failures during training.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .loop import train_loop_per_worker
+
+    cluster, train = config["cluster"], config["train"]
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=int(cluster["num_workers"]), use_gpu=bool(cluster.get("use_gpu")),
-                                     resources_per_worker=resources),
+                                     resources_per_worker=worker_resources(cluster)),
         run_config=RunConfig(
             name=train["run_name"],
             storage_path=train["storage_path"],
-            failure_config=FailureConfig(max_failures=int(train["max_failures"])),
+            failure_config=FailureConfig(max_failures=int(train["max_failures"]),
+                                         controller_failure_limit=int(train["controller_failure_limit"])),
             checkpoint_config=CheckpointConfig(num_to_keep=int(train["keep_checkpoints"])),
+            logging_config=LoggingConfig(log_level=str(config["tracking"]["ray_log_level"])),
         ),
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as exc:  # V2 raises what V1 returned in Result.error
+        raise TrainingFailed(str(exc)) from exc
 
 
 def run(config: dict) -> int:
     """The whole driver side; returns the process exit code."""
+    from .evaluate import prepare_training_eval
     from .registry import register_generator
+    from .summary import summarize
     from .tracking import finish_run, start_run
 
-    from .evaluate import prepare_training_eval
-
-    config = prepare(config)
+    config = prepare(config)  # model.num_classes=auto is resolved here
+    print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
+    connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
     config = prepare_training_eval(config)  # eval during training: find (or train once) the classifier here
     config["tracking"]["run_id"] = start_run(config)
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
           f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
           f"MLflow run {config['tracking']['run_id']}", flush=True)
-    result = launch(config)
-    metrics = result.metrics or {}
-    if result.error is not None:
+    try:
+        result = launch(config)
+    except TrainingFailed as exc:
         finish_run(config, "FAILED")
-        print(f"[train] training failed: {result.error}", file=sys.stderr)
+        print(f"[train] training failed: {exc}", file=sys.stderr)
         return 1
+    metrics = result.metrics or {}
     if metrics.get("diverged"):
         finish_run(config, "FAILED")
         last = result.checkpoint.path if result.checkpoint else "none"
@@ -95,11 +192,10 @@ def run(config: dict) -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from .summary import ModelConfigError, summarize
+    from .summary import ModelConfigError
 
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
-        print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
         code = run(config)
     except (ConfigError, ModelConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -108,6 +204,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
+    from common.hydra_cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
 
     run_hydra(main, "config", help_name="train")

@@ -3,6 +3,14 @@ them (own process group, log file), waiting on Ray checkpoints, and a local mult
 
 from __future__ import annotations
 
+import pytest
+
+from common.stack_check import problems, report
+
+# Before anything imports torch, Ray or MLflow: a broken install is one message, not 200 failures.
+if _found := problems():
+    pytest.exit(report(_found), returncode=3)
+
 import json
 import os
 import signal
@@ -12,8 +20,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pipeline.local_cluster import ClusterState, load_state
 

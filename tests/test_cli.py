@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.cli import CONF_DIR, REFERENCE_FLAGS, UsageError, check_overrides, flatten, split_argv
+from common.hydra_cli import CONF_DIR, REFERENCE_FLAGS, UsageError, check_overrides, flatten, split_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "cli.md"

@@ -46,3 +46,15 @@ def test_every_make_target_is_listed_in_help():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_data_prep_imports_nothing_downstream():
+    for path in (ROOT / "data_prep").rglob("*.py"):
+        bad = imported_top_level_modules(path) & {"pipeline"}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}: data_prep is upstream of training"
+
+
+def test_common_imports_no_stage():
+    for path in (ROOT / "common").rglob("*.py"):
+        bad = imported_top_level_modules(path) & {"pipeline", "data_prep", "wavegan"}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}: common/ is shared by every stage"

@@ -165,6 +165,8 @@ class EvalClassifier(nn.Module):
             nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, n_classes))
+        # softmax temperature for the metrics (temperature scaling, fitted on validation data after training)
+        self.register_buffer("temperature", torch.ones(()))
 
     def features(self, audio: Tensor) -> Tensor:
         """Standardised log-mel input representation (B, n_mels, T)."""
@@ -188,15 +190,71 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def temperature_of(model: EvalClassifier) -> float:
+    """The model's fitted softmax temperature; 1 for classifiers saved before temperature scaling existed."""
+    temperature = getattr(model, "temperature", None)
+    return 1.0 if temperature is None else float(temperature)
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, bounds: tuple[float, float] = (1.0, 100.0),
+                    iterations: int = 100) -> float:
+    """Temperature scaling (Guo et al., 2017): the T in ``bounds`` minimising the NLL of softmax(logits / T).
+
+    The NLL is convex in 1/T, so a golden-section search over log T finds the minimum. The lower bound 1
+    means T only ever softens: on held-out data that a classifier gets all right, the NLL keeps falling
+    as T -> 0 (the data are separable), which says nothing about overconfidence elsewhere.
+    """
+    if logits.ndim != 2 or labels.shape != logits.shape[:1] or logits.shape[0] == 0:
+        raise ValueError(f"expected logits (N, C) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    lo, hi = bounds
+    if not 0 < lo <= hi:
+        raise ValueError(f"temperature bounds must satisfy 0 < low <= high, got {bounds}")
+    logits, labels = logits.detach().double(), labels.detach().long()
+
+    def nll(log_t: float) -> float:
+        return F.cross_entropy(logits / math.exp(log_t), labels).item()
+
+    a, b = math.log(lo), math.log(hi)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(c), nll(d)
+    for _ in range(iterations):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(d)
+    best = min((nll(math.log(lo)), lo), (nll(math.log(hi)), hi), (nll((a + b) / 2), math.exp((a + b) / 2)))
+    return float(best[1])
+
+
 @torch.no_grad()
-def classify(model: EvalClassifier, audio: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
-    """Softmax probabilities (N, C) and penultimate embeddings (N, E) of ``audio`` (N, 1, L), on CPU."""
+def logits_of(model: EvalClassifier, batches: Iterable[Batch]) -> tuple[Tensor, Tensor]:
+    """Uncalibrated logits (N, C) and labels (N,) of every example of ``batches``, on CPU."""
     model.eval()
     device = _device_of(model)
+    logits, labels = [], []
+    for audio, y in batches:
+        logits.append(model(audio.to(device)).cpu())
+        labels.append(y.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+@torch.no_grad()
+def classify(model: EvalClassifier, audio: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """Softmax probabilities (N, C) and penultimate embeddings (N, E) of ``audio`` (N, 1, L), on CPU.
+
+    The probabilities are calibrated: softmax(logits / T) with the classifier's fitted temperature T."""
+    model.eval()
+    device = _device_of(model)
+    temperature = temperature_of(model)
     probs, embeddings = [], []
     for start in range(0, audio.shape[0], batch_size):
         emb = model.embed(audio[start : start + batch_size].to(device))
-        probs.append(torch.softmax(model.head(emb), dim=1).cpu())
+        probs.append(torch.softmax(model.head(emb) / temperature, dim=1).cpu())
         embeddings.append(emb.cpu())
     return torch.cat(probs), torch.cat(embeddings)
 

@@ -103,6 +103,6 @@ class LatentToAudio(nn.Module):
         self.latent_dim, self.slice_len, self.sample_rate = gan.latent_dim, gan.slice_len, gan.sample_rate
         self.num_classes = gan.num_classes
 
-    def forward(self, z: Tensor) -> Tensor:
-        out = self.generator(z.float())
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        out = self.generator(z.float(), labels)
         return out if self.transform is None else self.transform.inverse(out)

@@ -9,7 +9,7 @@ import sys
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from pipeline.submit import PROJECT_ROOT, hydra_value, job_overrides, pinned_requirements
+from pipeline.submit import PROJECT_ROOT, hydra_value, job_overrides
 
 from ..conftest import ROOT
 
@@ -52,12 +52,6 @@ def test_relative_tracking_store_becomes_absolute_and_cluster_keeps_the_nodes_ow
 @pytest.mark.parametrize("path", ["/plain/path", "/with space/it's", "/tmp/a,b=c", "/tail\\"])
 def test_paths_survive_hydra_quoting(path):
     assert as_dict([f"data.dir={hydra_value(path)}"])["data.dir"] == path
-
-
-def test_pip_gets_the_projects_own_pins_without_dev_extras():
-    pins = pinned_requirements()
-    assert any(p.replace(" ", "").startswith("torch==2.11") for p in pins)
-    assert any(p.startswith("ray[") for p in pins) and not any("pytest" in p for p in pins)
 
 
 def test_without_an_address_it_says_how_to_get_one():

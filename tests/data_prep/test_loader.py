@@ -172,3 +172,20 @@ def test_two_ranks_two_workers_equal_batches_and_full_coverage(shards, tmp_path)
     assert ranks[0] != ranks[1]
     seen = {i for batches in ranks for batch in batches for i in batch}
     assert seen == set(range(N_FILES))
+
+
+def test_labelled_only_skips_unlabelled_clips(tmp_path):
+    """A class-conditional model trains on labelled clips only: -1 never reaches its label embedding."""
+    src = tmp_path / "src"
+    for i in range(8):
+        write_int16(src / f"clip{i}.wav", (tone(1.0, 16000, seed=i) * 32767).astype(np.int16))
+    (tmp_path / "labels.csv").write_text("".join(f"clip{i}.wav,even{i}\n" for i in range(0, 8, 2)))
+    cfg = prep(first_slice=True, pad_end=True, samples_per_shard=3,
+               labels=LabelConfig(source="file", file=str(tmp_path / "labels.csv")))
+    run_shards(src, tmp_path / "out", cfg)
+    out = str(tmp_path / "out")
+    every = {label for batch in labels_of(build_loader(out, batch_size=2, batches_per_epoch=8, num_workers=0))
+             for label in batch}
+    assert -1 in every
+    labelled = build_loader(out, batch_size=2, batches_per_epoch=8, num_workers=0, labelled_only=True)
+    assert {label for batch in labels_of(labelled) for label in batch} == {0, 1, 2, 3}

@@ -133,6 +133,16 @@ def test_training_metrics_are_read_from_ray_output_and_snapshot():
         _last_metrics(snapshot, 30)
 
 
+def test_the_progress_line_reads_well_and_make_bench_still_reads_it():
+    from pipeline.bench_train import _printed_metrics
+    from pipeline.tracking import progress_line
+
+    metrics = {"d_loss": -1.5, "g_loss": 0.25, "steps_per_s": 0.5, "clips_per_s": 32.0, "data_wait_frac": 0.0}
+    line = progress_line(100, 400, metrics)
+    assert line.startswith("[train] step 100/400 (25%) d_loss=-1.5") and line.endswith("ETA 0:10:00")
+    assert _printed_metrics(line) == {100: metrics}
+
+
 def test_gpu_section_modules_import_nothing_but_torch():
     """The GPU machines have torch and torchaudio only: the GPU script's imports must not need more."""
     code = ("import sys; import pipeline.bench_gpu, pipeline.iteration, pipeline.state; "

@@ -29,7 +29,7 @@ from pipeline.evaluate import (
     main,
     prepare_training_eval,
 )
-from pipeline.state import TrainState, save_state
+from pipeline.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.classifier import EvalClassifier
 from wavegan.losses import build_optimizers
@@ -89,17 +89,18 @@ def classifier_trained(data, eval_store):
     return cfg, model, info, lines
 
 
-def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7) -> Path:
+def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7,
+                    model: dict = MODEL) -> Path:
     """A training checkpoint as pipeline.loop writes it, for a tiny untrained WaveGAN."""
     torch.manual_seed(0)
-    gan = build_gan(MODEL)
+    gan = build_gan(model)
     loss = yaml.safe_load((ROOT / "conf/loss/wgan-gp.yaml").read_text())
     opt_g, opt_d = build_optimizers(loss, gan.generator, gan.discriminator)
     state = TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d, step=step,
                        mlflow_run_id=run_id)
     manifest = read_manifest(data_dir)
-    config = {"model": MODEL, "loss": loss, "data": {"dir": data_dir},
-              "tracking": {**eval_store, "run_id": run_id}, "labels": manifest["labels"]["names"],
+    config = {"model": model, "loss": loss, "data": {"dir": data_dir},
+              "tracking": {**eval_store, "run_id": run_id}, "label_names": manifest["labels"]["names"],
               "data_manifest": {"fingerprint": manifest["fingerprint"]}, "registry": {"register": True,
                                                                                       "model_name": "wavegan-generator"}}
     directory.mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,9 @@ def test_classifier_trained_registered_and_reused(classifier_trained, data, eval
     assert version.tags["data.fingerprint"] == manifest["fingerprint"]
     assert json.loads(version.tags["labels"]) == info.labels
     assert float(version.tags["test_accuracy"]) == pytest.approx(info.test_accuracy, abs=1e-6)
+    # temperature scaling: fitted on the validation split, stored in the model and on the version
+    assert float(version.tags["temperature"]) >= 1.0
+    assert float(model.temperature) == pytest.approx(float(version.tags["temperature"]), rel=1e-5)
     run = mlflow_client.get_run(version.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["data.fingerprint"] == manifest["fingerprint"]
     assert run.data.params["classifier.channels"] == "[4, 8, 8, 8]"
@@ -140,6 +144,7 @@ def test_classifier_trained_registered_and_reused(classifier_trained, data, eval
     again: list[str] = []
     model2, info2 = ensure_classifier(cfg, data["labelled"], eval_store, log=again.append)
     assert not info2.trained_now and info2.version == info.version and not again
+    assert float(model2.temperature) == float(model.temperature)
     assert len(mlflow_client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
     audio = load_clips(data["labelled"], "test").audio()
     with torch.no_grad():
@@ -189,7 +194,7 @@ def test_registered_generator_gets_eval_tags_for_the_promotion_gate(classifier_t
         def as_directory(self):
             yield str(checkpoint)
 
-    config = torch.load(checkpoint / "state.pt", weights_only=False)["config"]
+    config = load_checkpoint(checkpoint)["config"]
     version = register_generator(config, Checkpoint())
     code = main(["--model-uri", f"models:/wavegan-generator/{version}", "--n", "30", "--config", "cpu",
                  *OVERRIDES, *store_args(eval_store)])
@@ -284,3 +289,27 @@ def test_early_stopping():
     assert EarlyStopping.from_config({"train": {}}) is None
     with pytest.raises(ValueError, match="eval/fid"):
         EarlyStopping("eval/fid").update({"eval/is_mean": 1.0}, 0)
+
+
+def test_conditional_model_gets_label_accuracy_per_label(classifier_trained, data, eval_store, tmp_path, capsys):
+    names = read_manifest(data["labelled"])["labels"]["names"]
+    run_id = training_run(eval_store, data["labelled"])
+    checkpoint = make_checkpoint(tmp_path / "ckpt", data["labelled"], eval_store, run_id, step=5,
+                                 model={**MODEL, "num_classes": len(names)})
+    code = main(["--checkpoint", str(checkpoint), "--n", "40", "--config", "cpu", "--label", f"{names[0]},{names[3]}",
+                 *OVERRIDES, "is_min_split_size=4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "label accuracy" in out and f"  {names[0]}" in out and f"  {names[3]}" in out
+    metrics = mlflow.MlflowClient(eval_store["uri"]).get_run(run_id).data.metrics
+    per_label = {key for key in metrics if key.startswith("eval/label_accuracy/")}
+    assert per_label == {f"eval/label_accuracy/{names[0]}", f"eval/label_accuracy/{names[3]}"}
+    assert 0.0 <= metrics["eval/label_accuracy"] <= 1.0
+    # the overall figure is the mean of the two balanced labels' (20 clips each)
+    assert metrics["eval/label_accuracy"] == pytest.approx(sum(metrics[k] for k in per_label) / 2)
+    assert 1.0 <= metrics[f"eval/is_mean/{names[0]}"] <= len(names) and metrics[f"eval/fid/{names[3]}"] >= 0
+
+    code = main(["--checkpoint", str(checkpoint), "--n", "4", "--config", "cpu", "--label", "nope", "--no-log",
+                 *OVERRIDES])
+    captured = capsys.readouterr()
+    assert code == 2 and "unknown label 'nope'" in captured.err and ", ".join(names) in captured.err

@@ -15,6 +15,7 @@ import torch
 from mlflow import MlflowClient
 
 from pipeline.promote import history_tag
+from pipeline.registry import load_registered
 
 from ..conftest import ROOT, wait_for
 
@@ -81,6 +82,8 @@ def test_promotion_gate_force_best_by_and_rollback(trained, versions):
     assert champion(client) == "1"
     empty = cli("pipeline.promote", uri, "--rollback")
     assert empty.returncode == 1 and "no previous holder" in empty.stderr
+    latest = cli("pipeline.promote", uri, "--version", "latest")  # make demo's promotion: the newest version
+    assert latest.returncode == 0 and "-> version 3 (was version 1)" in latest.stdout and champion(client) == "3"
 
 
 def test_promote_names_what_is_unknown(trained, versions):
@@ -147,7 +150,7 @@ def test_mlflow_serving_answers_latents_with_waveforms(trained, versions, tmp_pa
         audio = np.asarray(answer["predictions"], dtype=np.float32)
         assert audio.shape == (2, 1, 16384)
         mlflow.set_tracking_uri(trained["uri"])
-        local = mlflow.pytorch.load_model(f"models:/{MODEL}@serve")
+        local = load_registered(f"models:/{MODEL}@serve")[0]
         np.testing.assert_allclose(audio, local(torch.from_numpy(z)).detach().numpy(), atol=1e-5)
     finally:
         os.killpg(server.pid, 9)

@@ -5,6 +5,9 @@ Each test runs `python -m pipeline.train` as a user would, in its own process gr
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import psutil
 import pytest
 from mlflow import MlflowClient
@@ -26,10 +29,19 @@ def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
+def damaged_copy(shards: Path, out: Path) -> Path:
+    """The shards with the second train shard cut in half (its tail is corrupt; the loader skips it)."""
+    shutil.copytree(shards, out)
+    shard = out / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    return out
+
+
 def test_two_workers_train_log_once_and_register(tone_shards, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     log = tmp_path / "train.log"
-    proc = start(train_command(tone_shards, tmp_path / "ray", uri, "cluster.num_workers=2", "train.steps=20"), log)
+    shards = damaged_copy(tone_shards, tmp_path / "shards")
+    proc = start(train_command(shards, tmp_path / "ray", uri, "cluster.num_workers=2", "train.steps=20"), log)
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     assert "done at step 20" in out
@@ -40,6 +52,9 @@ def test_two_workers_train_log_once_and_register(tone_shards, tmp_path):
     # rank 0 alone logs: one value per log interval, no duplicates from the second rank
     assert metric_steps(client, run.info.run_id, "d_loss") == [10, 20]
     assert metric_steps(client, run.info.run_id, "clips_per_s") == [10, 20]
+    # the corrupt shard's skips, summed over both ranks (split by node, it is read by one of them only)
+    skipped = client.get_metric_history(run.info.run_id, "data/skipped_samples")
+    assert [m.step for m in skipped] == [10, 20] and skipped[-1].value > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "data", "previews"} <= artifacts
     preview = {a.path for a in client.list_artifacts(run.info.run_id, "previews/step_00000020")}
