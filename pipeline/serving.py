@@ -105,7 +105,7 @@ class AudioModel(PythonModel):
         self.tolerance = float(os.environ.get("WAVEGAN_SERVE_LATENT_TOLERANCE", serving.get("latent_tolerance", 1e-3)))
         self.label_names = [str(n) for n in (self.config.get("metadata") or {}).get("label_names") or []]
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None):
         params = dict(params or {})
         fmt = str(params.get("format") or "floats")
         if fmt not in FORMATS:
