@@ -435,14 +435,21 @@ def merge_gpu_json(path: Path, args: argparse.Namespace) -> int:
         "other_processes_cpu_share": None, "machine": result["machine"],
         "rows": [r.to_dict() for r in rows(result)], "details": result,
     }
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"[bench] gpu section from {path} -> {json_path}")
-    if args.out:
-        out = Path(args.out) if os.path.isabs(args.out) else ROOT / args.out
-        write_markdown(out, results)
-        print(f"[bench] table: {out}")
+    save(results, json_path, args.out)
     return 0
+
+
+def save(results: dict[str, Any], json_path: Path | None, out: str | None) -> None:
+    """Write results.json and, when ``out`` is given, the BENCHMARKS.md block."""
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        print(f"[bench] results: {json_path}")
+    if out:
+        out_path = Path(out) if os.path.isabs(out) else ROOT / out
+        write_markdown(out_path, results)
+        print(f"[bench] table: {out_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,14 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in meanings({"sections": {k: v for k, v in results["sections"].items() if k in sections}}):
         print("  * " + line.replace("**", ""))
     print(f"[bench] {mode} run took {results['last_run']['seconds']:.0f} s; load average now {load_average()}")
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
-        print(f"[bench] results: {json_path}")
-    if args.out:
-        out = Path(args.out) if os.path.isabs(args.out) else ROOT / args.out
-        write_markdown(out, results)
-        print(f"[bench] table: {out}")
+    save(results, json_path, args.out)
     if failed:
         print("[bench] failed sections:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1

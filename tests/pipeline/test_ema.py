@@ -29,7 +29,7 @@ def iterate(state: TrainState, n: int = 1, start_step: int = 0) -> None:
     cfg = IterationConfig(loss="wgan-gp", critic_steps=2, gp_weight=10.0, clip=0.01, global_batch=4, seed=3,
                           ema_decay=DECAY, ema_start_step=start_step)
     for _ in range(n):
-        batches = iter([(b, torch.full((4,), -1)) for b in real_batches(2)])
+        batches = iter(real_batches(2, num_classes=0))  # (audio, labels -1) global batches
         train_iteration(state, batches, cfg)
 
 
@@ -76,7 +76,7 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
     from mlflow import MlflowClient
     from ray.train import Checkpoint
 
-    from pipeline.registry import register_generator
+    from pipeline.registry import load_registered, register_generator
     from pipeline.tracking import experiment_id
 
     state = new_state()
@@ -94,7 +94,8 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
     checkpoint = Checkpoint.from_directory(str(directory))
 
     def registered_weights(version: str) -> dict[str, Tensor]:
-        return params(mlflow.pytorch.load_model(f"models:/wavegan-generator/{version}").generator)
+        mlflow.set_tracking_uri(tracking["uri"])
+        return params(load_registered(f"models:/wavegan-generator/{version}")[0].generator)
 
     assert register_generator(config, checkpoint) == "1"
     assert client.get_model_version("wavegan-generator", "1").tags["generator_weights"] == "ema"
