@@ -43,7 +43,7 @@ def test_checkpoint_round_trip_under_weights_only(tmp_path):
     state = trained_state()
     save_state(state, tmp_path, {"model": MODEL, "labels": ["a", "b"]})
     tensors = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # raises on anything but plain data
-    assert set(tensors) == {"generator", "discriminator", "transform", "opt_g", "opt_d", "step"}
+    assert set(tensors) == {"generator", "generator_ema", "discriminator", "transform", "opt_g", "opt_d", "step"}
     document = json.loads((tmp_path / STATE_JSON).read_text())
     assert (document["step"], document["batches_seen"], document["config"]["labels"]) == (3, 11, ["a", "b"])
 
