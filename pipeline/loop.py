@@ -7,6 +7,7 @@ which is also where a non-finite loss is caught before it can reach a checkpoint
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -100,7 +101,17 @@ def build_state(cfg: dict, device: torch.device) -> TrainState:
     return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema)
 
 
+def _quiet_ray_train_reports(level: str) -> None:
+    """Ray Train 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result ...:
+    TrainingReport(...)") under a logger named by its file path, which ``RunConfig(logging_config=...)``
+    does not reach: set that logger's level here, in the worker, to the same ``tracking.ray_log_level``."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(level)
+
+
 def train_loop_per_worker(cfg: dict) -> None:
+    _quiet_ray_train_reports(str(cfg["tracking"]["ray_log_level"]))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
