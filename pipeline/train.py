@@ -105,6 +105,8 @@ def connect(cluster: dict) -> None:
 
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
+        if not address:  # the raylet reads RayConfig overrides from RAY_<name> variables when it starts
+            os.environ.setdefault("RAY_worker_niceness", str(int(cluster["worker_niceness"])))
         # A local Ray (no address) keeps every server on loopback.
         ray.init(address=address, configure_logging=False,
                  **({} if address else {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}))
