@@ -15,7 +15,7 @@ OUT        ?= data/shards/$(notdir $(SRC))
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock system-deps demo demo-chain test test-fast demo-data shards train train-cluster cluster-up cluster-down \
+.PHONY: help setup lock system-deps demo demo-chain lint test test-fast demo-data shards train train-cluster cluster-up cluster-down \
         mlflow-ui promote generate serve eval bench summary clean
 
 help: ## list every target with one line each
@@ -59,7 +59,10 @@ system-deps: ## install the Debian packages the demo and tests use when missing 
 	  else echo "missing Debian packages:$$missing (not root, so not installed: sudo apt-get install$$missing)" >&2; fi; \
 	fi
 
-test: setup system-deps ## run the whole test suite (the command CI runs)
+lint: setup ## ruff check over the whole tree (rules in pyproject.toml [tool.ruff])
+	$(VENV)/bin/ruff check .
+
+test: setup system-deps lint ## run lint, then the whole test suite (the command CI runs)
 	$(PY) -m pytest $(ARGS)
 
 test-fast: setup ## run the tests not marked slow

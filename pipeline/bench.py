@@ -132,8 +132,15 @@ def section_gpu(device, sizes, log, workdir):
     return rows(result), result
 
 
-RUNNERS = {"data": section_data, "model": section_model, "conv": section_conv, "train": section_train, "generate": section_generate,
-           "eval": section_eval, "gpu": section_gpu}
+RUNNERS = {
+    "data": section_data,
+    "model": section_model,
+    "conv": section_conv,
+    "train": section_train,
+    "generate": section_generate,
+    "eval": section_eval,
+    "gpu": section_gpu,
+}
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -145,10 +152,12 @@ def table(rows: list[dict], markdown: bool = False) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
         return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
     widths[-1] = 0  # notes: no padding
-    fmt_row = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths[:-1]] + ["-----"])] + [fmt_row(r) for r in body])
+    fmt_row = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join(
+        [fmt_row(header), fmt_row(["-" * w for w in widths[:-1]] + ["-----"])] + [fmt_row(r) for r in body]
+    )
 
 
 BUSY_SHARE = 0.2  # other processes' CPU share above which a section's figures are flagged as noisy
@@ -197,13 +206,15 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
     if only == "data":
         d = s["data"]["details"]
         rate16 = d["shard_16000"]["audio_seconds_per_second_per_core"]
-        out.append(f"**Shard writing**: one core turns 16 kHz WAV into shards at {rate16:,.0f}x real time, so SC09's "
-                   f"{SC09_TRAIN_CLIPS:,} one-second training files take about {human_seconds(SC09_TRAIN_CLIPS / rate16)} "
-                   f"on one core (divide by `workers`); 44.1 kHz input, resampled on the way, runs at "
-                   f"{d['shard_44100']['audio_seconds_per_second_per_core']:,.0f}x real time.")
+        out.append(
+            f"**Shard writing**: one core turns 16 kHz WAV into shards at {rate16:,.0f}x real time, so SC09's "
+            f"{SC09_TRAIN_CLIPS:,} one-second training files take about {human_seconds(SC09_TRAIN_CLIPS / rate16)} "
+            f"on one core (divide by `workers`); 44.1 kHz input, resampled on the way, runs at "
+            f"{d['shard_44100']['audio_seconds_per_second_per_core']:,.0f}x real time."
+        )
         loader = d["loader"]["loader_clips_per_second"]
-        from .bench_model import iteration_flops
         from .bench_common import model_config
+        from .bench_model import iteration_flops
 
         best = _best_gpu_clips_per_s(everything)
         if best:
@@ -246,13 +257,18 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
         parts = [f"{mode}: polyphase {r['best_s']['reference'] / r['best_s']['polyphase']:.2f}x, auto "
                  f"{r['best_s']['reference'] / r['best_s']['auto']:.2f}x the reference's speed"
                  for mode, r in c["results"].items()]
-        out.append(f"**conv_impl on {s['conv']['machine']['device']}** (d={c['dim']}, batch {c['batch']}, one critic + one "
-                   f"generator step of train_iteration): {'; '.join(parts)}. `auto` on the CPU runs each kind of layer "
-                   f"in the form measured faster (wavegan.blocks.AUTO_ON_CPU); on a GPU it is polyphase."
-                   + (" With `zeros`, auto runs exactly the reference's layers on the CPU, so its distance from "
-                      "1.00x is this run's noise." if s["conv"]["machine"]["device"] == "cpu"
-                      and c.get("auto_on_cpu", {}).get("down") == c.get("auto_on_cpu", {}).get("zeros") == "reference"
-                      else ""))
+        out.append(
+            f"**conv_impl on {s['conv']['machine']['device']}** (d={c['dim']}, batch {c['batch']}, one critic + one "
+            f"generator step of train_iteration): {'; '.join(parts)}. `auto` on the CPU runs each kind of layer "
+            f"in the form measured faster (wavegan.blocks.AUTO_ON_CPU); on a GPU it is polyphase."
+            + (
+                " With `zeros`, auto runs exactly the reference's layers on the CPU, so its distance from "
+                "1.00x is this run's noise."
+                if s["conv"]["machine"]["device"] == "cpu"
+                and c.get("auto_on_cpu", {}).get("down") == c.get("auto_on_cpu", {}).get("zeros") == "reference"
+                else ""
+            )
+        )
     if only == "train":
         runs = s["train"]["details"]["runs"]
         for variant in dict.fromkeys(r["variant"] for r in runs):
@@ -281,19 +297,23 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
         best = max(gen.values(), key=lambda g: g["realtime_factor"])
         others = ", ".join(f"{g['realtime_factor']:,.0f}x at batch {g['batch']} {g['precision']}"
                            for g in gen.values() if g is not best)
-        out.append(f"**Generation**: the d={best['dim']} generator makes {best['realtime_factor']:,.0f} seconds of audio "
-                   f"per second at batch {best['batch']} {best['precision']} ({others or 'one setting measured'}): an "
-                   f"hour of audio in {human_seconds(best['seconds_per_audio_hour'])} (the paper: under 2 s on a "
-                   f"P100, {PAPER_REALTIME_FACTOR:,.0f}x real time: {PAPER_REALTIME_FACTOR / best['realtime_factor']:,.0f}x "
-                   f"this figure).")
+        out.append(
+            f"**Generation**: the d={best['dim']} generator makes {best['realtime_factor']:,.0f} seconds of audio "
+            f"per second at batch {best['batch']} {best['precision']} ({others or 'one setting measured'}): an "
+            f"hour of audio in {human_seconds(best['seconds_per_audio_hour'])} (the paper: under 2 s on a "
+            f"P100, {PAPER_REALTIME_FACTOR:,.0f}x real time: {PAPER_REALTIME_FACTOR / best['realtime_factor']:,.0f}x "
+            f"this figure)."
+        )
     if only == "eval":
         e = s["eval"]["details"]
         parts = [f"{name} classifier {c['clips_per_s']:,.1f} clips/s (the paper's 50k-clip inception score in "
                  f"{human_seconds(50_000 / c['clips_per_s'])})" for name, c in e["classifiers"].items()]
         nn = e["nearest_neighbour"]
-        out.append(f"**Evaluation**: {'; '.join(parts)}. |D|self over {nn['queries']:,} clips takes "
-                   f"{nn['d_self']['best_s']:.1f} s and |D|train of those against SC09's {SC09_TRAIN_CLIPS:,} training clips "
-                   f"{human_seconds(nn['d_train_projected_sc09_s'])}.")
+        out.append(
+            f"**Evaluation**: {'; '.join(parts)}. |D|self over {nn['queries']:,} clips takes "
+            f"{nn['d_self']['best_s']:.1f} s and |D|train of those against SC09's {SC09_TRAIN_CLIPS:,} training clips "
+            f"{human_seconds(nn['d_train_projected_sc09_s'])}."
+        )
     if only != "gpu":
         return out
     if "gpu" in s and not s["gpu"]["details"].get("device_name", "").startswith("cpu"):
@@ -333,8 +353,10 @@ def markdown_block(results: dict) -> str:
     single = len(machines) == 1
     if single:
         lines += [f"Machine: {next(iter(machines))}.", ""]
-    lines += ["| section | measured | commit | mode | took | CPU used by other processes | load average (start -> end) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| section | measured | commit | mode | took | CPU used by other processes | load average (start -> end) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     busy = []
     for name in present:
         sec = results["sections"][name]
@@ -483,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    json_path = (ROOT / args.json) if args.json and not os.path.isabs(args.json) else (Path(args.json) if args.json else None)
+    json_path = (
+        (ROOT / args.json) if args.json and not os.path.isabs(args.json) else (Path(args.json) if args.json else None)
+    )
     results: dict[str, Any] = {"schema": 1, "sections": {}}
     if args.sections and json_path and json_path.exists():
         try:
@@ -513,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 torch.set_num_threads(threads)  # a section may change it (shard writing runs single-threaded)
             results["sections"][name] = {
-                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "mode": mode,
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "mode": mode,
                 "seconds": round(time.perf_counter() - started, 1),
                 "load_average": {"start": load_start, "end": load_average()},
                 "other_processes_cpu_share": other.share(),

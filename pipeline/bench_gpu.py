@@ -191,7 +191,7 @@ def run(device: torch.device, quick: bool = False, log: Callable[[str], None] = 
     if commit:
         info["git_commit"] = commit
     out: dict[str, Any] = {
-        "schema": 1, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "schema": 1, "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": "quick (CPU dry run)" if quick else "full", "machine": info,
         "device_name": info["device_name"] if device.type == "cuda" else f"cpu (dry run: {info['device_name']})",
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
@@ -258,11 +258,26 @@ def rows(result: dict) -> list[Row]:
             out.append(Row("gpu", f"generation {key}{tag}", None, "clips/s", note=g["error"]))
             continue
         ref = gen_base.get(g["batch"])
-        out.append(Row("gpu", f"generation {key}{tag}", g["clips_per_s"], "clips/s",
-                       reference="reference fp32, same batch" if ref else "", ratio=g["clips_per_s"] / ref if ref else None,
-                       note=f"{g['realtime_factor']:,.0f}x real time"))
-    out.append(Row("gpu", f"bf16 {result['matmul_size']}^3 matmul{tag}", matmul / 1e12, "TFLOP/s",
-                   note=f"MFU denominator; reference model: {result['flops_per_iteration'] / 1e12:.3g} TFLOP/iteration"))
+        out.append(
+            Row(
+                "gpu",
+                f"generation {key}{tag}",
+                g["clips_per_s"],
+                "clips/s",
+                reference="reference fp32, same batch" if ref else "",
+                ratio=g["clips_per_s"] / ref if ref else None,
+                note=f"{g['realtime_factor']:,.0f}x real time",
+            )
+        )
+    out.append(
+        Row(
+            "gpu",
+            f"bf16 {result['matmul_size']}^3 matmul{tag}",
+            matmul / 1e12,
+            "TFLOP/s",
+            note=f"MFU denominator; reference model: {result['flops_per_iteration'] / 1e12:.3g} TFLOP/iteration",
+        )
+    )
     return out
 
 

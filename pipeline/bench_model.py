@@ -88,7 +88,9 @@ def count_flops(model_cfg: dict, batch: int, loss_name: str = "wgan-gp") -> dict
     """FLOPs of one critic step, one generator step and one generator forward at ``batch`` (meta device),
     of the model in its reference form (the polyphase form's convolutions do 28/25 of that work, or 28/100
     for ``nn`` upsampling: model FLOPs stay the same whatever runs them)."""
-    steps = GanSteps({**model_cfg, "conv_impl": "reference"}, batch, "meta", loss_cfg={**loss_config(loss_name), "name": loss_name})
+    steps = GanSteps(
+        {**model_cfg, "conv_impl": "reference"}, batch, "meta", loss_cfg={**loss_config(loss_name), "name": loss_name}
+    )
     out = {}
     for name, fn in (("critic_step", steps.critic), ("generator_step", steps.generator),
                      ("generate", lambda: steps.G(steps._z()))):

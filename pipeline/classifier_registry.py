@@ -174,16 +174,17 @@ def find_classifier(tracking_cfg: dict, fingerprint: str, spec: str | None = Non
                 if (mv.tags or {}).get("data.fingerprint") == fingerprint]
     versions.sort(key=lambda mv: int(mv.version), reverse=True)
     same_data = [_version_info(mv, model_name) for mv in versions]
-    matching = [info for mv, info in zip(versions, same_data)
+    matching = [info for mv, info in zip(versions, same_data, strict=True)
                 if spec is None or (mv.tags or {}).get("classifier.spec") == spec]
     if matching:
         return matching[0], []
     return None, same_data
 
 
-def load_classifier(uri: str, tracking_cfg: dict, device: str | torch.device = "cpu") -> tuple[EvalClassifier, ClassifierInfo]:
+def load_classifier(
+    uri: str, tracking_cfg: dict, device: str | torch.device = "cpu"
+) -> tuple[EvalClassifier, ClassifierInfo]:
     """Load a registered (``models:/...``) or logged (``runs:/...``) classifier and its labels."""
-    import mlflow
 
     from .tracking import client
 
@@ -349,9 +350,12 @@ def ensure_classifier(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, clas
             model, info = load_classifier(found.uri, tracking_cfg, device)
             return model, info
         if other_specs:
-            log(f"[eval] {model_name} versions {', '.join(i.version for i in other_specs)} were trained on these shards "
+            log(
+                f"[eval] {model_name} versions {', '.join(i.version for i in other_specs)} "
+                f"were trained on these shards "
                 f"with other classifier settings (eval.classifier / eval.train / eval.seed); training one for the "
-                f"current settings. Pass --classifier-uri {other_specs[0].uri} to use an existing one instead.")
+                f"current settings. Pass --classifier-uri {other_specs[0].uri} to use an existing one instead."
+            )
     from .tracking import tracking_uri
 
     log(f"[eval] no registered {model_name} for the shards in {data_dir} (data fingerprint {fingerprint[:12]}) in "

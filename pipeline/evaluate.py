@@ -740,8 +740,12 @@ def format_label_scores(row: dict[str, float]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model-uri", help=f"MLflow model URI (default: {DEFAULT_MODEL_URI})")
     source.add_argument("--checkpoint", help="a Ray Train checkpoint folder holding state.pt (or a run folder: its "

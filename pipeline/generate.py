@@ -92,10 +92,12 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
         model = load_registered(uri)[0]
         metadata = mlflow.models.get_model_info(uri).metadata or {}
     except PickledModelError as exc:
-        raise SystemExit(str(exc))
+        raise SystemExit(str(exc)) from None
     except Exception as exc:  # MlflowException for unknown names/versions/aliases
-        raise SystemExit(f"cannot load {uri}: {str(exc)[:400]}\nList versions in the MLflow UI (make mlflow-ui), "
-                         f"promote one (make promote MODEL=wavegan-generator VERSION=N), or pass --checkpoint DIR.")
+        raise SystemExit(
+            f"cannot load {uri}: {str(exc)[:400]}\nList versions in the MLflow UI (make mlflow-ui), "
+            f"promote one (make promote MODEL=wavegan-generator VERSION=N), or pass --checkpoint DIR."
+        ) from None
     return Generator(model, [str(n) for n in metadata.get("label_names") or []])
 
 
@@ -119,7 +121,7 @@ def run(generator: Generator, n: int, seed: int, out: Path, interp: bool = False
     if label_ids:  # the same latents for every label: only the label changes
         y = torch.tensor(label_ids).repeat_interleave(n)
         z = z.repeat(len(label_ids), 1)
-        chunks = zip(z.split(batch_size), y.split(batch_size))
+        chunks = zip(z.split(batch_size), y.split(batch_size), strict=True)
         audio = torch.cat([model(zc, yc) for zc, yc in chunks])
         names = [generator.name(i) for i in y.tolist()]
         per_label = max(1, SHEET_ROWS // len(label_ids))

@@ -64,11 +64,17 @@ class IterationConfig:
     def from_config(cls, cfg: dict) -> IterationConfig:
         loss, train = cfg["loss"], cfg["train"]
         ema = train.get("ema") or {}
-        return cls(loss=loss["name"], critic_steps=int(loss["critic_steps"]), gp_weight=float(loss.get("gp_weight", 10.0)),
-                   clip=float(loss.get("clip", 0.01)), global_batch=int(train["batch_size"]), seed=int(train["seed"]),
-                   amp=str(train.get("amp", "none")),
-                   ema_decay=None if ema.get("decay") is None else float(ema["decay"]),
-                   ema_start_step=int(ema.get("start_step") or 0))
+        return cls(
+            loss=loss["name"],
+            critic_steps=int(loss["critic_steps"]),
+            gp_weight=float(loss.get("gp_weight", 10.0)),
+            clip=float(loss.get("clip", 0.01)),
+            global_batch=int(train["batch_size"]),
+            seed=int(train["seed"]),
+            amp=str(train.get("amp", "none")),
+            ema_decay=None if ema.get("decay") is None else float(ema["decay"]),
+            ema_start_step=int(ema.get("start_step") or 0),
+        )
 
 
 class Draws:

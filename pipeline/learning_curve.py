@@ -139,10 +139,17 @@ def score(work: Path, shards: str, run_name: str, start: float, args: argparse.N
         mlflow_client, now = client(tracking_cfg), int(time.time() * 1000)
         mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, p["step"]) for p in points
                                                  for k, v in p.items() if k.startswith("eval/")])
-    return {"points": points, "real": real, "run_id": run_id, "ema": has_ema, "classifier": evaluator.classifier_info.uri
-            if evaluator.classifier_info else None, "n": args.n, "splits": args.splits, "config": {
-                k: config[k] for k in ("model", "loss") if k in config} | {"train": {
-                    k: config["train"].get(k) for k in ("batch_size", "steps", "seed", "ema")}}}
+    return {
+        "points": points,
+        "real": real,
+        "run_id": run_id,
+        "ema": has_ema,
+        "classifier": evaluator.classifier_info.uri if evaluator.classifier_info else None,
+        "n": args.n,
+        "splits": args.splits,
+        "config": {k: config[k] for k in ("model", "loss") if k in config}
+        | {"train": {k: config["train"].get(k) for k in ("batch_size", "steps", "seed", "ema")}},
+    }
 
 
 def online_keys(metrics: dict) -> dict:
@@ -180,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu-demo", help="conf/preset/<name>.yaml to train with (default cpu-demo)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time limit (default 20)")
     parser.add_argument("--steps", type=int, default=4000, help="generator steps, if time allows (default 4000)")
-    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between scored checkpoints (default 200)")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=200, help="steps between scored checkpoints (default 200)"
+    )
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--n", type=int, default=500, help="generated clips per point (default 500)")
     parser.add_argument("--splits", type=int, default=5, help="IS splits (default 5: 100 clips each)")

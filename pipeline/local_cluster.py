@@ -207,7 +207,8 @@ def _node_env(state: ClusterState) -> dict[str, str]:
     # Ray code that looks for "the" local cluster (Train's placement-group cleaner, the state API)
     # would otherwise find every Ray instance on this machine and give up: name ours
     env["RAY_ADDRESS"] = f"127.0.0.1:{state.port}"
-    # job entrypoints run `python ...`: make that this interpreter (the venv), as the image's python is on a real cluster
+    # job entrypoints run `python ...`: make that this interpreter (the venv),
+    # as the image's python is on a real cluster
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     # explicit either way: with RAY_AUTH_MODE unset, a head node turns token auth on when a token exists
     env["RAY_AUTH_MODE"] = "token" if state.auth_token else "disabled"
@@ -230,7 +231,9 @@ def _start_args(state: ClusterState, name: str) -> list[str]:
 
 def _ensure_auth_token(env: dict[str, str]) -> None:
     """Create ``~/.ray/auth_token`` when there is no token yet (keeps an existing one)."""
-    result = subprocess.run([_ray_executable(), "get-auth-token", "--generate"], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [_ray_executable(), "get-auth-token", "--generate"], env=env, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise ClusterError(f"`ray get-auth-token --generate` failed: {result.stderr.strip()[-2000:]}")
 
@@ -371,7 +374,10 @@ def _print_status(state_dir: Path) -> int:
         print("[cluster] not running")
         return 1
     if not state:
-        print(f"[cluster] no state file but {len(procs)} leftover process(es) ({_summary(procs)}): run `make cluster-down`")
+        print(
+            f"[cluster] no state file but {len(procs)} leftover process(es) ({_summary(procs)}): "
+            "run `make cluster-down`"
+        )
         return 1
     alive = _alive_nodes(state) if procs else 0
     print(f"[cluster] {alive or 0} of {len(state.node_names)} nodes alive at {state.job_address}; "
@@ -401,8 +407,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--object-store-mb", type=int, default=256, help="object store per node in MiB (default: 256)")
     parser.add_argument("--grace-period", type=float, default=10,
                         help="down: seconds between SIGTERM and SIGKILL (default: 10)")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help=f"where the state file and start logs go; also names the cluster (default: {DEFAULT_STATE_DIR})")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help=f"where the state file and start logs go; also names the cluster (default: {DEFAULT_STATE_DIR})",
+    )
     args = parser.parse_args(argv)
     if args.workers < 0 or args.cpus_per_node < 1 or args.object_store_mb < 80:
         parser.error(f"need --workers >= 0, --cpus-per-node >= 1 and --object-store-mb >= 80 (Ray's minimum); got "

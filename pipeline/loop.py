@@ -64,7 +64,7 @@ class Meter:
             both = torch.cat([values, counts])
             dist.all_reduce(both)
             values, counts = both[: len(keys)] / dist.get_world_size(), both[len(keys) :]
-        out = dict(zip(keys, values.tolist())) | dict(zip(total_keys, counts.tolist()))
+        out = dict(zip(keys, values.tolist(), strict=True)) | dict(zip(total_keys, counts.tolist(), strict=True))
         elapsed = time.perf_counter() - self.started
         out["data_wait_frac"] = min(1.0, out.pop("data_wait_s", 0.0) * self.count / max(elapsed, 1e-9))
         out["steps_per_s"] = self.count / max(elapsed, 1e-9)

@@ -138,14 +138,21 @@ def rollback(registry: Registry, alias: str = DEFAULT_ALIAS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.promote", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.promote",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
     parser.add_argument("--version", help="the version to promote: a number, or latest (the newest)")
     parser.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move (default {DEFAULT_ALIAS})")
-    parser.add_argument("--metric", default=DEFAULT_METRIC,
-                        help=f"evaluation metric the gate compares (default {DEFAULT_METRIC}; fid, am: lower is better; "
-                             f"label_accuracy for a class-conditional model)")
+    parser.add_argument(
+        "--metric",
+        default=DEFAULT_METRIC,
+        help=f"evaluation metric the gate compares (default {DEFAULT_METRIC}; fid, am: lower is better; "
+        f"label_accuracy for a class-conditional model)",
+    )
     parser.add_argument("--best-by", metavar="METRIC", help="promote the version with the best METRIC")
     parser.add_argument("--force", action="store_true", help="skip the gate")
     parser.add_argument("--rollback", action="store_true", help="restore the alias's previous holder")

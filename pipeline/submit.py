@@ -110,7 +110,9 @@ def is_file_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-def job_overrides(overrides: list[str], base: Path, tracking_uri_arg: str | None = None) -> tuple[list[str], dict[str, str]]:
+def job_overrides(
+    overrides: list[str], base: Path, tracking_uri_arg: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The overrides for the job, with every place made absolute; and the job's MLflow environment.
 
     ``tracking_uri_arg``: None resolves the store as ``make train`` would; a URI is used as given;

@@ -265,8 +265,14 @@ def start_run(config: dict) -> str | None:
     run_id = run.info.run_id
     manifest = config.get("data_manifest") or {}
     params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "label_names", "data_manifest"))}
-    params.update({"world_size": config["cluster"]["num_workers"], "code_version": git_commit(),
-                   "data.fingerprint": manifest.get("fingerprint"), "data.num_labels": len(config.get("label_names", []))})
+    params.update(
+        {
+            "world_size": config["cluster"]["num_workers"],
+            "code_version": git_commit(),
+            "data.fingerprint": manifest.get("fingerprint"),
+            "data.num_labels": len(config.get("label_names", [])),
+        }
+    )
     params.update({f"data.{k}": v for k, v in (manifest.get("totals") or {}).items()})
     items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):

@@ -113,7 +113,9 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"process ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-5000:] if log else ''}")
+            pytest.fail(
+                f"process ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-5000:] if log else ''}"
+            )
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}" + (f":\n{log.read_text()[-5000:]}" if log else ""))
 

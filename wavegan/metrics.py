@@ -377,7 +377,8 @@ def format_table1(results: dict[str, dict[str, float]]) -> str:
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         )
 
     rule = "-" * len(fmt(header))

@@ -67,7 +67,9 @@ def test_train_cluster_registers_and_survives_losing_a_node(local_cluster, tone_
     wait_for(lambda: "w1" not in alive_nodes(local_cluster), 300, "Ray to declare node w1 dead")
     healed = cluster_cli("up", "--workers", "1", "--port", str(local_cluster.port), "--dashboard-port",
                          str(local_cluster.dashboard_port), "--state-dir", local_cluster.state_dir)
-    assert healed.returncode == 0 and "restarting dead worker node(s): w1" in healed.stdout, healed.stdout + healed.stderr
+    assert healed.returncode == 0 and "restarting dead worker node(s): w1" in healed.stdout, (
+        healed.stdout + healed.stderr
+    )
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     assert "resumed from checkpoint at step" in out and "done at step 80" in out

@@ -90,7 +90,9 @@ def test_gpu_peak_rows(name, row):
 
 def test_only_merges_into_existing_results_and_keeps_handwritten_markdown(tmp_path, monkeypatch):
     json_path, md_path = tmp_path / "results.json", tmp_path / "BENCH.md"
-    md_path.write_text(f"# Benchmarks\n\nhand-written intro\n\n{bench.BEGIN}\nold table\n{bench.END}\n\n## Method\nkept\n")
+    md_path.write_text(
+        f"# Benchmarks\n\nhand-written intro\n\n{bench.BEGIN}\nold table\n{bench.END}\n\n## Method\nkept\n"
+    )
 
     def fake(name, value):
         def runner(device, sizes, log, workdir):

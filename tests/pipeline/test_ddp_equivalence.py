@@ -96,7 +96,9 @@ def test_two_ranks_match_one_process(num_classes):
     others = {k.split(".", 1)[1]: ddp.pop(k) for k in list(ddp) if k.startswith("rank1.")}
     assert set(ddp) == set(single) and set(others) == {k for k in single if k.startswith("EMA.")}
     for key, value in single.items():
-        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs between DDP and 1 process")
+        torch.testing.assert_close(
+            ddp[key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs between DDP and 1 process"
+        )
     for key, value in others.items():
         assert torch.equal(value, ddp[key]), f"{key} differs between rank 1 and rank 0"
     # the iteration really trained both networks: their parameters left the initial values

@@ -99,10 +99,15 @@ def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: st
     state = TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d, step=step,
                        mlflow_run_id=run_id)
     manifest = read_manifest(data_dir)
-    config = {"model": model, "loss": loss, "data": {"dir": data_dir},
-              "tracking": {**eval_store, "run_id": run_id}, "label_names": manifest["labels"]["names"],
-              "data_manifest": {"fingerprint": manifest["fingerprint"]}, "registry": {"register": True,
-                                                                                      "model_name": "wavegan-generator"}}
+    config = {
+        "model": model,
+        "loss": loss,
+        "data": {"dir": data_dir},
+        "tracking": {**eval_store, "run_id": run_id},
+        "label_names": manifest["labels"]["names"],
+        "data_manifest": {"fingerprint": manifest["fingerprint"]},
+        "registry": {"register": True, "model_name": "wavegan-generator"},
+    }
     directory.mkdir(parents=True, exist_ok=True)
     save_state(state, directory, config)
     return directory
@@ -183,7 +188,9 @@ def test_cli_on_a_checkpoint_prints_table1_and_logs_to_its_run(classifier_traine
     assert "real (test)" in table and "checkpoint step 7" in table
 
 
-def test_registered_generator_gets_eval_tags_for_the_promotion_gate(classifier_trained, data, eval_store, tmp_path, capsys):
+def test_registered_generator_gets_eval_tags_for_the_promotion_gate(
+    classifier_trained, data, eval_store, tmp_path, capsys
+):
     from pipeline.registry import register_generator
 
     run_id = training_run(eval_store, data["labelled"])
@@ -247,8 +254,13 @@ def test_reference_equals_evaluate_generated():
 
 
 def test_evaluator_during_training(classifier_trained, data, eval_store):
-    cfg = {"eval": {**classifier_trained[0], "every": 5, "n_generated_during_training": 24}, "data": {"dir": data["labelled"]},
-           "tracking": eval_store, "train": {"log_every": 2}, "total_steps": 11}
+    cfg = {
+        "eval": {**classifier_trained[0], "every": 5, "n_generated_during_training": 24},
+        "data": {"dir": data["labelled"]},
+        "tracking": eval_store,
+        "train": {"log_every": 2},
+        "total_steps": 11,
+    }
     lines: list[str] = []
     cfg = prepare_training_eval(cfg, log=lines.append)  # driver side: finds the classifier, pins its URI
     assert cfg["eval"]["classifier_uri"] == classifier_trained[2].uri and not any("training" in line for line in lines)

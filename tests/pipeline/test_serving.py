@@ -89,10 +89,10 @@ def test_bad_requests_get_400_with_a_message(server):
 
 
 def test_floats_and_playable_wav(server, trained):
-    from pipeline.registry import load_registered
-
     import mlflow
     import torch
+
+    from pipeline.registry import load_registered
 
     status, floats = server.post({"inputs": latents(2)})
     assert status == 200
