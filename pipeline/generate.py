@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.tracking.previews import contact_sheet, write_wavs
 from wavegan.sampling import interpolate_latents
-
-from .previews import contact_sheet, write_wavs
 
 DEFAULT_URI = "models:/wavegan-generator@champion"
 SHEET_ROWS = 16
@@ -76,16 +75,16 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
     """The LatentToAudio module of a registry URI (or run/artifact URI), or of a checkpoint folder, with its
     label names (the registered model's ``label_names`` metadata, or the checkpoint's config)."""
     if checkpoint:
-        from .registry import generator_from_checkpoint
+        from pipeline.registry.generator import generator_from_checkpoint
 
         model, config = generator_from_checkpoint(checkpoint)
         return Generator(model, list(config.get("label_names") or []) if model.num_classes else [])
     import mlflow
 
-    from .tracking import tracking_uri as resolve_uri
+    from pipeline.tracking.run import tracking_uri as resolve_uri
 
     mlflow.set_tracking_uri(tracking_uri or resolve_uri({}))
-    from .registry import PickledModelError, load_registered
+    from pipeline.registry.generator import PickledModelError, load_registered
 
     uri = model_uri or DEFAULT_URI
     try:

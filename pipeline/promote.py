@@ -24,7 +24,7 @@ import sys
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .tracking import tracking_uri
+from pipeline.tracking.run import tracking_uri
 
 DEFAULT_MODEL, DEFAULT_ALIAS, DEFAULT_METRIC = "wavegan-generator", "champion", "is_mean"
 # is_mean, mis, label_accuracy: higher is better; per-label forms (fid/seven) go the way of their metric

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.local_cluster import cluster_processes
+from pipeline.launch.local_cluster import cluster_processes
 
 from ..conftest import checkpoints, cluster_cli, finish, start, wait_for
 
@@ -21,13 +21,14 @@ pytestmark = pytest.mark.slow
 
 
 def submit_command(shards, storage, uri, run_name, *overrides) -> list[str]:
-    return [sys.executable, "-m", "pipeline.submit", "--tracking-uri", uri, "preset=tiny", f"data.dir={shards}",
+    return [sys.executable, "-m", "pipeline.launch.submit", "--tracking-uri", uri, "preset=tiny", f"data.dir={shards}",
             f"train.storage_path={storage}", f"train.run_name={run_name}", "cluster.num_workers=2", *overrides]
 
 
 def alive_nodes(state) -> set[str]:
     """Alive node names, asked from a fresh process (Ray fixes its auth mode when this process loads it)."""
-    code = ("import sys; from pathlib import Path; from pipeline.local_cluster import load_state, _alive_node_names; "
+    code = ("import sys; from pathlib import Path; "
+            "from pipeline.launch.local_cluster import load_state, _alive_node_names; "
             "print(','.join(sorted(_alive_node_names(load_state(Path(sys.argv[1]))) or {'?'})))")
     out = subprocess.run([sys.executable, "-c", code, state.state_dir], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **state.exports()})

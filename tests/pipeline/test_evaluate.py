@@ -18,9 +18,7 @@ import yaml
 from data_prep.demo_data import build as build_demo
 from data_prep.loader import read_manifest
 from data_prep.shard import ShardSettings, make_shards
-from pipeline.classifier_registry import MODEL_NAME, ensure_classifier, find_classifier, load_clips
-from pipeline.config import ConfigError
-from pipeline.evaluate import (
+from pipeline.evaluate.cli import (
     EarlyStopping,
     Evaluator,
     Reference,
@@ -29,7 +27,9 @@ from pipeline.evaluate import (
     main,
     prepare_training_eval,
 )
-from pipeline.state import TrainState, load_checkpoint, save_state
+from pipeline.registry.classifier import MODEL_NAME, ensure_classifier, find_classifier, load_clips
+from pipeline.train.config import ConfigError
+from pipeline.train.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.classifier import EvalClassifier
 from wavegan.losses import build_optimizers
@@ -91,7 +91,7 @@ def classifier_trained(data, eval_store):
 
 def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7,
                     model: dict = MODEL) -> Path:
-    """A training checkpoint as pipeline.loop writes it, for a tiny untrained WaveGAN."""
+    """A training checkpoint as pipeline.train.loop writes it, for a tiny untrained WaveGAN."""
     torch.manual_seed(0)
     gan = build_gan(model)
     loss = yaml.safe_load((ROOT / "conf/loss/wgan-gp.yaml").read_text())
@@ -114,7 +114,7 @@ def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: st
 
 
 def training_run(eval_store: dict, data_dir: str) -> str:
-    from pipeline.tracking import client, experiment_id
+    from pipeline.tracking.run import client, experiment_id
 
     mlflow_client = client(eval_store)
     run = mlflow_client.create_run(experiment_id(eval_store), run_name="tiny")
@@ -191,7 +191,7 @@ def test_cli_on_a_checkpoint_prints_table1_and_logs_to_its_run(classifier_traine
 def test_registered_generator_gets_eval_tags_for_the_promotion_gate(
     classifier_trained, data, eval_store, tmp_path, capsys
 ):
-    from pipeline.registry import register_generator
+    from pipeline.registry.generator import register_generator
 
     run_id = training_run(eval_store, data["labelled"])
     checkpoint = make_checkpoint(tmp_path / "ckpt", data["labelled"], eval_store, run_id, step=3)

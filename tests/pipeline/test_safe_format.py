@@ -16,8 +16,8 @@ import torch
 import yaml
 from mlflow.exceptions import MlflowException
 
-from pipeline.serving import AudioModel
-from pipeline.state import CHECKPOINT_FILE, STATE_JSON, TrainState, load_checkpoint, save_state
+from pipeline.registry.serving import AudioModel
+from pipeline.train.state import CHECKPOINT_FILE, STATE_JSON, TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
 from wavegan.losses import build_optimizers
@@ -155,7 +155,7 @@ PROBE = """
 import json, os, sys
 import numpy as np
 import mlflow
-from pipeline.registry import load_registered
+from pipeline.registry.generator import load_registered
 
 loading, found = False, []
 sys.addaudithook(lambda event, args: found.append(f"{args[0]}.{args[1]}") if loading and event == "pickle.find_class"
@@ -183,7 +183,7 @@ def test_registered_version_loads_without_unpickling_and_old_pickles_need_opt_in
 
     import mlflow
 
-    from pipeline.registry import PickledModelError, load_registered, log_safe_model, signature_for
+    from pipeline.registry.generator import PickledModelError, load_registered, log_safe_model, signature_for
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline.state import load_checkpoint
+from pipeline.train.state import load_checkpoint
 from wavegan import build_gan
 
 from ..conftest import checkpoints, finish, start, train_command

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pipeline.train.state import TrainState, derived_seed, unwrap
 from wavegan.ema import ema_update
 from wavegan.losses import clip_weights, critic_loss, generator_loss
-
-from .state import TrainState, derived_seed, unwrap
 
 AMP_MODES = ("none", "bf16")
 BF16_REFUSED = (
@@ -26,9 +25,9 @@ BF16_REFUSED = (
     "(342 vs 208 ms) and generation 8.6x slower, under the reference convolutions (cuDNN has no tensor-core "
     "kernels for them). The polyphase form (model.conv_impl=polyphase, which auto picks on GPUs) is expected to "
     "make bf16 the faster choice, but that is not measured yet: run `python bench/gpu_step.py --out gpu.json` "
-    "on a GPU, record it in BENCHMARKS.md, and lift this check (pipeline.iteration.check_amp). Use train.amp=none."
+    "on a GPU, record it in BENCHMARKS.md, and lift this check (pipeline.train.step.check_amp). Use train.amp=none."
 )
-# DistributedDataParallel settings wherever G or D is wrapped (pipeline.loop via Ray's prepare_model, the
+# DistributedDataParallel settings wherever G or D is wrapped (pipeline.train.loop via Ray's prepare_model, the
 # DDP-equivalence test). gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy into
 # and out of them). 25 MB buckets, PyTorch's default, kept after modelling it (BENCHMARKS.md, "Scaling
 # across GPUs"): D's conv layers 2-5 cost the same FLOPs each, and its backward reaches the last one, whose

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUN_NAME_TAG = "wavegan.ray_run"  # ties an MLflow run to its Ray Train run (name + storage path)
 
 
@@ -178,7 +178,7 @@ class WorkerTracker(NullTracker):
     def maybe_preview(self, state) -> None:
         if not (self.logger and self.preview_every) or state.step % self.preview_every:
             return
-        from .previews import write_preview
+        from pipeline.tracking.previews import write_preview
 
         directory = tempfile.mkdtemp(prefix="wavegan-preview-")
         title = f"step {state.step}" + (" (EMA generator)" if state.ema is not None else "")
@@ -250,7 +250,7 @@ def start_run(config: dict) -> str | None:
         found = mlflow_client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{key}'",
                                           max_results=1, order_by=["attributes.start_time DESC"])
     except Exception as exc:
-        from .config import ConfigError
+        from pipeline.train.config import ConfigError
 
         raise ConfigError(f"cannot reach MLflow at {uri} ({type(exc).__name__}: {str(exc)[:300]}). Start it "
                           f"(make mlflow-ui), fix MLFLOW_TRACKING_URI, or train without tracking: "

@@ -16,11 +16,10 @@ from collections.abc import Callable
 
 import torch
 
+from bench.core import PAPER_REALTIME_FACTOR, Row, Sizes, flop_counter, fmt, loss_config, measure, model_config
 from wavegan import build_gan
 from wavegan.losses import build_optimizers, critic_loss, generator_loss
 from wavegan.sampling import generate
-
-from .bench_common import PAPER_REALTIME_FACTOR, Row, Sizes, flop_counter, fmt, loss_config, measure, model_config
 
 SECTION = "model"
 
@@ -33,7 +32,7 @@ def _autocast(device: torch.device, amp: str):
 
 class GanSteps:
     """One WGAN-GP critic step and one generator step of WaveGAN (build_gan + wavegan.losses + Adam),
-    the operations of ``pipeline.iteration.train_iteration`` on an in-memory batch."""
+    the operations of ``pipeline.train.step.train_iteration`` on an in-memory batch."""
 
     def __init__(self, model_cfg: dict, batch: int, device: torch.device | str, amp: str = "none",
                  loss_cfg: dict | None = None):
@@ -211,14 +210,14 @@ def run_generation(device: torch.device, sizes: Sizes, log: Callable[[str], None
 
 def run_conv_impl(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Row], dict]:
     """``model.conv_impl`` reference vs polyphase vs auto, in the same run: seconds of the production
-    ``pipeline.iteration.train_iteration`` with one critic step and one generator step (in-memory batches),
+    ``pipeline.train.step.train_iteration`` with one critic step and one generator step (in-memory batches),
     for G's ``zeros`` and ``nn`` upsampling. The forms are timed in turn, repeatedly, and the best of each
     kept, so a burst of load on a shared machine does not favour one; the ratio is reference / form. On the
     CPU the times compared are this process's CPU seconds (all threads): other jobs on a shared machine
     stretch wall time far more than the CPU time of the work itself."""
-    from .bench_common import compose, memory_batches
-    from .bench_train import build_plain_state
-    from .iteration import IterationConfig, train_iteration
+    from bench.core import compose, memory_batches
+    from bench.training import build_plain_state
+    from pipeline.train.step import IterationConfig, train_iteration
 
     dim, batch = {"smoke": (4, 2), "quick": (16, 8)}.get(sizes.mode, (32, 16))
     rounds = {"smoke": 1, "quick": 3}.get(sizes.mode, 5)

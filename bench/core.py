@@ -1,4 +1,4 @@
-"""Shared pieces of ``python -m pipeline.bench``: timing, FLOP counting, configs, result rows.
+"""Shared pieces of ``python -m bench``: timing, FLOP counting, configs, result rows.
 
 Nothing here asserts on speed: benchmarks measure and report, tests only check the plumbing.
 """

@@ -17,10 +17,9 @@ from collections.abc import Callable
 import torch
 import yaml
 
+from bench.core import CONF, SC09_TRAIN_CLIPS, Row, Sizes, human_seconds, measure
 from wavegan.classifier import EvalClassifier, classify
 from wavegan.metrics import d_self, d_train, log_mel_features
-
-from .bench_common import CONF, SC09_TRAIN_CLIPS, Row, Sizes, human_seconds, measure
 
 SECTION = "eval"
 PAPER_IS_CLIPS = 50_000

@@ -131,7 +131,7 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
             f"{path} holds more than tensors and plain containers, so it is not loaded (unpickling it could run "
             f"code). Checkpoints of this project load with torch.load(weights_only=True); this one was written "
             f"by other code. If you trust it, convert it yourself: torch.load(..., weights_only=False), then save "
-            f"the tensors and a state.json as pipeline.state.save_state does. ({str(exc).splitlines()[0]})"
+            f"the tensors and a state.json as pipeline.train.state.save_state does. ({str(exc).splitlines()[0]})"
         ) from None
     json_path = directory / STATE_JSON
     if not json_path.exists():

@@ -20,14 +20,13 @@ import torch
 import torch.distributed as dist
 
 from data_prep.loader import build_loader
+from pipeline.evaluate.cli import EarlyStopping, Evaluator
+from pipeline.tracking.run import open_worker_tracker
+from pipeline.train.state import TrainState, derived_seed, load_checkpoint, save_state, unwrap
+from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration
 from wavegan import build_gan
 from wavegan.ema import ema_copy
 from wavegan.losses import build_optimizers
-
-from .evaluate import EarlyStopping, Evaluator
-from .iteration import DDP_KWARGS, IterationConfig, train_iteration
-from .state import TrainState, derived_seed, load_checkpoint, save_state, unwrap
-from .tracking import open_worker_tracker
 
 
 def endless(loader: Iterable) -> Iterator:

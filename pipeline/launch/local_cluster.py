@@ -4,9 +4,9 @@ A head node and N worker nodes, each its own ``ray start`` (own raylet, own temp
 and a custom resource ``node_head`` / ``node_w1`` / ...), so ``make train-cluster`` exercises
 what a real cluster does: job submission, a shipped working dir, Train workers on other nodes.
 
-    python -m pipeline.local_cluster up --workers 2 --cpus-per-node 1
-    python -m pipeline.local_cluster status
-    python -m pipeline.local_cluster down
+    python -m pipeline.launch.local_cluster up --workers 2 --cpus-per-node 1
+    python -m pipeline.launch.local_cluster status
+    python -m pipeline.launch.local_cluster down
 
 The nodes start with ``WAVEGAN_LOCAL_CLUSTER=<state dir>`` in their environment; ``down`` stops
 the processes carrying it and their descendants (Ray's workers, agents, job drivers), by PID. It
@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".cluster"
 MARKER = "WAVEGAN_LOCAL_CLUSTER"
 START_TIMEOUT_S = 180
@@ -387,7 +387,7 @@ def _print_status(state_dir: Path) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.local_cluster",
+        prog="python -m pipeline.launch.local_cluster",
         description="A Ray cluster of several nodes on this machine (head + worker nodes as separate `ray start` "
                     "processes), for `make train-cluster` without a real cluster. All nodes share this machine's "
                     "disk, so local data.dir / train.storage_path work (WAVEGAN_SHARED_STORAGE=1).",

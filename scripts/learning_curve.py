@@ -1,9 +1,9 @@
 """Proof that training learns, on a CPU: inception score of a small WaveGAN on demo data, step by step.
 
-    python -m pipeline.learning_curve --minutes 20                     # tones, preset=cpu-demo (RESULTS.md)
-    python -m pipeline.learning_curve --data digits --minutes 60       # the espeak-ng spoken digits
-    python -m pipeline.learning_curve --minutes 5 --steps 300          # a quick look
-    python -m pipeline.learning_curve --minutes 20 -- model.dim=16     # extra Hydra overrides for training
+    python -m scripts.learning_curve --minutes 20                     # tones, preset=cpu-demo (RESULTS.md)
+    python -m scripts.learning_curve --data digits --minutes 60       # the espeak-ng spoken digits
+    python -m scripts.learning_curve --minutes 5 --steps 300          # a quick look
+    python -m scripts.learning_curve --minutes 20 -- model.dim=16     # extra Hydra overrides for training
 
 1. makes the demo set (``--data tones|digits``, ``--per-class`` files per class) and its shards under
    ``--work-dir``;
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import Evaluator, load_eval_config, metric_dict
-from .tracking import PROJECT_ROOT
+from pipeline.evaluate.cli import Evaluator, load_eval_config, metric_dict
+from pipeline.tracking.run import PROJECT_ROOT
 
 TRAIN_DEFAULTS = [
     "tracking.preview_every=0",
@@ -104,12 +104,11 @@ def train(work: Path, shards: str, args: argparse.Namespace, tracking_uri: str, 
 def score(work: Path, shards: str, run_name: str, start: float, args: argparse.Namespace, tracking_uri: str) -> dict:
     from mlflow.entities import Metric
 
+    from pipeline.registry.generator import generator_from_checkpoint
+    from pipeline.tracking.run import client
+    from pipeline.train.state import load_checkpoint
     from wavegan import build_gan
     from wavegan.metrics import REAL_TEST, REAL_TRAIN
-
-    from .registry import generator_from_checkpoint
-    from .state import load_checkpoint
-    from .tracking import client
 
     eval_cfg = load_eval_config(args.eval_config, [f"n_generated_during_training={args.n}",
                                                    f"is_splits_during_training={args.splits}", *args.eval_overrides])
@@ -177,7 +176,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.learning_curve", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m scripts.learning_curve", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "outputs" / "learning_curve")

@@ -1,12 +1,12 @@
 """The GPU section of ``make bench``, runnable where only torch is installed (``bench/gpu_step.py``).
 
-Imports ``wavegan``, ``pipeline.iteration``, ``pipeline.state`` and ``pipeline.bench_common`` only
+Imports ``wavegan``, ``pipeline.train.step``, ``pipeline.train.state`` and ``bench.core`` only
 (no Ray, MLflow, Hydra, WebDataset, YAML): the GPU machines have torch and torchaudio and nothing else.
 The sc09 configuration comes from ``bench/sc09_config.json``, the resolved ``preset=sc09`` config
-that ``python -m pipeline.bench_gpu --write-config`` writes from conf/ (a test keeps the two equal).
+that ``python -m bench.gpu --write-config`` writes from conf/ (a test keeps the two equal).
 
 Measured, on one device, in one run:
-* the production ``pipeline.iteration.train_iteration`` on in-memory batches (sc09: d=64, batch 64,
+* the production ``pipeline.train.step.train_iteration`` on in-memory batches (sc09: d=64, batch 64,
   5 WGAN-GP critic steps, phase shuffle 2) for every ``model.conv_impl`` x {fp32, bf16} (fp32 means
   PyTorch's defaults: cuDNN convolutions in TF32), plus polyphase with ``cudnn.benchmark``: ms per
   iteration (median of chunks of iterations after a warm-up), MFU = the reference model's counted FLOPs
@@ -35,10 +35,7 @@ from typing import Any
 
 import torch
 
-from wavegan import build_gan
-from wavegan.losses import build_optimizers
-
-from .bench_common import (
+from bench.core import (
     PAPER_ITERATIONS,
     ROOT,
     Row,
@@ -47,8 +44,10 @@ from .bench_common import (
     machine,
     memory_batches,
 )
-from .iteration import IterationConfig, train_iteration
-from .state import TrainState
+from pipeline.train.state import TrainState
+from pipeline.train.step import IterationConfig, train_iteration
+from wavegan import build_gan
+from wavegan.losses import build_optimizers
 
 CONFIG_FILE = ROOT / "bench" / "sc09_config.json"
 CONV_IMPLS = ("reference", "polyphase", "auto")
@@ -57,7 +56,7 @@ PRECISIONS = {"fp32": "none", "bf16": "bf16"}
 
 def write_config(path: Path = CONFIG_FILE) -> dict:
     """Resolve ``preset=sc09`` with Hydra (on a machine that has it) and keep what the step needs."""
-    from .bench_common import compose
+    from bench.core import compose
 
     cfg = compose("preset=sc09")
     keep = {"model": cfg["model"], "loss": cfg["loss"],
@@ -87,7 +86,7 @@ def _autocast(device: torch.device, precision: str):
 
 
 def build(cfg: dict, impl: str, device: torch.device) -> TrainState:
-    """TrainState as pipeline.loop.build_state makes it on one worker (no DDP wrapper)."""
+    """TrainState as pipeline.train.loop.build_state makes it on one worker (no DDP wrapper)."""
     gan = build_gan({**cfg["model"], "conv_impl": impl}).to(device)
     opt_g, opt_d = build_optimizers(cfg["loss"], gan.generator, gan.discriminator)
     return TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d)
@@ -184,7 +183,7 @@ def _attempt(results: dict, key: str, fn: Callable[[], dict], log: Callable[[str
 
 def run(device: torch.device, quick: bool = False, log: Callable[[str], None] = print,
         commit: str | None = None) -> dict[str, Any]:
-    """Every measurement above; the JSON-ready result (see ``python -m pipeline.bench --gpu-json``)."""
+    """Every measurement above; the JSON-ready result (see ``python -m bench --gpu-json``)."""
     started = time.perf_counter()
     cfg = sc09_config(quick)
     info = machine(device)
@@ -236,7 +235,7 @@ def run(device: torch.device, quick: bool = False, log: Callable[[str], None] = 
 
 
 def rows(result: dict) -> list[Row]:
-    """The table rows of a :func:`run` result (``python -m pipeline.bench``'s gpu section)."""
+    """The table rows of a :func:`run` result (``python -m bench``'s gpu section)."""
     out: list[Row] = []
     dry = result["device_name"].startswith("cpu")
     tag = " (CPU dry run)" if dry else ""
@@ -291,7 +290,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/gpu_step.py", description=__doc__.split("\n\n")[0],
-                                     epilog="Then, on the machine with the repository: python -m pipeline.bench "
+                                     epilog="Then, on the machine with the repository: python -m bench "
                                             "--gpu-json gpu.json (merges it into bench/results.json and "
                                             "BENCHMARKS.md).")
     parser.add_argument("--out", help="where to write the JSON results")

@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 
 from data_prep.loader import read_manifest
-
-from .classifier_registry import label_names as label_names_of
-from .iteration import check_amp
+from pipeline.registry.classifier import label_names as label_names_of
+from pipeline.train.step import check_amp
 
 
 class ConfigError(ValueError):

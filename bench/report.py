@@ -1,9 +1,9 @@
 """``make bench``: measure the pipeline, print one table, keep the results in the repo.
 
-    python -m pipeline.bench                    # everything (tens of minutes on 2 CPU cores)
-    python -m pipeline.bench --quick            # a subset, under five minutes on 2 CPU cores
-    python -m pipeline.bench --only model,eval  # some sections (merged into the existing results)
-    python -m pipeline.bench --only model --smoke --json /tmp/b.json --out ''   # seconds; what the tests run
+    python -m bench                    # everything (tens of minutes on 2 CPU cores)
+    python -m bench --quick            # a subset, under five minutes on 2 CPU cores
+    python -m bench --only model,eval  # some sections (merged into the existing results)
+    python -m bench --only model --smoke --json /tmp/b.json --out ''   # seconds; what the tests run
 
 Sections (see BENCHMARKS.md for what each number means):
   data      shard writing (16 kHz and 44.1 kHz WAV input) and the training loader vs a per-file WAV loop
@@ -13,7 +13,7 @@ Sections (see BENCHMARKS.md for what each number means):
   generate  generation speed at a small and a large batch vs the paper's 1800x real time
   eval      classifier inference clips/s, |D|self and |D|train nearest-neighbour search time
   gpu       (only with CUDA) the sc09 iteration for every model.conv_impl x {fp32, bf16}, MFU against a bf16 matmul
-            of the same run, generation at batch 1024 / 4096, 200k-iteration projection (pipeline/bench_gpu.py; also
+            of the same run, generation at batch 1024 / 4096, 200k-iteration projection (bench/gpu.py; also
             runnable alone as `python bench/gpu_step.py --out gpu.json` where only torch is installed, then merged
             here with --gpu-json)
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .bench_common import (
+from bench.core import (
     GPU_PEAKS,
     LOADER_TARGET,
     PAPER_ITERATIONS,
@@ -96,37 +96,37 @@ def section_data(device: torch.device, sizes: Sizes, log: Callable[[str], None],
 
 
 def section_model(device, sizes, log, workdir):
-    from .bench_model import run
+    from bench.model import run
 
     return run(device, sizes, log)
 
 
 def section_conv(device, sizes, log, workdir):
-    from .bench_model import run_conv_impl
+    from bench.model import run_conv_impl
 
     return run_conv_impl(device, sizes, log)
 
 
 def section_generate(device, sizes, log, workdir):
-    from .bench_model import run_generation
+    from bench.model import run_generation
 
     return run_generation(device, sizes, log, amps=("none", "bf16") if device.type == "cuda" else ("none",))
 
 
 def section_train(device, sizes, log, workdir):
-    from .bench_train import run
+    from bench.training import run
 
     return run(device, sizes, log, workdir)
 
 
 def section_eval(device, sizes, log, workdir):
-    from .bench_eval import run
+    from bench.evaluation import run
 
     return run(device, sizes, log)
 
 
 def section_gpu(device, sizes, log, workdir):
-    from .bench_gpu import rows, run
+    from bench.gpu import rows, run
 
     result = run(device, quick=sizes.mode == "smoke", log=log)
     return rows(result), result
@@ -213,8 +213,8 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
             f"{d['shard_44100']['audio_seconds_per_second_per_core']:,.0f}x real time."
         )
         loader = d["loader"]["loader_clips_per_second"]
-        from .bench_common import model_config
-        from .bench_model import iteration_flops
+        from bench.core import model_config
+        from bench.model import iteration_flops
 
         best = _best_gpu_clips_per_s(everything)
         if best:
@@ -334,7 +334,7 @@ def _meanings(results: dict, only: str, everything: dict) -> list[str]:
     else:
         out.append("**GPU**: not measured yet: no GPU was available to the session that wrote the GPU section. "
                    "It runs with `make bench` wherever CUDA is available, or alone where only torch is installed: "
-                   "`python bench/gpu_step.py --out gpu.json`, then `python -m pipeline.bench --gpu-json gpu.json` "
+                   "`python bench/gpu_step.py --out gpu.json`, then `python -m bench --gpu-json gpu.json` "
                    "here.")
     return out
 
@@ -382,7 +382,7 @@ TEMPLATE = """# Benchmarks
 
 How fast the pipeline is: shard writing, the training loader, critic / generator steps, a training
 iteration through Ray Train, generation, evaluation, and (on a GPU) the paper's SC09 setup.
-Everything below the "Latest results" heading is written by `python -m pipeline.bench`.
+Everything below the "Latest results" heading is written by `python -m bench`.
 
 {block}
 """
@@ -402,7 +402,7 @@ def write_markdown(path: Path, results: dict) -> None:
 # --------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m bench", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n", 1)[1],
         epilog="Timings are the best of a few repeats after a warm-up (interference from other jobs only adds "
                "time; median and max are kept in the JSON); nothing is asserted. Run on an idle machine: the share "
@@ -447,7 +447,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def merge_gpu_json(path: Path, args: argparse.Namespace) -> int:
     """Put a ``bench/gpu_step.py`` result into the results JSON as the gpu section; re-render the markdown."""
-    from .bench_gpu import rows
+    from bench.gpu import rows
 
     result = json.loads(path.read_text())
     json_path = (ROOT / args.json) if args.json and not os.path.isabs(args.json) else Path(args.json)
@@ -556,7 +556,3 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] failed sections:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from pipeline.generate import LabelError, split_labels
 from wavegan.classifier import EvalClassifier, LogMelFeatures, classify
 from wavegan.metrics import (
     ALL_METRICS,
@@ -53,9 +54,7 @@ from wavegan.metrics import (
     upsampling_noise,
 )
 
-from .generate import LabelError, split_labels
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 DEFAULT_MODEL_URI = "models:/wavegan-generator@champion"
 ROW_KEYS = ("is_mean", "is_std", "fid", "mis", "am", "d_self", "d_train", "d_self_rel", "d_train_rel",
             "upsampling_noise")
@@ -321,8 +320,7 @@ def build_reference(data_dir: str, classifier: EvalClassifier | None, *, metrics
                     log: Callable[[str], None] = print) -> Reference:
     """Load the real train and test clips of ``data_dir`` (the valid split stands in for a missing test split)."""
     from data_prep.loader import read_manifest
-
-    from .classifier_registry import has_split, label_names, load_clips
+    from pipeline.registry.classifier import has_split, label_names, load_clips
 
     manifest = read_manifest(data_dir)
     test_split = next((s for s in ("test", "valid") if has_split(manifest, s)), None)
@@ -412,8 +410,7 @@ class Evaluator:
     def prepare(self, device: torch.device | str = "cpu") -> Reference:
         if self.reference is None:
             from data_prep.loader import read_manifest
-
-            from .classifier_registry import ensure_classifier, label_names
+            from pipeline.registry.classifier import ensure_classifier, label_names
 
             t0 = time.perf_counter()
             labelled = len(label_names(read_manifest(self.data_dir))) >= 2 or bool(self.classifier_uri)
@@ -505,9 +502,8 @@ def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> d
     classifier exists (trained and registered here, once, not inside a worker); records its URI in
     ``config["eval"]["classifier_uri"]`` so every worker loads exactly that version."""
     from data_prep.loader import read_manifest
-
-    from .classifier_registry import ensure_classifier, label_names
-    from .config import ConfigError
+    from pipeline.registry.classifier import ensure_classifier, label_names
+    from pipeline.train.config import ConfigError
 
     eval_cfg = config.get("eval") or {}
     stopper = EarlyStopping.from_config(config)
@@ -552,11 +548,11 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: 
                    explicit: set[str] = frozenset()) -> Source:
     """Load the generator; for a checkpoint, ``tracking_cfg`` takes the store and experiment it was trained
     with (unless set in ``explicit``), so results land in its run."""
-    from .generate import Generator, load_generator
-    from .tracking import client, tracking_uri
+    from pipeline.generate import Generator, load_generator
+    from pipeline.tracking.run import client, tracking_uri
 
     if checkpoint:
-        from .registry import generator_from_checkpoint
+        from pipeline.registry.generator import generator_from_checkpoint
 
         folder = Path(checkpoint)
         if not (folder / "state.pt").exists():  # a Ray run folder: take its newest checkpoint
@@ -606,7 +602,7 @@ def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, f
     """Metrics, table and tags into MLflow; returns what was written, for the console."""
     from mlflow.entities import Metric
 
-    from .tracking import client
+    from pipeline.tracking.run import client
 
     mlflow_client = client(tracking_cfg)
     row = table[source.label]
@@ -637,9 +633,8 @@ def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, f
 
 def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from data_prep.loader import read_manifest
-
-    from .classifier_registry import NoLabelsError, ensure_classifier, label_names
-    from .tracking import tracking_uri
+    from pipeline.registry.classifier import NoLabelsError, ensure_classifier, label_names
+    from pipeline.tracking.run import tracking_uri
 
     overrides = [o for o in args.overrides if not o.startswith("tracking.")]
     tracking_overrides = [o.removeprefix("tracking.") for o in args.overrides if o.startswith("tracking.")]
@@ -789,7 +784,3 @@ def main(argv: list[str] | None = None) -> int:
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
