@@ -21,7 +21,6 @@ code path in seconds; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -44,10 +43,9 @@ from bench.core import (
     machine,
     memory_batches,
 )
-from pipeline.train.state import TrainState
-from pipeline.train.step import IterationConfig, train_iteration
+from pipeline.train.state import TrainState, build_state
+from pipeline.train.step import IterationConfig, autocast, train_iteration
 from wavegan import build_gan
-from wavegan.losses import build_optimizers
 
 CONFIG_FILE = ROOT / "bench" / "sc09_config.json"
 CONV_IMPLS = ("reference", "polyphase", "auto")
@@ -79,17 +77,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def build(cfg: dict, impl: str, device: torch.device) -> TrainState:
-    """TrainState as pipeline.train.loop.build_state makes it on one worker (no DDP wrapper)."""
-    gan = build_gan({**cfg["model"], "conv_impl": impl}).to(device)
-    opt_g, opt_d = build_optimizers(cfg["loss"], gan.generator, gan.discriminator)
-    return TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d)
+    """The production TrainState (pipeline.train.state.build_state, no DDP wrapper) with ``model.conv_impl=impl``."""
+    return build_state({**cfg, "model": {**cfg["model"], "conv_impl": impl}}, device)
 
 
 def iteration_config(cfg: dict, precision: str) -> IterationConfig:
@@ -146,10 +136,10 @@ def time_iterations(cfg: dict, impl: str, precision: str, device: torch.device, 
 def time_generation(cfg: dict, impl: str, precision: str, batch: int, device: torch.device,
                     repeats: int) -> dict[str, Any]:
     gan = build_gan({**cfg["model"], "conv_impl": impl}).to(device).eval()
-    z = torch.rand(batch, gan.latent_dim, device=device) * 2 - 1
+    z = gan.sample_latents(batch, device=device)
 
     def once():
-        with torch.no_grad(), _autocast(device, precision):
+        with torch.no_grad(), autocast(PRECISIONS[precision], device):
             return gan.generator(z)
 
     for _ in range(2):

@@ -38,40 +38,22 @@ from bench.core import (
     compose,
     memory_batches,
 )
-from pipeline.train.state import TrainState
+from pipeline.train.state import build_state
 from pipeline.train.step import IterationConfig, train_iteration
-from wavegan import build_gan
-from wavegan.losses import build_optimizers
 
 SECTION = "train"
 VARIANTS = {"tiny": ["preset=tiny"], "d32": ["preset=tiny", "model.dim=32"]}
 
 
 # --------------------------------------------------------------------------------------------- plain loop
-def build_plain_state(cfg: dict, device: torch.device, compile_models: bool = False) -> TrainState:
-    """TrainState as ``pipeline.train.loop.build_state`` builds it, minus Ray's DDP wrapping.
-
-    With ``compile_models`` the generator is compiled, and the critic too unless the loss is
-    wgan-gp (torch.compile has no double backward for the gradient penalty), as in build_state.
-    """
-    gan = build_gan(cfg["model"]).to(device)
-    G, D = gan.generator, gan.discriminator
-    if compile_models:
-        G = torch.compile(G)
-        if cfg["loss"]["name"] != "wgan-gp":
-            D = torch.compile(D)
-    opt_g, opt_d = build_optimizers(cfg["loss"], gan.generator, gan.discriminator)
-    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
-
-
-def plain_loop(cfg: dict, device: torch.device, iterations: int, warmup: int, compile_models: bool = False,
-               chunks: int = 1, budget_s: float | None = None) -> dict[str, Any]:
+def plain_loop(cfg: dict, device: torch.device, iterations: int, warmup: int, chunks: int = 1,
+               budget_s: float | None = None) -> dict[str, Any]:
     """Seconds per training iteration of ``train_iteration`` in this process.
 
     After ``warmup`` iterations, up to ``chunks`` chunks of ``iterations`` iterations are timed (fewer once
     ``budget_s`` is spent); the fastest chunk is reported, as the fastest Ray log interval is.
     """
-    state = build_plain_state(cfg, device, compile_models)
+    state = build_state(cfg, device)
     it_cfg = IterationConfig.from_config(cfg)
     batches = memory_batches(cfg, device)
     started = time.perf_counter()

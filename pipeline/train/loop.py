@@ -22,11 +22,8 @@ import torch.distributed as dist
 from data_prep.loader import build_loader
 from pipeline.evaluate.cli import EarlyStopping, Evaluator
 from pipeline.tracking.run import open_worker_tracker
-from pipeline.train.state import TrainState, derived_seed, load_checkpoint, save_state, unwrap
+from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
 from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration
-from wavegan import build_gan
-from wavegan.ema import ema_copy
-from wavegan.losses import build_optimizers
 
 
 def endless(loader: Iterable) -> Iterator:
@@ -81,25 +78,6 @@ def _configure_threads(cfg: dict) -> None:
     torch.set_num_threads(int(threads))
 
 
-def build_state(cfg: dict, device: torch.device) -> TrainState:
-    gan = build_gan(cfg["model"])
-    if gan.transform is not None:
-        moments = cfg.get("moments")
-        if moments is None:
-            raise ValueError("SpecGAN needs spectrogram moments in the config (computed by pipeline.train)")
-        gan.transform.load_state_dict({k: torch.tensor(v) for k, v in moments.items()})
-    gan.to(device)
-    G = ray.train.torch.prepare_model(gan.generator, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS)
-    D = ray.train.torch.prepare_model(gan.discriminator, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS)
-    if cfg["train"].get("compile"):
-        G = torch.compile(G)
-        if cfg["loss"]["name"] != "wgan-gp":  # torch.compile has no double backward (gradient penalty)
-            D = torch.compile(D)
-    opt_g, opt_d = build_optimizers(cfg["loss"], unwrap(G), unwrap(D))
-    ema = ema_copy(gan.generator) if (cfg["train"].get("ema") or {}).get("decay") is not None else None
-    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema)
-
-
 def _quiet_ray_train_reports(level: str) -> None:
     """Ray Train 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result ...:
     TrainingReport(...)") under a logger named by its file path, which ``RunConfig(logging_config=...)``
@@ -117,7 +95,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     _configure_threads(cfg)
     train, data = cfg["train"], cfg["data"]
 
-    state = build_state(cfg, device)
+    state = build_state(cfg, device, wrap=lambda module: ray.train.torch.prepare_model(
+        module, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS))
     resumed_from = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:

@@ -106,54 +106,39 @@ class Draws:
         return torch.randint(num_classes, (self.global_batch,), generator=self.gen, device=self.device)[self.slice]
 
 
-def autocast(cfg: IterationConfig, device: torch.device):
-    if cfg.amp == "bf16":
+def autocast(amp: str, device: torch.device):
+    """The precision context of a step: bf16 autocast for ``amp="bf16"``, none for ``"none"``."""
+    if amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if cfg.amp not in AMP_MODES:
-        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {cfg.amp!r}")
+    if amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
     return contextlib.nullcontext()
 
 
-def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]], cfg: IterationConfig, *,
-                    rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-    """Run ``cfg.critic_steps`` critic updates and one generator update; return detached stats.
-
-    Stats stay on the device (no host sync here); ``data_wait_s`` is the time spent waiting for batches.
-    """
-    device = torch.device(device)
+def critic_step(state: TrainState, real: Tensor, real_labels: Tensor | None, z: Tensor, alpha: Tensor,
+                cfg: IterationConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """One critic update: ``real`` (with ``real_labels``, which the fakes share) against G(``z``); ``alpha``
+    places the gradient-penalty points. Returns the detached loss and the loss's stats."""
     gan, G, D = state.gan, state.G, state.D
-    conditional = gan.num_classes > 0
-    data_wait = 0.0
-    stats: dict[str, Tensor] = {}
+    with autocast(cfg.amp, real.device):
+        with torch.no_grad():  # conditional: fakes carry the real batch's labels, so one label set fits all
+            fake = G(z, real_labels)
+        loss_d, d_stats = critic_loss(cfg.loss, D, gan.critic_input(real), fake.float(), gp_weight=cfg.gp_weight,
+                                      labels=real_labels, alpha=alpha)
+    state.opt_d.zero_grad(set_to_none=True)
+    loss_d.float().backward()
+    state.opt_d.step()
+    if cfg.loss == "wgan":
+        clip_weights(D, cfg.clip)
+    return loss_d.detach(), d_stats
 
-    D.requires_grad_(True)
-    for k in range(cfg.critic_steps):
-        t0 = time.perf_counter()
-        real, real_labels = next(batches)
-        real = real.to(device, non_blocking=True)
-        real_labels = real_labels.to(device, non_blocking=True) if conditional else None
-        data_wait += time.perf_counter() - t0
-        state.batches_seen += 1
 
-        draws = Draws(cfg, state.step, k, rank, world_size, device)
-        with autocast(cfg, device):
-            with torch.no_grad():  # conditional: fakes carry the real batch's labels, so one label set fits all
-                fake = G(draws.latents(gan.latent_dim), real_labels)
-            loss_d, d_stats = critic_loss(cfg.loss, D, gan.critic_input(real), fake.float(), gp_weight=cfg.gp_weight,
-                                          labels=real_labels, alpha=draws.uniform())
-        state.opt_d.zero_grad(set_to_none=True)
-        loss_d.float().backward()
-        state.opt_d.step()
-        if cfg.loss == "wgan":
-            clip_weights(D, cfg.clip)
-    stats.update(d_stats)
-    stats["d_loss"] = loss_d.detach()
-
-    draws = Draws(cfg, state.step, cfg.critic_steps, rank, world_size, device)
-    fake_labels = draws.labels(gan.num_classes)
+def generator_step(state: TrainState, z: Tensor, fake_labels: Tensor | None, cfg: IterationConfig) -> Tensor:
+    """One generator update on G(``z``, ``fake_labels``), then the EMA update when on; the detached loss."""
+    G, D = state.G, state.D
     D.requires_grad_(False)  # no critic gradients (and no critic all-reduce) in the generator step
-    with autocast(cfg, device):
-        fake = G(draws.latents(gan.latent_dim), fake_labels)
+    with autocast(cfg.amp, z.device):
+        fake = G(z, fake_labels)
         loss_g, _ = generator_loss(cfg.loss, D, fake.float(), fake_labels)
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.float().backward()
@@ -163,9 +148,37 @@ def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]],
         if state.ema is None:
             raise ValueError("train.ema.decay is set but the training state has no EMA copy (TrainState.ema)")
         ema_update(state.ema, unwrap(G), cfg.ema_decay if state.step >= cfg.ema_start_step else 0.0)
+    return loss_g.detach()
 
+
+def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]], cfg: IterationConfig, *,
+                    rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Run ``cfg.critic_steps`` critic updates and one generator update; return detached stats.
+
+    Stats stay on the device (no host sync here); ``data_wait_s`` is the time spent waiting for batches.
+    """
+    device = torch.device(device)
+    gan = state.gan
+    conditional = gan.num_classes > 0
+    data_wait = 0.0
+
+    state.D.requires_grad_(True)
+    for k in range(cfg.critic_steps):
+        t0 = time.perf_counter()
+        real, real_labels = next(batches)
+        real = real.to(device, non_blocking=True)
+        real_labels = real_labels.to(device, non_blocking=True) if conditional else None
+        data_wait += time.perf_counter() - t0
+        state.batches_seen += 1
+
+        draws = Draws(cfg, state.step, k, rank, world_size, device)
+        z = draws.latents(gan.latent_dim)
+        loss_d, d_stats = critic_step(state, real, real_labels, z, draws.uniform(), cfg)
+    stats: dict[str, Tensor] = {**d_stats, "d_loss": loss_d}
+
+    draws = Draws(cfg, state.step, cfg.critic_steps, rank, world_size, device)
+    fake_labels = draws.labels(gan.num_classes)  # drawn before the latents (the order of earlier versions)
+    stats["g_loss"] = generator_step(state, draws.latents(gan.latent_dim), fake_labels, cfg)
     state.step += 1
-    stats["g_loss"] = loss_g.detach()
     stats["data_wait_s"] = torch.tensor(data_wait)
     return stats
-
