@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.tracking.previews import contact_sheet, write_wavs
-from wavegan.sampling import interpolate_latents
+from wavegan.sampling import generate, interpolate_latents, sample_latents
 
 DEFAULT_URI = "models:/wavegan-generator@champion"
 SHEET_ROWS = 16
@@ -113,21 +113,20 @@ def run(generator: Generator, n: int, seed: int, out: Path, interp: bool = False
     label_ids = generator.label_ids(labels or [])
     gen = torch.Generator().manual_seed(seed)
     if interp:
-        z0, z1 = (torch.rand(2, model.latent_dim, generator=gen) * 2 - 1).unbind(0)
+        z0, z1 = sample_latents(2, model.latent_dim, generator=gen).unbind(0)
         z = interpolate_latents(z0, z1, n)
     else:
-        z = torch.rand(n, model.latent_dim, generator=gen) * 2 - 1
+        z = sample_latents(n, model.latent_dim, generator=gen)
     if label_ids:  # the same latents for every label: only the label changes
         y = torch.tensor(label_ids).repeat_interleave(n)
         z = z.repeat(len(label_ids), 1)
-        chunks = zip(z.split(batch_size), y.split(batch_size), strict=True)
-        audio = torch.cat([model(zc, yc) for zc, yc in chunks])
+        audio = generate(model, z, y, batch_size=batch_size)
         names = [generator.name(i) for i in y.tolist()]
         per_label = max(1, SHEET_ROWS // len(label_ids))
         rows = [k * n + j for k in range(len(label_ids)) for j in range(min(n, per_label))][:SHEET_ROWS]
         what = f"labels {', '.join(dict.fromkeys(names))}"
     else:
-        audio = torch.cat([model(chunk) for chunk in z.split(batch_size)])
+        audio = generate(model, z, batch_size=batch_size)
         names, rows, what = None, list(range(min(n, SHEET_ROWS))), "unconditional"
     paths = write_wavs(audio, model.sample_rate, out, prefix="interp" if interp else "sample", labels=names)
     paths.append(contact_sheet(audio[rows], model.sample_rate, out / "sheet.png",

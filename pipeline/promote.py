@@ -25,10 +25,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.tracking.run import tracking_uri
+from wavegan.metrics import is_better
 
 DEFAULT_MODEL, DEFAULT_ALIAS, DEFAULT_METRIC = "wavegan-generator", "champion", "is_mean"
-# is_mean, mis, label_accuracy: higher is better; per-label forms (fid/seven) go the way of their metric
-LOWER_IS_BETTER = {"fid", "am", "d_self_rel", "d_train_rel", "upsampling_noise"}
 
 
 class PromotionError(Exception):
@@ -37,11 +36,6 @@ class PromotionError(Exception):
 
 def history_tag(alias: str) -> str:
     return f"alias.{alias}.history"
-
-
-def better(metric: str, a: float, b: float) -> bool:
-    """Is ``a`` strictly better than ``b`` for ``metric``?"""
-    return a < b if metric.split("/", 1)[0] in LOWER_IS_BETTER else a > b
 
 
 class Registry:
@@ -101,7 +95,7 @@ def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS,
             raise PromotionError(f"no version of {registry.model} has the metric {metric!r}: run make eval first")
         best = scored[0]
         for candidate in scored[1:]:
-            if better(metric, candidate[0], best[0]):
+            if is_better(metric, candidate[0], best[0]):
                 best = candidate
         version = best[1]
     if version is None:
@@ -118,7 +112,7 @@ def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS,
                                  f"evaluate it (make eval MODEL_URI=models:/{registry.model}/{version}) or use FORCE=1")
         if holder is not None:
             held = registry.metric(registry.version(holder), metric)
-            if held is not None and better(metric, held, score):
+            if held is not None and is_better(metric, held, score):
                 raise PromotionError(f"version {version} has {metric}={score:.4g}, worse than the current "
                                      f"{alias} (version {holder}, {metric}={held:.4g}); use FORCE=1 to promote anyway")
     history = registry.history(alias) + ([holder] if holder is not None else [])

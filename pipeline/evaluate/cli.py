@@ -38,28 +38,32 @@ from wavegan.classifier import EvalClassifier, LogMelFeatures, classify
 from wavegan.metrics import (
     ALL_METRICS,
     CLASSIFIER_METRICS,
+    HIGHER_IS_BETTER,
     REAL_TEST,
     REAL_TRAIN,
     UNLABELED_METRICS,
     am_score,
     d_self,
     d_train,
+    directions_note,
     feature_stats,
     format_table1,
     frechet_distance_from_stats,
+    higher_is_better,
     inception_score,
     log_mel_features,
+    metric_name,
     modified_inception_score,
     relative_distances,
     upsampling_noise,
 )
+from wavegan.sampling import generate, sample_latents
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 DEFAULT_MODEL_URI = "models:/wavegan-generator@champion"
 ROW_KEYS = ("is_mean", "is_std", "fid", "mis", "am", "d_self", "d_train", "d_self_rel", "d_train_rel",
             "upsampling_noise")
 #: what a promotion gate or early stopping compares, and which way is better
-HIGHER_IS_BETTER = {"is_mean": True, "mis": True, "fid": False, "am": False, "label_accuracy": True}
 #: class-conditional models: accuracy of the classifier on clips generated for each label (overall and per label)
 LABEL_KEYS = ("label_accuracy",)
 
@@ -122,27 +126,18 @@ def resolve_metrics(requested: str | Sequence[str] | None, labelled: bool, data_
 # Generated audio
 
 
-def _as_synthesizer(model: nn.Module) -> tuple[Callable[[Tensor, Tensor | None], Tensor], nn.Module, int, int]:
-    """(z, labels) -> audio for a GAN, a registered LatentToAudio, or a bare generator with ``latent_dim``."""
+def _latent_dim_and_classes(model: nn.Module) -> tuple[int, int]:
+    """(latent_dim, num_classes) of a GAN, a registered LatentToAudio, or a bare generator with ``latent_dim``."""
     generator = getattr(model, "generator", None)
-    if isinstance(generator, nn.Module):
-        transform = getattr(model, "transform", None)
-
-        def synth(z: Tensor, labels: Tensor | None) -> Tensor:
-            out = generator(z, labels) if labels is not None else generator(z)
-            return out if transform is None else transform.inverse(out)
-    else:
-        def synth(z: Tensor, labels: Tensor | None) -> Tensor:
-            return model(z, labels) if labels is not None else model(z)
     latent_dim = getattr(model, "latent_dim", None) or getattr(generator, "latent_dim", None)
     if latent_dim is None:
         raise EvalError(f"{type(model).__name__} has no latent_dim: pass a GAN, a LatentToAudio or a generator")
-    return synth, model, int(latent_dim), int(getattr(model, "num_classes", 0) or 0)
+    return int(latent_dim), int(getattr(model, "num_classes", 0) or 0)
 
 
 def fixed_latents(n: int, latent_dim: int, seed: int) -> Tensor:
     """The latents of ``make generate --seed``: Uniform(-1, 1), drawn on the CPU from ``seed``."""
-    return torch.rand(n, latent_dim, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return sample_latents(n, latent_dim, generator=torch.Generator().manual_seed(seed))
 
 
 def generated_labels(n: int, num_classes: int, label_ids: Sequence[int] | None = None) -> Tensor | None:
@@ -161,20 +156,9 @@ def generate_audio(model: nn.Module, n: int, seed: int = 0, batch_size: int = 64
     Runs in eval mode on the model's device and restores its previous mode. Class-conditional
     generators get balanced labels: ``label_ids`` (default: all) in turn, see :func:`generated_labels`.
     """
-    synth, module, latent_dim, num_classes = _as_synthesizer(model)
-    device = next(module.parameters()).device
+    latent_dim, num_classes = _latent_dim_and_classes(model)
     z = fixed_latents(n, latent_dim, seed)
-    labels = generated_labels(n, num_classes, label_ids)
-    was_training = module.training
-    module.eval()
-    try:
-        chunks = []
-        for start in range(0, n, batch_size):
-            lb = None if labels is None else labels[start : start + batch_size].to(device)
-            chunks.append(synth(z[start : start + batch_size].to(device), lb).float().cpu())
-    finally:
-        module.train(was_training)
-    audio = torch.cat(chunks)
+    audio = generate(model, z, generated_labels(n, num_classes, label_ids), batch_size=batch_size).float()
     return audio.mean(dim=1, keepdim=True) if audio.shape[1] > 1 else audio
 
 
@@ -454,9 +438,17 @@ class EarlyStopping:
     checkpoint (``TrainState.extra``) so a resumed run keeps counting.
     """
 
-    def __init__(self, metric: str = "eval/is_mean", mode: str = "max", patience: int = 5, min_delta: float = 0.0):
+    def __init__(self, metric: str = "eval/is_mean", mode: str | None = None, patience: int = 5,
+                 min_delta: float = 0.0):
+        known = metric_name(metric) in HIGHER_IS_BETTER
+        direction = "max" if higher_is_better(metric) else "min"
+        if mode is None:
+            mode = direction
         if mode not in ("max", "min"):
             raise EvalError(f"early_stop.mode must be max or min, got {mode!r}")
+        if known and mode != direction:
+            raise EvalError(f"early_stop.mode={mode} but {metric} improves towards {direction} "
+                            f"(wavegan.metrics.HIGHER_IS_BETTER): leave mode out or set it to {direction}")
         if patience < 1:
             raise EvalError(f"early_stop.patience must be >= 1, got {patience}")
         self.metric, self.mode, self.patience, self.min_delta = metric, mode, int(patience), float(min_delta)
@@ -470,7 +462,7 @@ class EarlyStopping:
         spec = (cfg.get("train") or {}).get("early_stop")
         if not spec:
             return None
-        return cls(spec.get("metric", "eval/is_mean"), spec.get("mode", "max"), int(spec.get("patience", 5)),
+        return cls(spec.get("metric", "eval/is_mean"), spec.get("mode"), int(spec.get("patience", 5)),
                    float(spec.get("min_delta", 0.0)))
 
     def improved(self, value: float) -> bool:
@@ -703,7 +695,7 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     elif label_ids:
         log("[eval] label accuracy needs the classifier: request is or fid among --metrics")
     table = reference.table(source.label, row)
-    text = format_table1(table)
+    text = f"{format_table1(table)}\n({directions_note()})"
     if classifier_uri:
         text = f"Scores by classifier {classifier_uri} (conf/eval/{config_name}.yaml)\n{text}"
     log(f"[eval] {n} generated clips (seed {seed}), IS over {reference.effective_splits(n)} splits, |D| over "

@@ -42,6 +42,7 @@ from pipeline.tracking.run import PROJECT_ROOT, client
 from pipeline.train.state import load_checkpoint
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
+from wavegan.sampling import sample_latents
 
 REQUIREMENTS = pinned("torch", "torchaudio", "numpy", "mlflow")  # exact versions from requirements.lock
 SERVING_CODE = Path(__file__).with_name("serving.py")
@@ -168,7 +169,7 @@ def register_generator(config: dict, checkpoint) -> str | None:
     if existing is not None:  # a re-run of a finished training: nothing new to register
         return existing
     conditional = model.num_classes > 0
-    z = torch.rand(2, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = sample_latents(2, model.latent_dim, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(2) % model.num_classes if conditional else None
     with torch.no_grad():
         audio = model(z) if labels is None else model(z, labels)

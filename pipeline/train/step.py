@@ -17,6 +17,7 @@ from torch import Tensor
 from pipeline.train.state import TrainState, derived_seed, unwrap
 from wavegan.ema import ema_update
 from wavegan.losses import clip_weights, critic_loss, generator_loss
+from wavegan.sampling import sample_latents
 
 AMP_MODES = ("none", "bf16")
 BF16_REFUSED = (
@@ -94,8 +95,7 @@ class Draws:
         self.slice = slice(rank * local, (rank + 1) * local)
 
     def latents(self, latent_dim: int) -> Tensor:
-        z = torch.rand(self.global_batch, latent_dim, generator=self.gen, device=self.device) * 2.0 - 1.0
-        return z[self.slice]
+        return sample_latents(self.global_batch, latent_dim, generator=self.gen, device=self.device)[self.slice]
 
     def uniform(self) -> Tensor:
         return torch.rand(self.global_batch, generator=self.gen, device=self.device)[self.slice]
