@@ -12,7 +12,7 @@
    the training is interrupted and the checkpoints written so far are scored); the load average is
    sampled every minute;
 3. scores a freshly initialised generator (step 0) and every checkpoint with the training-time
-   :class:`pipeline.evaluate.Evaluator` (the classifier registered for these shards, trained on first
+   :class:`pipeline.evaluate.training.Evaluator` (the classifier registered for these shards, trained on first
    use; ``--n`` clips from the same latents each time): the trained ("online") generator and, when the
    run keeps one (``train.ema.decay``), the EMA generator. It logs them into the training's MLflow run
    (``eval/*`` for the generator that would be registered: the EMA when there is one; ``eval_online/*``
@@ -36,7 +36,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.evaluate.cli import Evaluator, load_eval_config, metric_dict
+from pipeline.evaluate.config import load_eval_config
+from pipeline.evaluate.real_data import metric_dict
+from pipeline.evaluate.training import Evaluator
 from pipeline.tracking.run import PROJECT_ROOT
 
 TRAIN_DEFAULTS = [

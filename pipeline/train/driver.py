@@ -152,7 +152,7 @@ def launch(config: dict):
 
 def run(config: dict) -> int:
     """The whole driver side; returns the process exit code."""
-    from pipeline.evaluate.cli import prepare_training_eval
+    from pipeline.evaluate.training import prepare_training_eval
     from pipeline.registry.generator import register_generator
     from pipeline.summary import summarize
     from pipeline.tracking.run import finish_run, start_run

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from data_prep.loader import build_loader
-from pipeline.evaluate.cli import EarlyStopping, Evaluator
+from pipeline.evaluate.training import EarlyStopping, Evaluator
 from pipeline.tracking.run import open_worker_tracker
 from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
 from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration

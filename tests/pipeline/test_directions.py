@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pipeline.evaluate.cli import EarlyStopping, EvalError
+from pipeline.evaluate.config import EvalError
+from pipeline.evaluate.training import EarlyStopping
 from wavegan.metrics import HIGHER_IS_BETTER, directions_note, higher_is_better, is_better, metric_name
 from wavegan.sampling import sample_latents
 

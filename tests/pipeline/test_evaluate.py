@@ -18,15 +18,11 @@ import yaml
 from data_prep.demo_data import build as build_demo
 from data_prep.loader import read_manifest
 from data_prep.shard import ShardSettings, make_shards
-from pipeline.evaluate.cli import (
-    EarlyStopping,
-    Evaluator,
-    Reference,
-    generate_audio,
-    load_eval_config,
-    main,
-    prepare_training_eval,
-)
+from pipeline.evaluate.cli import main
+from pipeline.evaluate.config import load_eval_config
+from pipeline.evaluate.generated import generate_audio
+from pipeline.evaluate.real_data import Reference
+from pipeline.evaluate.training import EarlyStopping, Evaluator, prepare_training_eval
 from pipeline.registry.classifier import MODEL_NAME, ensure_classifier, find_classifier, load_clips
 from pipeline.train.config import ConfigError
 from pipeline.train.state import TrainState, load_checkpoint, save_state
