@@ -211,6 +211,17 @@ def loss_config(name: str = "wgan-gp") -> dict:
     return yaml.safe_load((CONF / "loss" / f"{name}.yaml").read_text())
 
 
+def train_config(**overrides: Any) -> dict:
+    """``conf/train/default.yaml`` as a dict, with overrides (e.g. batch_size=8)."""
+    import yaml
+
+    cfg = yaml.safe_load((CONF / "train" / "default.yaml").read_text())
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise KeyError(f"not train keys: {sorted(unknown)}")
+    return {**cfg, **overrides}
+
+
 def compose(*overrides: str) -> dict:
     """The resolved training config of ``python -m pipeline.train <overrides>`` (Hydra compose, no run dir)."""
     from hydra import compose as hydra_compose

@@ -50,6 +50,7 @@ from wavegan import build_gan
 CONFIG_FILE = ROOT / "bench" / "sc09_config.json"
 CONV_IMPLS = ("reference", "polyphase", "auto")
 PRECISIONS = {"fp32": "none", "bf16": "bf16"}
+STEP_TRAIN_KEYS = ("batch_size", "seed", "amp", "compile", "ema")  # pipeline.train.run_config.StepSettings
 
 
 def write_config(path: Path = CONFIG_FILE) -> dict:
@@ -58,7 +59,7 @@ def write_config(path: Path = CONFIG_FILE) -> dict:
 
     cfg = compose("preset=sc09")
     keep = {"model": cfg["model"], "loss": cfg["loss"],
-            "train": {k: cfg["train"][k] for k in ("batch_size", "seed", "amp")}}
+            "train": {k: cfg["train"][k] for k in STEP_TRAIN_KEYS}}
     path.write_text(json.dumps(keep, indent=1, sort_keys=True) + "\n")
     return keep
 

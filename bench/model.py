@@ -15,7 +15,17 @@ from collections.abc import Callable
 
 import torch
 
-from bench.core import PAPER_REALTIME_FACTOR, Row, Sizes, flop_counter, fmt, loss_config, measure, model_config
+from bench.core import (
+    PAPER_REALTIME_FACTOR,
+    Row,
+    Sizes,
+    flop_counter,
+    fmt,
+    loss_config,
+    measure,
+    model_config,
+    train_config,
+)
 from pipeline.train.state import build_state
 from pipeline.train.step import IterationConfig, autocast, critic_step, generator_step, train_iteration
 from wavegan import build_gan
@@ -34,7 +44,7 @@ class Steps:
         self.device = torch.device(device)
         self.batch = batch
         cfg = {"model": model_cfg, "loss": loss_cfg or loss_config("wgan-gp"),
-               "train": {"batch_size": batch, "seed": 0, "amp": amp}}
+               "train": train_config(batch_size=batch, amp=amp)}
         self.cfg = IterationConfig.from_config(cfg)
         self.state = build_state(cfg, self.device)
         self.gan = self.state.gan

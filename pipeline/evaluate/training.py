@@ -166,8 +166,8 @@ class EarlyStopping:
 
 def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> dict:
     """Driver side, before the workers start: check the eval settings against the data and make sure the
-    classifier exists (trained and registered here, once, not inside a worker); records its URI in
-    ``config["eval"]["classifier_uri"]`` so every worker loads exactly that version."""
+    classifier exists (trained and registered here, once, not inside a worker). Returns a new config whose
+    ``eval.classifier_uri`` pins that version, so every worker loads exactly it (``config`` is left as it was)."""
     from data_prep.loader import read_manifest
     from pipeline.registry.classifier import ensure_classifier, label_names
     from pipeline.train.config import ConfigError
@@ -192,6 +192,6 @@ def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> d
     if any(m in CLASSIFIER_METRICS for m in metrics):
         _model, info = ensure_classifier(eval_cfg, data_dir, config["tracking"],
                                          classifier_uri=eval_cfg.get("classifier_uri"), log=log)
-        config["eval"] = {**eval_cfg, "classifier_uri": info.uri}
         log(f"[eval] evaluating every {eval_cfg['every']} steps with {info.describe()}")
+        return {**config, "eval": {**eval_cfg, "classifier_uri": info.uri}}
     return config

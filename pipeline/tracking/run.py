@@ -230,20 +230,26 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_run(config: dict) -> str | None:
+def start_run(config: dict) -> dict:
     """Open the MLflow run of this training run, or find it again when the Ray run is resumed.
 
-    A new run gets the flattened config, the data manifest's fingerprint and counts, the code
-    version and the world size as params, and the resolved config as ``config.yaml``.
+    Returns the tracking section the workers get (``config`` is left as it was): ``uri`` resolved, so
+    workers log to exactly what the driver resolved, and ``run_id`` (None when tracking is off).
     """
+    tracking = config["tracking"]
+    if not tracking.get("enabled", True):
+        return {**tracking, "run_id": None}
+    tracking = {**tracking, "uri": tracking_uri(tracking)}
+    return {**tracking, "run_id": _open_run({**config, "tracking": tracking})}
+
+
+def _open_run(config: dict) -> str:
+    """A new run gets the flattened config, the data manifest's fingerprint and counts, the code
+    version and the world size as params, and the resolved config as ``config.yaml``."""
     import yaml
     from mlflow.entities import Param, RunStatus
 
-    tracking = config["tracking"]
-    if not tracking.get("enabled", True):
-        return None
-    uri = tracking_uri(tracking)
-    tracking["uri"] = uri  # workers log to exactly what the driver resolved
+    tracking, uri = config["tracking"], config["tracking"]["uri"]
     key = f"{config['train']['storage_path']}/{config['train']['run_name']}"
     try:
         mlflow_client, exp_id = client(tracking), experiment_id(tracking)

@@ -161,7 +161,7 @@ def run(config: dict) -> int:
     print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
     connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
     config = prepare_training_eval(config)  # eval during training: find (or train once) the classifier here
-    config["tracking"]["run_id"] = start_run(config)
+    config = {**config, "tracking": start_run(config)}
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
           f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "

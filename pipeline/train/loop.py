@@ -22,6 +22,7 @@ import torch.distributed as dist
 from data_prep.loader import build_loader
 from pipeline.evaluate.training import EarlyStopping, Evaluator
 from pipeline.tracking.run import open_worker_tracker
+from pipeline.train.run_config import RunConfig, TrainConfig
 from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
 from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration
 
@@ -68,10 +69,10 @@ class Meter:
         return out
 
 
-def _configure_threads(cfg: dict) -> None:
+def _configure_threads(train: TrainConfig) -> None:
     if torch.cuda.is_available():
         return
-    threads = cfg["train"].get("threads_per_worker")
+    threads = train.threads_per_worker
     if not threads:
         local = ray.train.get_context().get_local_world_size()
         threads = max(1, (os.cpu_count() or 1) // max(local, 1))
@@ -92,8 +93,9 @@ def train_loop_per_worker(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    _configure_threads(cfg)
-    train, data = cfg["train"], cfg["data"]
+    run = RunConfig.from_config(cfg)
+    _configure_threads(run.train)
+    data = run.data
 
     state = build_state(cfg, device, wrap=lambda module: ray.train.torch.prepare_model(
         module, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS))
@@ -108,10 +110,10 @@ def train_loop_per_worker(cfg: dict) -> None:
     iteration = IterationConfig.from_config(cfg)
     local_batch = iteration.global_batch // world
     loader = build_loader(
-        data["dir"], data.get("split", "train"), batch_size=local_batch, batches_per_epoch=cfg["batches_per_epoch"],
-        num_workers=int(data.get("num_workers", 2)), shuffle_buffer=int(data.get("shuffle_buffer", 2048)),
+        data.dir, data.split, batch_size=local_batch, batches_per_epoch=run.plan.batches_per_epoch,
+        num_workers=data.num_workers, shuffle_buffer=data.shuffle_buffer,
         seed=derived_seed(iteration.seed, state.batches_seen, 0) % (2**31), rank=rank, world_size=world,
-        pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
+        pin_memory=data.pin_memory and device.type == "cuda",
         labelled_only=state.gan.num_classes > 0,  # real clips carry their labels into the critic
     )
     batches = endless(loader)
@@ -119,7 +121,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     if resumed_from is not None:
         tracker.note(f"resumed from checkpoint at step {resumed_from}")
 
-    total, log_every, ckpt_every = int(cfg["total_steps"]), int(train["log_every"]), int(train["checkpoint_every"])
+    total, log_every, ckpt_every = run.plan.total_steps, run.train.log_every, run.train.checkpoint_every
     evaluator = Evaluator.from_config(cfg)  # cheap; due() is the same on every rank, only rank 0 calls it
     stopper = EarlyStopping.from_config(cfg)
     if stopper is not None:
@@ -131,7 +133,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             continue
         metrics = meter.reduce(device, totals={"data/skipped_samples": loader.errors})  # corrupt data, all ranks
         metrics["clips_per_s"] = metrics["steps_per_s"] * iteration.global_batch * iteration.critic_steps
-        metrics.update(step=state.step, epoch=state.step / cfg["steps_per_epoch"],
+        metrics.update(step=state.step, epoch=state.step / run.plan.steps_per_epoch,
                        resumed_from_step=-1 if resumed_from is None else resumed_from)
         if not all(math.isfinite(v) for v in metrics.values()):
             bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.train.run_config import LossConfig, StepSettings
 from wavegan import GAN, build_gan
 from wavegan.ema import ema_copy
 from wavegan.losses import build_optimizers
@@ -115,12 +116,13 @@ def build_state(cfg: dict, device: torch.device | str, wrap: Callable[[nn.Module
     G, D = gan.generator, gan.discriminator
     if wrap is not None:
         G, D = wrap(G), wrap(D)
-    if cfg["train"].get("compile"):
+    step, loss = StepSettings.from_config(cfg), LossConfig.from_config(cfg)
+    if step.compile:
         G = torch.compile(G)
-        if cfg["loss"]["name"] != "wgan-gp":
+        if loss.name != "wgan-gp":
             D = torch.compile(D)
     opt_g, opt_d = build_optimizers(cfg["loss"], unwrap(G), unwrap(D))
-    ema = ema_copy(gan.generator) if (cfg["train"].get("ema") or {}).get("decay") is not None else None
+    ema = ema_copy(gan.generator) if step.ema.decay is not None else None
     return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema)
 
 

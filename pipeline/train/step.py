@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pipeline.train.run_config import LossConfig, StepSettings
 from pipeline.train.state import TrainState, derived_seed, unwrap
 from wavegan.ema import ema_update
 from wavegan.losses import clip_weights, critic_loss, generator_loss
@@ -62,18 +63,18 @@ class IterationConfig:
 
     @classmethod
     def from_config(cls, cfg: dict) -> IterationConfig:
-        loss, train = cfg["loss"], cfg["train"]
-        ema = train.get("ema") or {}
+        """From the run's loss group and the step's keys of the train group (batch_size, seed, amp, ema)."""
+        loss, step = LossConfig.from_config(cfg), StepSettings.from_config(cfg)
         return cls(
-            loss=loss["name"],
-            critic_steps=int(loss["critic_steps"]),
-            gp_weight=float(loss.get("gp_weight", 10.0)),
-            clip=float(loss.get("clip", 0.01)),
-            global_batch=int(train["batch_size"]),
-            seed=int(train["seed"]),
-            amp=str(train.get("amp", "none")),
-            ema_decay=None if ema.get("decay") is None else float(ema["decay"]),
-            ema_start_step=int(ema.get("start_step") or 0),
+            loss=loss.name,
+            critic_steps=loss.critic_steps,
+            gp_weight=0.0 if loss.gp_weight is None else loss.gp_weight,  # read by wgan-gp only
+            clip=0.0 if loss.clip is None else loss.clip,  # read by wgan only
+            global_batch=step.batch_size,
+            seed=step.seed,
+            amp=step.amp,
+            ema_decay=step.ema.decay,
+            ema_start_step=step.ema.start_step,
         )
 
 

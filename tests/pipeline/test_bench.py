@@ -163,7 +163,7 @@ def test_sc09_config_snapshot_matches_conf():
     snapshot = json.loads(CONFIG_FILE.read_text())
     assert snapshot["model"] == cfg["model"] and snapshot["loss"] == cfg["loss"], \
         "bench/sc09_config.json is stale: run python bench/gpu_step.py --write-config"
-    assert snapshot["train"] == {k: cfg["train"][k] for k in ("batch_size", "seed", "amp")}
+    assert snapshot["train"] == {k: cfg["train"][k] for k in ("batch_size", "seed", "amp", "compile", "ema")}
 
 
 def test_gpu_script_dry_run_measures_every_variant_and_merges_into_the_markdown(tmp_path):
