@@ -15,7 +15,7 @@ OUT        ?= data/shards/$(notdir $(SRC))
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock system-deps demo demo-chain test test-fast demo-data shards train train-cluster cluster-up cluster-down \
+.PHONY: help setup lock system-deps demo demo-chain lint test test-fast demo-data shards train train-cluster cluster-up cluster-down \
         mlflow-ui promote generate serve eval bench summary clean
 
 help: ## list every target with one line each
@@ -59,7 +59,10 @@ system-deps: ## install the Debian packages the demo and tests use when missing 
 	  else echo "missing Debian packages:$$missing (not root, so not installed: sudo apt-get install$$missing)" >&2; fi; \
 	fi
 
-test: setup system-deps ## run the whole test suite (the command CI runs)
+lint: setup ## ruff check over the whole tree (rules in pyproject.toml [tool.ruff])
+	$(VENV)/bin/ruff check .
+
+test: setup system-deps lint ## run lint, then the whole test suite (the command CI runs)
 	$(PY) -m pytest $(ARGS)
 
 test-fast: setup ## run the tests not marked slow
@@ -75,16 +78,16 @@ train: setup ## train locally on Ray (in-process): make train ARGS="preset=tiny 
 	$(PY) -m pipeline.train $(ARGS)
 
 train-cluster: setup ## submit training to RAY_ADDRESS with ray job submit: make train-cluster ARGS="preset=sc09"
-	$(PY) -m pipeline.submit $(ARGS)
+	$(PY) -m pipeline.launch.submit $(ARGS)
 
 cluster-up: setup ## start a local 2-node Ray cluster (head + worker processes) on 127.0.0.1
-	$(PY) -m pipeline.local_cluster up $(ARGS)
+	$(PY) -m pipeline.launch.local_cluster up $(ARGS)
 
 cluster-down: setup ## stop the local Ray cluster started by cluster-up
-	$(PY) -m pipeline.local_cluster down $(ARGS)
+	$(PY) -m pipeline.launch.local_cluster down $(ARGS)
 
 mlflow-ui: setup ## MLflow server on 127.0.0.1:5000 over the local store (HOST=, PORT= to change)
-	$(PY) -m pipeline.tracking_server $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
+	$(PY) -m pipeline.tracking.server $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 promote: setup ## give a registered version an alias: make promote MODEL=wavegan-generator VERSION=3 [ALIAS=champion]
 	$(PY) -m pipeline.promote $(if $(MODEL),--model $(MODEL)) $(if $(VERSION),--version $(VERSION)) \
@@ -108,7 +111,7 @@ summary: setup ## print per-layer shapes and parameter counts of G and D: make s
 	$(PY) -m pipeline.summary $(ARGS)
 
 bench: setup ## measure the pipeline and write BENCHMARKS.md (ARGS=--quick for a 5-minute run)
-	$(PY) -m pipeline.bench $(ARGS)
+	$(PY) -m bench $(ARGS)
 
 DEMO_PRESET ?= tiny
 

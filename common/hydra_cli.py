@@ -114,7 +114,10 @@ def run_hydra(main: Callable[[], Any], config_name: str, *, help_name: str | Non
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     injected = list(extra_overrides)
-    if help_name is None and (CONF_DIR / "hydra" / "help" / f"{flags.get('config_name') or config_name}.yaml").is_file():
+    if (
+        help_name is None
+        and (CONF_DIR / "hydra" / "help" / f"{flags.get('config_name') or config_name}.yaml").is_file()
+    ):
         help_name = flags.get("config_name") or config_name
     if help_name and flags.get("help"):
         injected.append(f"hydra/help={help_name}")
@@ -240,7 +243,9 @@ def _parse_problem(text: str, exc: Exception) -> str:
         ours = reference_hint(name)
         if ours:
             return f"'{text}' is a mode of the reference WaveGAN CLI; here: {ours}"
-        return f"'{text}' is not an override: write key=value (e.g. train.steps=1000) or group=option (e.g. preset=tiny)"
+        return (
+            f"'{text}' is not an override: write key=value (e.g. train.steps=1000) or group=option (e.g. preset=tiny)"
+        )
     reason = str(exc).splitlines()[0]
     return (f"cannot parse override '{text}': {reason}. A value with regex or other special characters must "
             f"reach Hydra inside quotes, so quote it twice on the shell: \"prep.labels.regex='^([a-z]+)_'\"; "

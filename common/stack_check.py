@@ -37,7 +37,9 @@ def _audio_ops() -> None:
     resampled = torchaudio.functional.resample(wave, 22050, 16000)
     spec = torchaudio.transforms.Spectrogram(n_fft=256)(resampled)
     if resampled.shape[-1] != 16000 or not torch.isfinite(spec).all():
-        raise RuntimeError(f"resample gave {tuple(resampled.shape)} samples (expected 16000) or a non-finite spectrogram")
+        raise RuntimeError(
+            f"resample gave {tuple(resampled.shape)} samples (expected 16000) or a non-finite spectrogram"
+        )
 
 
 class StackError(RuntimeError):

@@ -56,7 +56,7 @@ def pinned(*names: str) -> list[str]:
     missing = [b for b in bare if canonical(b) not in pins]
     if missing:
         raise LockError(f"{', '.join(missing)} not in {LOCK_FILE.name}: add it to pyproject.toml and run `make lock`")
-    return [f"{n}=={pins[canonical(b)]}" for n, b in zip(names, bare)]
+    return [f"{n}=={pins[canonical(b)]}" for n, b in zip(names, bare, strict=True)]
 
 
 def project_requirements() -> list[str]:

@@ -64,7 +64,9 @@ def open_audio(path: str) -> sf.SoundFile:
         if "Permission denied" in detail:
             raise AudioError("permission denied: the file cannot be read (check its mode and owner)") from None
         if "Format not recognised" in detail or "not recognised" in detail.lower():
-            raise AudioError(f"not a decodable audio file (libsndfile: {detail}); is the extension '{ext}' wrong?") from None
+            raise AudioError(
+                f"not a decodable audio file (libsndfile: {detail}); is the extension '{ext}' wrong?"
+            ) from None
         raise AudioError(f"corrupt or unsupported audio (libsndfile: {detail})") from None
     except (RuntimeError, TypeError, OSError) as exc:
         raise AudioError(f"cannot open: {type(exc).__name__}: {exc}") from None
@@ -142,7 +144,8 @@ def _read_mono(snd: sf.SoundFile, start: int, frames: int) -> np.ndarray:
         raise AudioError(f"corrupt audio data near frame {start}: {exc}") from None
     if data.shape[0] != frames:
         raise AudioError(
-            f"truncated or corrupt: the header declares {snd.frames} frames but decoding stopped at frame {start + data.shape[0]}"
+            f"truncated or corrupt: the header declares {snd.frames} frames "
+            f"but decoding stopped at frame {start + data.shape[0]}"
         )
     if not np.isfinite(data).all():
         raise AudioError("contains NaN or Inf samples (broken float WAV?); fix or remove the file")
@@ -170,7 +173,9 @@ def _resampler(orig_rate: int, new_rate: int):
     return resample
 
 
-def decode_int16(path: str, target_rate: int, *, normalize: bool, tail: int = 0, block_frames: int = BLOCK_FRAMES) -> tuple[np.ndarray, AudioInfo]:
+def decode_int16(
+    path: str, target_rate: int, *, normalize: bool, tail: int = 0, block_frames: int = BLOCK_FRAMES
+) -> tuple[np.ndarray, AudioInfo]:
     """Decode `path` to mono int16 at `target_rate`, followed by `tail` zero samples.
 
     The zero tail lets the caller cut padded slices as views without copying.
@@ -182,7 +187,10 @@ def decode_int16(path: str, target_rate: int, *, normalize: bool, tail: int = 0,
         info = info_of(snd)
         scale = 32768.0
         if normalize:
-            peak = max((float(np.abs(block).max()) for block in iter_mono(snd, target_rate, block_frames) if block.size), default=0.0)
+            peak = max(
+                (float(np.abs(block).max()) for block in iter_mono(snd, target_rate, block_frames) if block.size),
+                default=0.0,
+            )
             if peak == 0.0:
                 raise AudioError("silent: every sample is zero")
             scale /= peak

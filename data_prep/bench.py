@@ -40,7 +40,9 @@ def bench_shard_writing(tmpdir: str, seconds_of_audio: float, input_rate: int) -
     n_files = max(1, int(round(seconds_of_audio / _FILE_SECONDS)))
     per_file = int(seconds_of_audio * input_rate / n_files)
     for i in range(n_files):
-        sf.write(os.path.join(src, f"clip_{i:05d}.wav"), _noise_tone(per_file, input_rate, rng), input_rate, subtype="PCM_16")
+        sf.write(
+            os.path.join(src, f"clip_{i:05d}.wav"), _noise_tone(per_file, input_rate, rng), input_rate, subtype="PCM_16"
+        )
     settings = ShardSettings(src=src, out=out, prep=PrepConfig(), workers=1, overwrite=True, progress=False)
     wall, cpu = time.perf_counter(), time.process_time()
     run = make_shards(settings)  # workers=1: in this process, single-threaded, like each pool worker

@@ -96,7 +96,10 @@ class PrepConfig:
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ConfigError(f"prep.overlap={self.overlap!r}: expected a fraction in [0, 1)")
         if self.drop_silent_db is not None and (not math.isfinite(self.drop_silent_db) or self.drop_silent_db >= 0):
-            raise ConfigError(f"prep.drop_silent_db={self.drop_silent_db!r}: expected a negative dBFS level such as -60, or null to keep silent slices")
+            raise ConfigError(
+                f"prep.drop_silent_db={self.drop_silent_db!r}: expected a negative dBFS level such as -60, "
+                "or null to keep silent slices"
+            )
         if self.min_len_policy not in MIN_LEN_POLICIES:
             raise ConfigError(f"prep.min_len_policy={self.min_len_policy!r}: expected one of {list(MIN_LEN_POLICIES)}")
         if not isinstance(self.samples_per_shard, int) or self.samples_per_shard < 1:
@@ -114,7 +117,9 @@ class PrepConfig:
             try:
                 re.compile(self.labels.regex)
             except re.error as exc:
-                raise ConfigError(f"prep.labels.regex={self.labels.regex!r} is not a valid regular expression: {exc}") from exc
+                raise ConfigError(
+                    f"prep.labels.regex={self.labels.regex!r} is not a valid regular expression: {exc}"
+                ) from exc
 
 
 def _reject_unknown(where: str, values: Mapping[str, Any], known: set[str]) -> None:

@@ -51,7 +51,9 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_jobs(jobs: list[FileJob], cfg: PrepConfig, *, engine: str = "local", workers: int | None = None) -> Iterator[FileResult]:
+def run_jobs(
+    jobs: list[FileJob], cfg: PrepConfig, *, engine: str = "local", workers: int | None = None
+) -> Iterator[FileResult]:
     """Results of `process_file` for every job, in job order."""
     batches = batch_jobs(jobs)
     if engine == "ray":
@@ -64,8 +66,12 @@ def run_jobs(jobs: list[FileJob], cfg: PrepConfig, *, engine: str = "local", wor
         yield from batch
 
 
-def _in_order(batches: Iterable[list[FileJob]], submit: Callable[[list[FileJob]], Any], resolve: Callable[[Any], list[FileResult]],
-              window: int) -> Iterator[list[FileResult]]:
+def _in_order(
+    batches: Iterable[list[FileJob]],
+    submit: Callable[[list[FileJob]], Any],
+    resolve: Callable[[Any], list[FileResult]],
+    window: int,
+) -> Iterator[list[FileResult]]:
     pending: deque = deque()
     for batch in batches:
         pending.append(submit(batch))
@@ -108,7 +114,9 @@ def _run_local(batches: Iterable[list[FileJob]], cfg: PrepConfig, workers: int) 
     context.set_forkserver_preload(["data_prep.process", "torch", "torchaudio.transforms"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
     try:
-        yield from _in_order(batches, lambda b: pool.submit(process_batch, b, cfg), lambda f: f.result(), window=2 * workers)
+        yield from _in_order(
+            batches, lambda b: pool.submit(process_batch, b, cfg), lambda f: f.result(), window=2 * workers
+        )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -120,7 +128,11 @@ def _run_ray(batches: Iterable[list[FileJob]], cfg: PrepConfig) -> Iterator[list
     if started_here:
         if os.environ.get("RAY_ADDRESS"):
             # Join the cluster and ship this package to its workers (their images need its dependencies).
-            ray.init(address="auto", runtime_env={"py_modules": [os.path.dirname(os.path.abspath(__file__))]}, log_to_driver=False)
+            ray.init(
+                address="auto",
+                runtime_env={"py_modules": [os.path.dirname(os.path.abspath(__file__))]},
+                log_to_driver=False,
+            )
         else:
             ray.init(log_to_driver=False)
     try:

@@ -63,7 +63,10 @@ class LoaderErrors:
             count = self._count.value
         self._streak += 1
         if self._streak >= self.max_streak:
-            raise RuntimeError(f"{self._streak} shard read errors in a row and no good batch: is the data all corrupt? last error: {exn}") from exn
+            raise RuntimeError(
+                f"{self._streak} shard read errors in a row and no good batch: is the data all corrupt? "
+                f"last error: {exn}"
+            ) from exn
         log.warning("skipped corrupt shard data (%d so far): %s: %s", count, type(exn).__name__, exn)
         return True
 
@@ -137,7 +140,10 @@ class _CheckSample:
     def __call__(self, sample: dict[str, Any]) -> tuple[bytes, int]:
         npy = sample["npy"]
         if len(npy) != self.size or npy[: len(self.header)] != self.header:
-            raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: .npy is not an int16 clip of the manifest's slice_len")
+            raise ValueError(
+                f"sample {sample.get('__key__')} in {sample.get('__url__')}: "
+                ".npy is not an int16 clip of the manifest's slice_len"
+            )
         return npy, int(sample["cls"])
 
 
@@ -161,7 +167,9 @@ class _Collate:
         if self.errors is not None:
             self.errors.batch_done()
         joined = b"".join([npy for npy, _ in samples])
-        pcm = np.ndarray((len(samples), self.slice_len), dtype="<i2", buffer=joined, offset=self.offset, strides=(self.record, 2))
+        pcm = np.ndarray(
+            (len(samples), self.slice_len), dtype="<i2", buffer=joined, offset=self.offset, strides=(self.record, 2)
+        )
         audio = np.multiply(pcm, np.float32(1.0 / 32768.0), dtype=np.float32)
         labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
         return torch.from_numpy(audio).unsqueeze(1), labels

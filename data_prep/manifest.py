@@ -66,7 +66,9 @@ class ManifestBuilder:
         self.dropped_silent = 0
         self.skipped: list[dict[str, str]] = []
 
-    def add_used(self, split: str, label: str | None, clips: int, source_seconds: float, clip_seconds: float, dropped: int) -> None:
+    def add_used(
+        self, split: str, label: str | None, clips: int, source_seconds: float, clip_seconds: float, dropped: int
+    ) -> None:
         self.files_seen += 1
         self.files_used += 1
         self.source_seconds += source_seconds
@@ -116,7 +118,11 @@ class ManifestBuilder:
             },
             "split_source": split_source,
             "splits": splits,
-            "labels": {"source": label_source, "names": list(self.label_names), "counts": dict(sorted(label_counts.items()))},
+            "labels": {
+                "source": label_source,
+                "names": list(self.label_names),
+                "counts": dict(sorted(label_counts.items())),
+            },
             "totals": {
                 "files_seen": self.files_seen,
                 "files_used": self.files_used,

@@ -65,9 +65,17 @@ def _process(job: FileJob, cfg: PrepConfig) -> FileResult:
     length = cfg.slice_len
     audio, info = decode_int16(job.path, cfg.sample_rate, normalize=cfg.normalize, tail=length)
     n = audio.size - length
-    result = FileResult(job, orig_sample_rate=info.sample_rate, orig_channels=info.channels, source_seconds=info.frames / info.sample_rate)
+    result = FileResult(
+        job,
+        orig_sample_rate=info.sample_rate,
+        orig_channels=info.channels,
+        source_seconds=info.frames / info.sample_rate,
+    )
     if n < length and cfg.min_len_policy == "skip":
-        result.skip_reason = f"too short: {n / cfg.sample_rate:.3f} s is less than one slice ({length / cfg.sample_rate:.3f} s) and min_len_policy=skip"
+        result.skip_reason = (
+            f"too short: {n / cfg.sample_rate:.3f} s is less than one slice "
+            f"({length / cfg.sample_rate:.3f} s) and min_len_policy=skip"
+        )
         return result
     starts = slice_starts(n, cfg, _offset_rng(job.rel, cfg.seed))
     # Starts are evenly spaced, so basic slicing gives a view of `audio`: no copy of the clips.

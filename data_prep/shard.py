@@ -30,7 +30,16 @@ from data_prep.labels import LabelError, LabelPlan, resolve_labels
 from data_prep.manifest import ManifestBuilder, fingerprint
 from data_prep.process import FileJob, FileResult
 from data_prep.shards import SplitShardWriter, encode_clip
-from data_prep.sources import SPLITS, SourceError, SourceFile, assign_split, discover, display_path, has_split_layout, path_digest
+from data_prep.sources import (
+    SPLITS,
+    SourceError,
+    SourceFile,
+    assign_split,
+    discover,
+    display_path,
+    has_split_layout,
+    path_digest,
+)
 from data_prep.store import IN_PROGRESS, MANIFEST, OutputStore
 
 log = logging.getLogger("data_prep.shard")
@@ -64,10 +73,15 @@ class ShardSettings:
         prep = PrepConfig.from_mapping(raw.pop("prep", {}) or {})
         unknown = sorted(set(raw) - {"src", "out", "list_file", "engine", "workers", "overwrite", "progress"})
         if unknown:
-            raise ConfigError(f"unknown key(s) {unknown}; valid top-level keys: src, out, list_file, engine, workers, overwrite, progress, prep")
+            raise ConfigError(
+                f"unknown key(s) {unknown}; valid top-level keys: "
+                "src, out, list_file, engine, workers, overwrite, progress, prep"
+            )
         for key in ("src", "out"):
             if not raw.get(key):
-                raise ConfigError(f"{key}= is required: python -m data_prep.shard src=/path/to/audio out=/path/to/shards")
+                raise ConfigError(
+                    f"{key}= is required: python -m data_prep.shard src=/path/to/audio out=/path/to/shards"
+                )
         settings = cls(prep=prep, **raw)
         if settings.engine not in ENGINES:
             raise ConfigError(f"engine={settings.engine!r}: expected one of {list(ENGINES)}")
@@ -103,13 +117,22 @@ def make_shards(settings: ShardSettings) -> ShardRun:
         current = _check_output(store, fp, settings.overwrite)
         if current is not None:
             store.remove(IN_PROGRESS)  # left by a run killed between its manifest and its cleanup
-            log.info("%s is up to date (same input files and config, fingerprint %s): nothing to do", settings.out, fp[:12])
+            log.info(
+                "%s is up to date (same input files and config, fingerprint %s): nothing to do", settings.out, fp[:12]
+            )
             return ShardRun(current, up_to_date=True)
         layout = has_split_layout(files)
         labels = resolve_labels(files, prep.labels, settings.src, layout)
         jobs = plan_jobs(files, labels, prep, layout)
-        log.info("%d audio files in %s -> %s (labels: %s, %d names; splits: %s)", len(files), settings.src, settings.out,
-                 labels.source, len(labels.names), "folders" if layout else "hash of path")
+        log.info(
+            "%d audio files in %s -> %s (labels: %s, %d names; splits: %s)",
+            len(files),
+            settings.src,
+            settings.out,
+            labels.source,
+            len(labels.names),
+            "folders" if layout else "hash of path",
+        )
         store.prepare()
         store.remove_run_files()
         store.write_json(IN_PROGRESS, {"fingerprint": fp, "started": _now(), "pid": os.getpid()})
@@ -118,7 +141,9 @@ def make_shards(settings: ShardSettings) -> ShardRun:
         if builder.files_used == 0:
             store.remove_run_files()
             reasons = Counter(_reason_kind(s["reason"]) for s in builder.skipped)
-            raise ShardingError(f"none of the {builder.files_seen} audio files could be used ({dict(reasons)}); see the reasons above")
+            raise ShardingError(
+                f"none of the {builder.files_seen} audio files could be used ({dict(reasons)}); see the reasons above"
+            )
         manifest = builder.build(
             fingerprint=fp, config=recorded, shards=shards, label_source=labels.source,
             split_source="folders" if layout else "hash", sample_rate=prep.sample_rate, slice_len=prep.slice_len,
@@ -169,11 +194,14 @@ def _check_output(store: OutputStore, fp: str, overwrite: bool) -> dict[str, Any
     marker = store.read_json(IN_PROGRESS)
     if marker is not None:
         if marker.get("fingerprint") == fp:
-            log.info("%s: an earlier run with the same input and config did not finish; starting it again cleanly", store.url)
+            log.info(
+                "%s: an earlier run with the same input and config did not finish; starting it again cleanly", store.url
+            )
             return None
         if not overwrite:
             raise ShardingError(
-                f"{store.url} holds an unfinished run with different input or config (started {marker.get('started')}). "
+                f"{store.url} holds an unfinished run with different input or config "
+                f"(started {marker.get('started')}). "
                 "Re-run with overwrite=true to replace it, or choose another out=."
             )
         return None
@@ -185,9 +213,13 @@ def _check_output(store: OutputStore, fp: str, overwrite: bool) -> dict[str, Any
     return None
 
 
-def _write_shards(store: OutputStore, jobs: list[FileJob], builder: ManifestBuilder, settings: ShardSettings) -> dict[str, list[dict]]:
+def _write_shards(
+    store: OutputStore, jobs: list[FileJob], builder: ManifestBuilder, settings: ShardSettings
+) -> dict[str, list[dict]]:
     prep = settings.prep
-    writers = {split: SplitShardWriter(store.work_dir, split, prep.samples_per_shard, store.publish) for split in SPLITS}
+    writers = {
+        split: SplitShardWriter(store.work_dir, split, prep.samples_per_shard, store.publish) for split in SPLITS
+    }
     started = time.monotonic()
     bar = tqdm(total=len(jobs), unit="file", disable=not settings.progress, dynamic_ncols=True, mininterval=0.5)
     try:
@@ -196,8 +228,13 @@ def _write_shards(store: OutputStore, jobs: list[FileJob], builder: ManifestBuil
                 _write_result(result, writers, builder, prep)
                 bar.update(1)
                 elapsed = max(time.monotonic() - started, 1e-9)
-                bar.set_postfix(clips=builder.clips, skipped=len(builder.skipped), clips_per_s=f"{builder.clips / elapsed:.0f}",
-                                audio=f"{builder.source_seconds / elapsed:.0f}x realtime", refresh=False)
+                bar.set_postfix(
+                    clips=builder.clips,
+                    skipped=len(builder.skipped),
+                    clips_per_s=f"{builder.clips / elapsed:.0f}",
+                    audio=f"{builder.source_seconds / elapsed:.0f}x realtime",
+                    refresh=False,
+                )
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -207,7 +244,9 @@ def _write_shards(store: OutputStore, jobs: list[FileJob], builder: ManifestBuil
     return {split: [info.to_dict() for info in writer.close()] for split, writer in writers.items()}
 
 
-def _write_result(result: FileResult, writers: dict[str, SplitShardWriter], builder: ManifestBuilder, prep: PrepConfig) -> None:
+def _write_result(
+    result: FileResult, writers: dict[str, SplitShardWriter], builder: ManifestBuilder, prep: PrepConfig
+) -> None:
     job = result.job
     source = display_path(job.rel)
     if not result.used:
@@ -217,14 +256,21 @@ def _write_result(result: FileResult, writers: dict[str, SplitShardWriter], buil
     writer = writers[job.split]
     file_id = path_digest(job.rel, "key").hex()[:16]
     cls = str(job.label_index).encode()
-    for i, (clip, offset) in enumerate(zip(result.clips, result.offsets)):
+    for i, (clip, offset) in enumerate(zip(result.clips, result.offsets, strict=True)):
         meta = {
             "source": source, "offset": int(offset), "clip": i, "label": job.label, "label_index": job.label_index,
             "split": job.split, "orig_sample_rate": result.orig_sample_rate, "orig_channels": result.orig_channels,
         }
         writer.write(f"{file_id}_{i:06d}", encode_clip(clip), cls, json.dumps(meta, ensure_ascii=False).encode())
     clips = len(result.clips)
-    builder.add_used(job.split, job.label, clips, result.source_seconds, clips * prep.slice_len / prep.sample_rate, result.dropped_silent)
+    builder.add_used(
+        job.split,
+        job.label,
+        clips,
+        result.source_seconds,
+        clips * prep.slice_len / prep.sample_rate,
+        result.dropped_silent,
+    )
 
 
 def _log_summary(manifest: dict[str, Any], out: str) -> None:
@@ -243,7 +289,7 @@ def _reason_kind(reason: str) -> str:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="shards")
@@ -252,7 +298,10 @@ def main(cfg: DictConfig) -> None:
         settings = ShardSettings.from_mapping(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
         make_shards(settings)
     except MissingMandatoryValue as exc:
-        print(f"error: {exc.full_key}= is required: python -m data_prep.shard src=/path/to/audio out=/path/to/shards", file=sys.stderr)
+        print(
+            f"error: {exc.full_key}= is required: python -m data_prep.shard src=/path/to/audio out=/path/to/shards",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,23 @@ from data_prep.config import SplitConfig
 
 # Extensions soundfile (libsndfile >= 1.1) decodes.
 AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64"}
+    {
+        ".wav",
+        ".wave",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".au",
+        ".snd",
+        ".caf",
+        ".w64",
+        ".rf64",
+    }
 )
 # Audio that users commonly have but libsndfile cannot decode: seen, then skipped with a reason.
 UNSUPPORTED_AUDIO_EXTENSIONS = frozenset(
@@ -23,7 +39,14 @@ UNSUPPORTED_AUDIO_EXTENSIONS = frozenset(
 )
 SPLITS = ("train", "valid", "test")
 # Top-level folder names that mark an existing split layout (SC09 ships train/valid/test).
-SPLIT_FOLDER_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test", "testing": "test"}
+SPLIT_FOLDER_NAMES = {
+    "train": "train",
+    "valid": "valid",
+    "validation": "valid",
+    "val": "valid",
+    "test": "test",
+    "testing": "test",
+}
 
 
 class SourceError(ValueError):

@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wavegan.sampling import interpolate_latents
-
-from .previews import contact_sheet, write_wavs
+from pipeline.tracking.previews import contact_sheet, write_wavs
+from wavegan.sampling import generate, interpolate_latents, sample_latents
 
 DEFAULT_URI = "models:/wavegan-generator@champion"
 SHEET_ROWS = 16
@@ -76,26 +75,28 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
     """The LatentToAudio module of a registry URI (or run/artifact URI), or of a checkpoint folder, with its
     label names (the registered model's ``label_names`` metadata, or the checkpoint's config)."""
     if checkpoint:
-        from .registry import generator_from_checkpoint
+        from pipeline.registry.generator import generator_from_checkpoint
 
         model, config = generator_from_checkpoint(checkpoint)
         return Generator(model, list(config.get("label_names") or []) if model.num_classes else [])
     import mlflow
 
-    from .tracking import tracking_uri as resolve_uri
+    from pipeline.tracking.run import tracking_uri as resolve_uri
 
     mlflow.set_tracking_uri(tracking_uri or resolve_uri({}))
-    from .registry import PickledModelError, load_registered
+    from pipeline.registry.generator import PickledModelError, load_registered
 
     uri = model_uri or DEFAULT_URI
     try:
         model = load_registered(uri)[0]
         metadata = mlflow.models.get_model_info(uri).metadata or {}
     except PickledModelError as exc:
-        raise SystemExit(str(exc))
+        raise SystemExit(str(exc)) from None
     except Exception as exc:  # MlflowException for unknown names/versions/aliases
-        raise SystemExit(f"cannot load {uri}: {str(exc)[:400]}\nList versions in the MLflow UI (make mlflow-ui), "
-                         f"promote one (make promote MODEL=wavegan-generator VERSION=N), or pass --checkpoint DIR.")
+        raise SystemExit(
+            f"cannot load {uri}: {str(exc)[:400]}\nList versions in the MLflow UI (make mlflow-ui), "
+            f"promote one (make promote MODEL=wavegan-generator VERSION=N), or pass --checkpoint DIR."
+        ) from None
     return Generator(model, [str(n) for n in metadata.get("label_names") or []])
 
 
@@ -112,21 +113,20 @@ def run(generator: Generator, n: int, seed: int, out: Path, interp: bool = False
     label_ids = generator.label_ids(labels or [])
     gen = torch.Generator().manual_seed(seed)
     if interp:
-        z0, z1 = (torch.rand(2, model.latent_dim, generator=gen) * 2 - 1).unbind(0)
+        z0, z1 = sample_latents(2, model.latent_dim, generator=gen).unbind(0)
         z = interpolate_latents(z0, z1, n)
     else:
-        z = torch.rand(n, model.latent_dim, generator=gen) * 2 - 1
+        z = sample_latents(n, model.latent_dim, generator=gen)
     if label_ids:  # the same latents for every label: only the label changes
         y = torch.tensor(label_ids).repeat_interleave(n)
         z = z.repeat(len(label_ids), 1)
-        chunks = zip(z.split(batch_size), y.split(batch_size))
-        audio = torch.cat([model(zc, yc) for zc, yc in chunks])
+        audio = generate(model, z, y, batch_size=batch_size)
         names = [generator.name(i) for i in y.tolist()]
         per_label = max(1, SHEET_ROWS // len(label_ids))
         rows = [k * n + j for k in range(len(label_ids)) for j in range(min(n, per_label))][:SHEET_ROWS]
         what = f"labels {', '.join(dict.fromkeys(names))}"
     else:
-        audio = torch.cat([model(chunk) for chunk in z.split(batch_size)])
+        audio = generate(model, z, batch_size=batch_size)
         names, rows, what = None, list(range(min(n, SHEET_ROWS))), "unconditional"
     paths = write_wavs(audio, model.sample_rate, out, prefix="interp" if interp else "sample", labels=names)
     paths.append(contact_sheet(audio[rows], model.sample_rate, out / "sheet.png",

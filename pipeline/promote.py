@@ -24,11 +24,10 @@ import sys
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .tracking import tracking_uri
+from pipeline.tracking.run import tracking_uri
+from wavegan.metrics import is_better
 
 DEFAULT_MODEL, DEFAULT_ALIAS, DEFAULT_METRIC = "wavegan-generator", "champion", "is_mean"
-# is_mean, mis, label_accuracy: higher is better; per-label forms (fid/seven) go the way of their metric
-LOWER_IS_BETTER = {"fid", "am", "d_self_rel", "d_train_rel", "upsampling_noise"}
 
 
 class PromotionError(Exception):
@@ -37,11 +36,6 @@ class PromotionError(Exception):
 
 def history_tag(alias: str) -> str:
     return f"alias.{alias}.history"
-
-
-def better(metric: str, a: float, b: float) -> bool:
-    """Is ``a`` strictly better than ``b`` for ``metric``?"""
-    return a < b if metric.split("/", 1)[0] in LOWER_IS_BETTER else a > b
 
 
 class Registry:
@@ -101,7 +95,7 @@ def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS,
             raise PromotionError(f"no version of {registry.model} has the metric {metric!r}: run make eval first")
         best = scored[0]
         for candidate in scored[1:]:
-            if better(metric, candidate[0], best[0]):
+            if is_better(metric, candidate[0], best[0]):
                 best = candidate
         version = best[1]
     if version is None:
@@ -118,7 +112,7 @@ def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS,
                                  f"evaluate it (make eval MODEL_URI=models:/{registry.model}/{version}) or use FORCE=1")
         if holder is not None:
             held = registry.metric(registry.version(holder), metric)
-            if held is not None and better(metric, held, score):
+            if held is not None and is_better(metric, held, score):
                 raise PromotionError(f"version {version} has {metric}={score:.4g}, worse than the current "
                                      f"{alias} (version {holder}, {metric}={held:.4g}); use FORCE=1 to promote anyway")
     history = registry.history(alias) + ([holder] if holder is not None else [])
@@ -138,14 +132,21 @@ def rollback(registry: Registry, alias: str = DEFAULT_ALIAS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.promote", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.promote",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
     parser.add_argument("--version", help="the version to promote: a number, or latest (the newest)")
     parser.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move (default {DEFAULT_ALIAS})")
-    parser.add_argument("--metric", default=DEFAULT_METRIC,
-                        help=f"evaluation metric the gate compares (default {DEFAULT_METRIC}; fid, am: lower is better; "
-                             f"label_accuracy for a class-conditional model)")
+    parser.add_argument(
+        "--metric",
+        default=DEFAULT_METRIC,
+        help=f"evaluation metric the gate compares (default {DEFAULT_METRIC}; fid, am: lower is better; "
+        f"label_accuracy for a class-conditional model)",
+    )
     parser.add_argument("--best-by", metavar="METRIC", help="promote the version with the best METRIC")
     parser.add_argument("--force", action="store_true", help="skip the gate")
     parser.add_argument("--rollback", action="store_true", help="restore the alias's previous holder")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.local_cluster import ClusterState, load_state
+from pipeline.launch.local_cluster import ClusterState, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +33,9 @@ def free_port() -> int:
 
 
 def cluster_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m pipeline.local_cluster <args>`` as a user runs it, minus any RAY_ADDRESS of theirs."""
+    """``python -m pipeline.launch.local_cluster <args>`` as a user runs it, minus any RAY_ADDRESS of theirs."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "pipeline.local_cluster", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline.launch.local_cluster", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -43,8 +43,8 @@ def cluster_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
 def local_cluster(tmp_path_factory) -> Iterator[ClusterState]:
     """A head + 1 worker node Ray cluster on this machine (1 CPU each, free ports, token auth).
 
-    Started and stopped through ``python -m pipeline.local_cluster``. Use ``.job_address`` for
-    ``ray job`` / ``pipeline.submit``, and ``{**os.environ, **cluster.exports()}`` as the environment
+    Started and stopped through ``python -m pipeline.launch.local_cluster``. Use ``.job_address`` for
+    ``ray job`` / ``pipeline.launch.submit``, and ``{**os.environ, **cluster.exports()}`` as the environment
     of a client process (RAY_ADDRESS, RAY_AUTH_MODE, WAVEGAN_SHARED_STORAGE).
     """
     state_dir = tmp_path_factory.mktemp("local-cluster")
@@ -113,7 +113,9 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"process ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-5000:] if log else ''}")
+            pytest.fail(
+                f"process ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-5000:] if log else ''}"
+            )
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}" + (f":\n{log.read_text()[-5000:]}" if log else ""))
 

@@ -80,8 +80,12 @@ class Runs:
         if name not in self.done:
             proc = self.procs[name]
             proc.wait(timeout=300)
-            self.done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, (self.work / f"{name}.out").read_text(),
-                                                          (self.work / f"{name}.err").read_text())
+            self.done[name] = subprocess.CompletedProcess(
+                proc.args,
+                proc.returncode,
+                (self.work / f"{name}.out").read_text(),
+                (self.work / f"{name}.err").read_text(),
+            )
         return self.done[name]
 
     def close(self) -> None:
@@ -123,7 +127,7 @@ def _table_rows(path: Path = DOCS, heading: str = "## Reference flags and what r
     return rows
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compose_keys(config_name: str, overrides: tuple[str, ...]) -> set[str]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -159,7 +163,9 @@ def test_mapping_table_keys_exist_in_the_composed_config(path, heading, minimum)
         for key in keys:
             config_name = "shards" if key.startswith("prep.") else "config"
             overrides = [s for s in selections if (s.startswith("prep=") == (config_name == "shards"))]
-            assert key in _compose_keys(config_name, tuple(overrides)), f"{flag}: {key} is not in conf/{config_name}.yaml"
+            assert key in _compose_keys(config_name, tuple(overrides)), (
+                f"{flag}: {key} is not in conf/{config_name}.yaml"
+            )
             checked += 1
         # the example's overrides compose too (check_overrides says why when one does not)
         for target, args in re.findall(r"make (\w+)[^`]*?ARGS=\"([^\"]*)\"", example):
@@ -173,12 +179,18 @@ def test_mapping_table_keys_exist_in_the_composed_config(path, heading, minimum)
     assert checked >= minimum and examples >= minimum
 
 
-@pytest.mark.parametrize("preset, expected", [
-    ("nsynth", {"slice_len": 65536, "first_slice": True, "pad_end": True, "labels.from": "regex"}),
-    ("drums", {"slice_len": 16384, "first_slice": True, "pad_end": True, "labels.from": "folder"}),
-    ("piano", {"slice_len": 16384, "first_slice": False, "overlap": 0.5, "drop_silent_db": -60.0, "labels.from": "none"}),
-    ("sc09", {"slice_len": 16384, "first_slice": True, "pad_end": True}),
-])
+@pytest.mark.parametrize(
+    "preset, expected",
+    [
+        ("nsynth", {"slice_len": 65536, "first_slice": True, "pad_end": True, "labels.from": "regex"}),
+        ("drums", {"slice_len": 16384, "first_slice": True, "pad_end": True, "labels.from": "folder"}),
+        (
+            "piano",
+            {"slice_len": 16384, "first_slice": False, "overlap": 0.5, "drop_silent_db": -60.0, "labels.from": "none"},
+        ),
+        ("sc09", {"slice_len": 16384, "first_slice": True, "pad_end": True}),
+    ],
+)
 def test_prep_presets_compose_and_validate(preset, expected):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf

@@ -39,7 +39,9 @@ def test_every_lock_entry_carries_hashes_and_satisfies_pyproject():
 
 
 def test_registered_models_require_the_locked_versions():
-    from pipeline.registry import REQUIREMENTS  # the generator's and the classifier's (pipeline.registry.log_safe_model)
+    from pipeline.registry.generator import (
+        REQUIREMENTS,  # the generator's and the classifier's (pipeline.registry.log_safe_model)
+    )
 
     pins = as_pins(REQUIREMENTS)
     assert {"torch", "torchaudio", "numpy", "mlflow"} <= set(pins)
@@ -47,7 +49,7 @@ def test_registered_models_require_the_locked_versions():
 
 
 def test_the_ray_job_installs_the_locked_versions_of_the_project_dependencies():
-    from pipeline.submit import runtime_env
+    from pipeline.launch.submit import runtime_env
 
     pip = runtime_env({}, pip=True)["pip"]
     assert pip == project_requirements()

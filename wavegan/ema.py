@@ -27,7 +27,9 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
     ema_params, params = list(ema.parameters()), list(model.parameters())
     if len(ema_params) != len(params):
-        raise ValueError(f"the EMA copy has {len(ema_params)} parameters, the model {len(params)}: not the same network")
+        raise ValueError(
+            f"the EMA copy has {len(ema_params)} parameters, the model {len(params)}: not the same network"
+        )
     torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
-    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):
         ema_buffer.copy_(buffer)

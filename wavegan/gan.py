@@ -50,11 +50,11 @@ class GAN(nn.Module):
     def sample_latents(self, n: int, generator: torch.Generator | None = None,
                        device: torch.device | str | None = None) -> Tensor:
         """n latent vectors from Uniform(-1, 1), on ``device`` (default: the model's)."""
+        from .sampling import sample_latents  # sampling imports this module
+
         if device is None:
             device = next(self.generator.parameters()).device
-        draw_on = generator.device if generator is not None else device
-        z = torch.rand(n, self.latent_dim, generator=generator, device=draw_on) * 2.0 - 1.0
-        return z.to(device)
+        return sample_latents(n, self.latent_dim, generator=generator, device=device)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Latents -> audio (what an exported model should do)."""

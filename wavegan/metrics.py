@@ -29,6 +29,19 @@ from wavegan.classifier import EvalClassifier, LogMelFeatures, classify
 CLASSIFIER_METRICS = ("is", "fid", "mis", "am")
 UNLABELED_METRICS = ("d_self", "d_train", "upsampling_noise")
 ALL_METRICS = CLASSIFIER_METRICS + UNLABELED_METRICS
+# Which way each score improves: the one table that promotion (pipeline.promote), early stopping
+# (pipeline.evaluate's EarlyStopping) and the evaluation report read. A logged name (``eval/fid``) or a
+# per-label form (``fid/seven``) goes the way of its metric; a name not listed counts as higher-is-better.
+HIGHER_IS_BETTER = {
+    "is_mean": True,
+    "mis": True,
+    "label_accuracy": True,
+    "fid": False,
+    "am": False,
+    "d_self_rel": False,
+    "d_train_rel": False,
+    "upsampling_noise": False,
+}
 REAL_TRAIN = "real (train)"
 REAL_TEST = "real (test)"
 
@@ -377,8 +390,32 @@ def format_table1(results: dict[str, dict[str, float]]) -> str:
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         )
 
     rule = "-" * len(fmt(header))
     return "\n".join([fmt(header), rule, *(fmt(line) for line in lines)])
+
+
+def metric_name(key: str) -> str:
+    """The metric behind a logged key: ``eval/fid/seven`` and ``fid/seven`` -> ``fid``."""
+    return key.removeprefix("eval/").split("/", 1)[0]
+
+
+def higher_is_better(key: str) -> bool:
+    """Does ``key`` improve upwards? (:data:`HIGHER_IS_BETTER`; unlisted names: yes.)"""
+    return HIGHER_IS_BETTER.get(metric_name(key), True)
+
+
+def is_better(key: str, a: float, b: float) -> bool:
+    """Is ``a`` strictly better than ``b`` for ``key``?"""
+    return a > b if higher_is_better(key) else a < b
+
+
+def directions_note() -> str:
+    """One line under Table 1 saying which columns improve upwards and which downwards."""
+    titles = [(title, "is_mean" if key is None else key) for title, key in _TABLE1_COLUMNS]
+    up = [title for title, key in titles if HIGHER_IS_BETTER.get(key) is True]
+    down = [title for title, key in titles if HIGHER_IS_BETTER.get(key) is False]
+    return f"higher is better: {', '.join(up)}; lower is better: {', '.join(down)}"

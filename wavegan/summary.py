@@ -41,7 +41,7 @@ def model_summary(module: nn.Module, example_input: Any) -> str:
     header = ("layer", "type", "output shape", "params")
     table = [header] + [(n, t, s, f"{p:,}") for n, t, s, p in rows]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
              for row in table]
     rule = "-" * len(lines[0])
     total = sum(p.numel() for p in module.parameters())

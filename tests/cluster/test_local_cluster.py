@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline.local_cluster import cluster_processes, load_state
+from pipeline.launch.local_cluster import cluster_processes, load_state
 
 from ..conftest import ROOT, cluster_cli, free_port
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from pipeline.submit import PROJECT_ROOT, hydra_value, job_overrides
+from pipeline.launch.submit import PROJECT_ROOT, hydra_value, job_overrides
 
 from ..conftest import ROOT
 
@@ -19,7 +19,7 @@ def as_dict(overrides: list[str]) -> dict[str, str]:
 
 
 def submit(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.submit", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline.launch.submit", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

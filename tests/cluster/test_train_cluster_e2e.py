@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.local_cluster import cluster_processes
+from pipeline.launch.local_cluster import cluster_processes
 
 from ..conftest import checkpoints, cluster_cli, finish, start, wait_for
 
@@ -21,13 +21,14 @@ pytestmark = pytest.mark.slow
 
 
 def submit_command(shards, storage, uri, run_name, *overrides) -> list[str]:
-    return [sys.executable, "-m", "pipeline.submit", "--tracking-uri", uri, "preset=tiny", f"data.dir={shards}",
+    return [sys.executable, "-m", "pipeline.launch.submit", "--tracking-uri", uri, "preset=tiny", f"data.dir={shards}",
             f"train.storage_path={storage}", f"train.run_name={run_name}", "cluster.num_workers=2", *overrides]
 
 
 def alive_nodes(state) -> set[str]:
     """Alive node names, asked from a fresh process (Ray fixes its auth mode when this process loads it)."""
-    code = ("import sys; from pathlib import Path; from pipeline.local_cluster import load_state, _alive_node_names; "
+    code = ("import sys; from pathlib import Path; "
+            "from pipeline.launch.local_cluster import load_state, _alive_node_names; "
             "print(','.join(sorted(_alive_node_names(load_state(Path(sys.argv[1]))) or {'?'})))")
     out = subprocess.run([sys.executable, "-c", code, state.state_dir], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **state.exports()})
@@ -67,7 +68,9 @@ def test_train_cluster_registers_and_survives_losing_a_node(local_cluster, tone_
     wait_for(lambda: "w1" not in alive_nodes(local_cluster), 300, "Ray to declare node w1 dead")
     healed = cluster_cli("up", "--workers", "1", "--port", str(local_cluster.port), "--dashboard-port",
                          str(local_cluster.dashboard_port), "--state-dir", local_cluster.state_dir)
-    assert healed.returncode == 0 and "restarting dead worker node(s): w1" in healed.stdout, healed.stdout + healed.stderr
+    assert healed.returncode == 0 and "restarting dead worker node(s): w1" in healed.stdout, (
+        healed.stdout + healed.stderr
+    )
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     assert "resumed from checkpoint at step" in out and "done at step 80" in out

@@ -154,7 +154,7 @@ def test_sliding_slices(tmp_path, seconds, overlap, pad_end):
     hop = cfg.hop
     expected = math.ceil(n / hop) if pad_end else 1 + (n - 16384) // hop
     assert len(result.clips) == expected
-    for clip, start in zip(result.clips, result.offsets):
+    for clip, start in zip(result.clips, result.offsets, strict=True):
         piece = samples[start : start + 16384]
         np.testing.assert_array_equal(clip[: piece.size], piece)
         assert not clip[piece.size :].any()

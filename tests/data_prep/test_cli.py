@@ -11,7 +11,9 @@ from .conftest import tone, write_int16
 
 
 def shard_cli(cwd, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "data_prep.shard", *overrides], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "data_prep.shard", *overrides], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_makes_shards_then_is_a_noop(sc09_corpus, tmp_path):

@@ -30,7 +30,12 @@ def shards(tmp_path_factory) -> str:
         write_int16(src / f"clip{i:02d}.wav", (tone(1.0, 16000, seed=i) * 32767).astype(np.int16))
         table.append(f"clip{i:02d}.wav,id{i:02d}")
     (root / "labels.csv").write_text("\n".join(table) + "\n")
-    cfg = prep(first_slice=True, pad_end=True, samples_per_shard=3, labels=LabelConfig(source="file", file=str(root / "labels.csv")))
+    cfg = prep(
+        first_slice=True,
+        pad_end=True,
+        samples_per_shard=3,
+        labels=LabelConfig(source="file", file=str(root / "labels.csv")),
+    )
     run_shards(src, root / "out", cfg)
     return str(root / "out")
 
@@ -68,14 +73,16 @@ def test_seed_makes_runs_reproducible_and_epochs_differ(shards):
 def test_audio_matches_the_source_clip(shards):
     manifest = read_manifest(shards)
     (audio, labels), *_ = build_loader(shards, batch_size=8, batches_per_epoch=1, num_workers=0)
-    for clip, label in zip(audio[:, 0].numpy(), labels.tolist()):
+    for clip, label in zip(audio[:, 0].numpy(), labels.tolist(), strict=True):
         expected = (tone(1.0, 16000, seed=label) * 32767).astype(np.int16) / 32768.0
         np.testing.assert_array_equal(clip[:16000], expected.astype(np.float32))
     assert manifest["labels"]["names"][labels[0]] == f"id{labels[0]:02d}"
 
 
 def test_explicit_ranks_split_the_stream(shards):
-    ranks = [build_loader(shards, batch_size=4, batches_per_epoch=5, num_workers=0, rank=r, world_size=2) for r in (0, 1)]
+    ranks = [
+        build_loader(shards, batch_size=4, batches_per_epoch=5, num_workers=0, rank=r, world_size=2) for r in (0, 1)
+    ]
     seen = [labels_of(loader) for loader in ranks]
     assert len(seen[0]) == len(seen[1]) == 5
     assert seen[0] != seen[1]

@@ -100,9 +100,15 @@ def test_splits_are_deterministic_and_never_mix_a_file(sc09_corpus, tmp_path):
 
 def test_existing_split_folders_are_honoured(sc09_corpus, tmp_path):
     src = sc09_corpus(12, layout=True)
-    manifest = run_shards(src, tmp_path / "out", prep(first_slice=True, pad_end=True, split=SplitConfig(0.5, 0.4))).manifest
+    manifest = run_shards(
+        src, tmp_path / "out", prep(first_slice=True, pad_end=True, split=SplitConfig(0.5, 0.4))
+    ).manifest
     assert manifest["split_source"] == "folders"
-    assert {s: manifest["splits"][s]["files"] for s in ("train", "valid", "test")} == {"train": 6, "valid": 3, "test": 3}
+    assert {s: manifest["splits"][s]["files"] for s in ("train", "valid", "test")} == {
+        "train": 6,
+        "valid": 3,
+        "test": 3,
+    }
     for split in ("train", "valid", "test"):
         assert all(source.startswith(f"{split}/") for source, _ in shard_samples(tmp_path / "out", split))
 
@@ -115,7 +121,12 @@ def test_label_sources(tmp_path):
     manifest = run_shards(src, tmp_path / "auto", one).manifest
     assert (manifest["labels"]["source"], manifest["labels"]["names"]) == ("folder", ["hat", "kick", "snare"])
     by_source = {meta["source"]: meta["label"] for _, meta in shard_samples(tmp_path / "auto").values()}
-    assert by_source == {"kick/take0.wav": "kick", "kick/take1.wav": "kick", "snare/take2.wav": "snare", "hat/take3.wav": "hat"}
+    assert by_source == {
+        "kick/take0.wav": "kick",
+        "kick/take1.wav": "kick",
+        "snare/take2.wav": "snare",
+        "hat/take3.wav": "hat",
+    }
 
     regex = prep(first_slice=True, pad_end=True, labels=LabelConfig(source="regex", regex=r"take(?P<label>\d)"))
     assert run_shards(src, tmp_path / "regex", regex).manifest["labels"]["names"] == ["0", "1", "2", "3"]
@@ -210,7 +221,9 @@ def test_interrupted_run_restarts_cleanly(sc09_corpus, tmp_path, monkeypatch):
         run_shards(src, out, cfg)
     left = sorted(os.listdir(out))
     assert "manifest.json" not in left and ".shards-in-progress.json" in left
-    assert left.count("train-000000.tar") == 1 and "train-000002.tar" not in left  # only complete shards carry a shard name
+    assert (
+        left.count("train-000000.tar") == 1 and "train-000002.tar" not in left
+    )  # only complete shards carry a shard name
     assert not [n for n in left if n.endswith(".partial")]
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         read_manifest(str(out))

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import bench
-from pipeline.bench_common import Row, gpu_peak_key, model_config
-from pipeline.bench_model import count_flops
+from bench import report as bench
+from bench.core import Row, gpu_peak_key, model_config
+from bench.model import count_flops
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_explains_the_options():
-    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--help"], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for option in ("--quick", "--only", "--out", "--json", "--smoke", "--device"):
@@ -30,14 +30,14 @@ def test_help_explains_the_options():
 
 
 def test_unknown_section_is_refused():
-    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--only", "modle", "--smoke"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "bench", "--only", "modle", "--smoke"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "modle" in out.stderr
 
 
 def test_smoke_run_writes_json_and_markdown(tmp_path):
     json_path, md_path = tmp_path / "results.json", tmp_path / "BENCH.md"
-    out = subprocess.run([sys.executable, "-m", "pipeline.bench", "--only", "model,generate,eval", "--smoke",
+    out = subprocess.run([sys.executable, "-m", "bench", "--only", "model,generate,eval", "--smoke",
                           "--json", str(json_path), "--out", str(md_path), "--device", "cpu"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -90,7 +90,9 @@ def test_gpu_peak_rows(name, row):
 
 def test_only_merges_into_existing_results_and_keeps_handwritten_markdown(tmp_path, monkeypatch):
     json_path, md_path = tmp_path / "results.json", tmp_path / "BENCH.md"
-    md_path.write_text(f"# Benchmarks\n\nhand-written intro\n\n{bench.BEGIN}\nold table\n{bench.END}\n\n## Method\nkept\n")
+    md_path.write_text(
+        f"# Benchmarks\n\nhand-written intro\n\n{bench.BEGIN}\nold table\n{bench.END}\n\n## Method\nkept\n"
+    )
 
     def fake(name, value):
         def runner(device, sizes, log, workdir):
@@ -117,7 +119,7 @@ def test_only_merges_into_existing_results_and_keeps_handwritten_markdown(tmp_pa
 
 
 def test_training_metrics_are_read_from_ray_output_and_snapshot():
-    from pipeline.bench_train import _last_metrics, _printed_metrics
+    from bench.training import _last_metrics, _printed_metrics
 
     stdout = ("(RayTrainWorker pid=12, ip=127.0.0.1) [train] step 10/20 d_loss=1.2 steps_per_s=2.5 clips_per_s=40\n"
               "noise\n[train] step 20/20 d_loss=1.1 steps_per_s=3 clips_per_s=48 data_wait_frac=0.01\n")
@@ -134,8 +136,8 @@ def test_training_metrics_are_read_from_ray_output_and_snapshot():
 
 
 def test_the_progress_line_reads_well_and_make_bench_still_reads_it():
-    from pipeline.bench_train import _printed_metrics
-    from pipeline.tracking import progress_line
+    from bench.training import _printed_metrics
+    from pipeline.tracking.run import progress_line
 
     metrics = {"d_loss": -1.5, "g_loss": 0.25, "steps_per_s": 0.5, "clips_per_s": 32.0, "data_wait_frac": 0.0}
     line = progress_line(100, 400, metrics)
@@ -145,7 +147,7 @@ def test_the_progress_line_reads_well_and_make_bench_still_reads_it():
 
 def test_gpu_section_modules_import_nothing_but_torch():
     """The GPU machines have torch and torchaudio only: the GPU script's imports must not need more."""
-    code = ("import sys; import pipeline.bench_gpu, pipeline.iteration, pipeline.state; "
+    code = ("import sys; import bench.gpu, pipeline.train.step, pipeline.train.state; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'ray', 'mlflow', 'hydra', 'omegaconf', 'webdataset', 'yaml', 'soundfile', 'data_prep'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -154,14 +156,14 @@ def test_gpu_section_modules_import_nothing_but_torch():
 
 
 def test_sc09_config_snapshot_matches_conf():
-    from pipeline.bench_common import compose
-    from pipeline.bench_gpu import CONFIG_FILE
+    from bench.core import compose
+    from bench.gpu import CONFIG_FILE
 
     cfg = compose("preset=sc09")
     snapshot = json.loads(CONFIG_FILE.read_text())
     assert snapshot["model"] == cfg["model"] and snapshot["loss"] == cfg["loss"], \
         "bench/sc09_config.json is stale: run python bench/gpu_step.py --write-config"
-    assert snapshot["train"] == {k: cfg["train"][k] for k in ("batch_size", "seed", "amp")}
+    assert snapshot["train"] == {k: cfg["train"][k] for k in ("batch_size", "seed", "amp", "compile", "ema")}
 
 
 def test_gpu_script_dry_run_measures_every_variant_and_merges_into_the_markdown(tmp_path):
@@ -178,7 +180,7 @@ def test_gpu_script_dry_run_measures_every_variant_and_merges_into_the_markdown(
     assert len(result["generation"]) == 6 and all(g["clips_per_s"] > 0 for g in result["generation"].values())
     assert result["flops_per_iteration"] > 0 and result["matmul_bf16_flops_per_s"] > 0
 
-    merged = subprocess.run([sys.executable, "-m", "pipeline.bench", "--gpu-json", str(gpu_json), "--json",
+    merged = subprocess.run([sys.executable, "-m", "bench", "--gpu-json", str(gpu_json), "--json",
                              str(results), "--out", str(md)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert merged.returncode == 0, merged.stderr
     assert json.loads(results.read_text())["sections"]["gpu"]["details"]["variants"].keys() == result["variants"].keys()

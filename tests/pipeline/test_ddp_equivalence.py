@@ -17,8 +17,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pipeline.iteration import DDP_KWARGS, Draws, IterationConfig, train_iteration
-from pipeline.state import TrainState
+from pipeline.train.state import TrainState
+from pipeline.train.step import DDP_KWARGS, Draws, IterationConfig, train_iteration
 from wavegan import build_gan
 from wavegan.ema import ema_copy
 from wavegan.losses import build_optimizers
@@ -60,7 +60,8 @@ def _rank_main(rank: int, world: int, port: int, out: dict, num_classes: int) ->
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        params = one_iteration(rank, world, lambda m: DDP(m, **DDP_KWARGS), num_classes)  # pipeline.loop's settings
+        # pipeline.train.loop's settings
+        params = one_iteration(rank, world, lambda m: DDP(m, **DDP_KWARGS), num_classes)
         if rank == 0:
             out.update(params)
         else:  # the other ranks' EMA copies, to compare with rank 0's
@@ -96,7 +97,9 @@ def test_two_ranks_match_one_process(num_classes):
     others = {k.split(".", 1)[1]: ddp.pop(k) for k in list(ddp) if k.startswith("rank1.")}
     assert set(ddp) == set(single) and set(others) == {k for k in single if k.startswith("EMA.")}
     for key, value in single.items():
-        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs between DDP and 1 process")
+        torch.testing.assert_close(
+            ddp[key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs between DDP and 1 process"
+        )
     for key, value in others.items():
         assert torch.equal(value, ddp[key]), f"{key} differs between rank 1 and rank 0"
     # the iteration really trained both networks: their parameters left the initial values

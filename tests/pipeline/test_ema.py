@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from pipeline.iteration import IterationConfig, train_iteration
-from pipeline.state import TrainState, load_checkpoint, save_state
+from pipeline.train.state import TrainState, load_checkpoint, save_state
+from pipeline.train.step import IterationConfig, train_iteration
 from wavegan import build_gan
 from wavegan.ema import ema_copy
 from wavegan.losses import build_optimizers
@@ -76,8 +76,8 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
     from mlflow import MlflowClient
     from ray.train import Checkpoint
 
-    from pipeline.registry import load_registered, register_generator
-    from pipeline.tracking import experiment_id
+    from pipeline.registry.generator import load_registered, register_generator
+    from pipeline.tracking.run import experiment_id
 
     state = new_state()
     iterate(state, n=2)

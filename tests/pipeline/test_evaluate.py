@@ -18,18 +18,14 @@ import yaml
 from data_prep.demo_data import build as build_demo
 from data_prep.loader import read_manifest
 from data_prep.shard import ShardSettings, make_shards
-from pipeline.classifier_registry import MODEL_NAME, ensure_classifier, find_classifier, load_clips
-from pipeline.config import ConfigError
-from pipeline.evaluate import (
-    EarlyStopping,
-    Evaluator,
-    Reference,
-    generate_audio,
-    load_eval_config,
-    main,
-    prepare_training_eval,
-)
-from pipeline.state import TrainState, load_checkpoint, save_state
+from pipeline.evaluate.cli import main
+from pipeline.evaluate.config import load_eval_config
+from pipeline.evaluate.generated import generate_audio
+from pipeline.evaluate.real_data import Reference
+from pipeline.evaluate.training import EarlyStopping, Evaluator, prepare_training_eval
+from pipeline.registry.classifier import MODEL_NAME, ensure_classifier, find_classifier, load_clips
+from pipeline.train.config import ConfigError
+from pipeline.train.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.classifier import EvalClassifier
 from wavegan.losses import build_optimizers
@@ -91,7 +87,7 @@ def classifier_trained(data, eval_store):
 
 def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7,
                     model: dict = MODEL) -> Path:
-    """A training checkpoint as pipeline.loop writes it, for a tiny untrained WaveGAN."""
+    """A training checkpoint as pipeline.train.loop writes it, for a tiny untrained WaveGAN."""
     torch.manual_seed(0)
     gan = build_gan(model)
     loss = yaml.safe_load((ROOT / "conf/loss/wgan-gp.yaml").read_text())
@@ -99,17 +95,22 @@ def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: st
     state = TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d, step=step,
                        mlflow_run_id=run_id)
     manifest = read_manifest(data_dir)
-    config = {"model": model, "loss": loss, "data": {"dir": data_dir},
-              "tracking": {**eval_store, "run_id": run_id}, "label_names": manifest["labels"]["names"],
-              "data_manifest": {"fingerprint": manifest["fingerprint"]}, "registry": {"register": True,
-                                                                                      "model_name": "wavegan-generator"}}
+    config = {
+        "model": model,
+        "loss": loss,
+        "data": {"dir": data_dir},
+        "tracking": {**eval_store, "run_id": run_id},
+        "label_names": manifest["labels"]["names"],
+        "data_manifest": {"fingerprint": manifest["fingerprint"]},
+        "registry": {"register": True, "model_name": "wavegan-generator"},
+    }
     directory.mkdir(parents=True, exist_ok=True)
     save_state(state, directory, config)
     return directory
 
 
 def training_run(eval_store: dict, data_dir: str) -> str:
-    from pipeline.tracking import client, experiment_id
+    from pipeline.tracking.run import client, experiment_id
 
     mlflow_client = client(eval_store)
     run = mlflow_client.create_run(experiment_id(eval_store), run_name="tiny")
@@ -183,8 +184,10 @@ def test_cli_on_a_checkpoint_prints_table1_and_logs_to_its_run(classifier_traine
     assert "real (test)" in table and "checkpoint step 7" in table
 
 
-def test_registered_generator_gets_eval_tags_for_the_promotion_gate(classifier_trained, data, eval_store, tmp_path, capsys):
-    from pipeline.registry import register_generator
+def test_registered_generator_gets_eval_tags_for_the_promotion_gate(
+    classifier_trained, data, eval_store, tmp_path, capsys
+):
+    from pipeline.registry.generator import register_generator
 
     run_id = training_run(eval_store, data["labelled"])
     checkpoint = make_checkpoint(tmp_path / "ckpt", data["labelled"], eval_store, run_id, step=3)
@@ -247,8 +250,13 @@ def test_reference_equals_evaluate_generated():
 
 
 def test_evaluator_during_training(classifier_trained, data, eval_store):
-    cfg = {"eval": {**classifier_trained[0], "every": 5, "n_generated_during_training": 24}, "data": {"dir": data["labelled"]},
-           "tracking": eval_store, "train": {"log_every": 2}, "total_steps": 11}
+    cfg = {
+        "eval": {**classifier_trained[0], "every": 5, "n_generated_during_training": 24},
+        "data": {"dir": data["labelled"]},
+        "tracking": eval_store,
+        "train": {"log_every": 2},
+        "total_steps": 11,
+    }
     lines: list[str] = []
     cfg = prepare_training_eval(cfg, log=lines.append)  # driver side: finds the classifier, pins its URI
     assert cfg["eval"]["classifier_uri"] == classifier_trained[2].uri and not any("training" in line for line in lines)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import ConfigError, prepare
-from pipeline.iteration import Draws, IterationConfig, check_amp
+from pipeline.train.config import ConfigError, prepare
+from pipeline.train.step import Draws, IterationConfig, check_amp
 
 
 def test_bf16_is_refused_with_the_measurement_and_where_to_look():

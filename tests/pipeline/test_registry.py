@@ -15,7 +15,7 @@ import torch
 from mlflow import MlflowClient
 
 from pipeline.promote import history_tag
-from pipeline.registry import load_registered
+from pipeline.registry.generator import load_registered
 
 from ..conftest import ROOT, wait_for
 
@@ -34,8 +34,8 @@ def versions(trained):
     """Versions 1 (from training), 2 and 3 (the same checkpoint registered from two more runs), no eval metrics."""
     from ray.train import Checkpoint
 
-    from pipeline.registry import register_generator
-    from pipeline.state import load_checkpoint
+    from pipeline.registry.generator import register_generator
+    from pipeline.train.state import load_checkpoint
 
     client = MlflowClient(trained["uri"])
     config = load_checkpoint(trained["checkpoint"])["config"]

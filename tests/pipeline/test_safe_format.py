@@ -16,8 +16,8 @@ import torch
 import yaml
 from mlflow.exceptions import MlflowException
 
-from pipeline.serving import AudioModel
-from pipeline.state import CHECKPOINT_FILE, STATE_JSON, TrainState, load_checkpoint, save_state
+from pipeline.registry.serving import AudioModel
+from pipeline.train.state import CHECKPOINT_FILE, STATE_JSON, TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
 from wavegan.losses import build_optimizers
@@ -53,7 +53,9 @@ def test_checkpoint_round_trip_under_weights_only(tmp_path):
     restored.load_state_dict(load_checkpoint(tmp_path))
     assert (restored.step, restored.batches_seen, restored.mlflow_run_id) == (3, 11, "abc")
     assert restored.extra == {"early_stop": {"best": 2.5, "bad": 1}}
-    for a, b in zip(state.gan.generator.state_dict().values(), restored.gan.generator.state_dict().values()):
+    for a, b in zip(
+        state.gan.generator.state_dict().values(), restored.gan.generator.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     moments = restored.opt_g.state_dict()["state"][0]["exp_avg"]
     assert torch.equal(moments, state.opt_g.state_dict()["state"][0]["exp_avg"]) and moments.abs().sum() > 0
@@ -153,7 +155,7 @@ PROBE = """
 import json, os, sys
 import numpy as np
 import mlflow
-from pipeline.registry import load_registered
+from pipeline.registry.generator import load_registered
 
 loading, found = False, []
 sys.addaudithook(lambda event, args: found.append(f"{args[0]}.{args[1]}") if loading and event == "pickle.find_class"
@@ -181,7 +183,7 @@ def test_registered_version_loads_without_unpickling_and_old_pickles_need_opt_in
 
     import mlflow
 
-    from pipeline.registry import PickledModelError, load_registered, log_safe_model, signature_for
+    from pipeline.registry.generator import PickledModelError, load_registered, log_safe_model, signature_for
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -191,8 +193,15 @@ def test_registered_version_loads_without_unpickling_and_old_pickles_need_opt_in
     z = torch.rand(2, 16) * 2 - 1
     out = model(z).detach().numpy()
     with mlflow.start_run():
-        log_safe_model(model, {"kind": "generator", "model": MODEL}, name="generator", registered_model_name="g",
-                       signature=signature_for(z.numpy(), out, ("format", "labels")), input_example=z.numpy(), metadata={})
+        log_safe_model(
+            model,
+            {"kind": "generator", "model": MODEL},
+            name="generator",
+            registered_model_name="g",
+            signature=signature_for(z.numpy(), out, ("format", "labels")),
+            input_example=z.numpy(),
+            metadata={},
+        )
         mlflow.pytorch.log_model(model, name="old", registered_model_name="g", serialization_format="pickle",
                                  code_paths=[str(ROOT / "wavegan")])  # how versions were registered before
 

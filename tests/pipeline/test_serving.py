@@ -1,5 +1,5 @@
 """`make serve` (mlflow models serve) of a registered generator, as a client meets it: the serving contract
-of pipeline/serving.py answered over HTTP on 127.0.0.1, a SpecGAN that serves, and a bounded load test."""
+of pipeline/registry/serving.py answered over HTTP on 127.0.0.1, a SpecGAN that serves, and a bounded load test."""
 
 from __future__ import annotations
 
@@ -89,10 +89,10 @@ def test_bad_requests_get_400_with_a_message(server):
 
 
 def test_floats_and_playable_wav(server, trained):
-    from pipeline.registry import load_registered
-
     import mlflow
     import torch
+
+    from pipeline.registry.generator import load_registered
 
     status, floats = server.post({"inputs": latents(2)})
     assert status == 200
@@ -146,7 +146,7 @@ def test_registered_specgan_serves(tmp_path):
     import torch
     import yaml
 
-    from pipeline.registry import log_safe_model, signature_for
+    from pipeline.registry.generator import log_safe_model, signature_for
     from wavegan import build_gan
     from wavegan.gan import LatentToAudio
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline.state import load_checkpoint
+from pipeline.train.state import load_checkpoint
 from wavegan import build_gan
 
 from ..conftest import checkpoints, finish, start, train_command
@@ -37,5 +37,5 @@ def test_polyphase_training_run_registers_and_its_checkpoint_loads_into_either_f
         with torch.no_grad():
             audio = gan.generator(z)
             outputs[impl] = (audio, gan.discriminator(audio))
-    for a, b in zip(outputs["polyphase"], outputs["reference"]):
+    for a, b in zip(outputs["polyphase"], outputs["reference"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -42,7 +42,7 @@ def make_tones(n_per_class: int, seed: int, n_classes: int = 10) -> tuple[torch.
             f0 = 220.0 * 2 ** (3 * k / 12 + rng.uniform(-0.2, 0.2) / 12)
             wave = sum(
                 amp * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi))
-                for h, amp in zip((1, 2, 3), (1.0, rng.uniform(0, 0.5), rng.uniform(0, 0.3)))
+                for h, amp in zip((1, 2, 3), (1.0, rng.uniform(0, 0.5), rng.uniform(0, 0.3)), strict=True)
             )
             onset = rng.uniform(0.0, 0.3)
             attack = rng.uniform(0.005, 0.05)
@@ -123,7 +123,9 @@ def test_classifier_learns_synthetic_tones():
     )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     accuracy = evaluate_accuracy(model, batches(test_x, test_y, 50))
-    print(f"tones: test accuracy {accuracy:.3f}, {result['epochs_run']} epochs, {seconds:.1f} s, {cpu_seconds:.1f} s CPU")
+    print(
+        f"tones: test accuracy {accuracy:.3f}, {result['epochs_run']} epochs, {seconds:.1f} s, {cpu_seconds:.1f} s CPU"
+    )
 
     assert accuracy >= 0.9
     # CPU time, not wall time, so that other jobs on shared cores cannot fail the test;

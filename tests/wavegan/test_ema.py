@@ -35,7 +35,7 @@ def test_one_update_by_hand():
 def test_decay_zero_copies_and_bad_decay_is_refused():
     model, other = small_net(), nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     ema_update(other, model, decay=0.0)
-    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="decay must lie in"):
         ema_update(other, model, decay=1.0)

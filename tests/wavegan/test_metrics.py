@@ -39,7 +39,7 @@ def _threads():
 
 
 def kl(p: torch.Tensor, q: torch.Tensor) -> float:
-    return float(sum(pi * math.log(pi / qi) for pi, qi in zip(p.tolist(), q.tolist()) if pi > 0))
+    return float(sum(pi * math.log(pi / qi) for pi, qi in zip(p.tolist(), q.tolist(), strict=True) if pi > 0))
 
 
 # Inception score
@@ -217,7 +217,18 @@ def test_evaluate_generated_full_row_set_and_table():
     train, test, gen = _clips(20, 0), _clips(10, 1), _clips(10, 2)
     classifier = EvalClassifier(3, channels=(2, 2, 2, 2), embed_dim=4).fit_normalization([train])
     rows = evaluate_generated(classifier, gen, train, test, splits=2, model_name="WaveGAN", n_nn=5)
-    keys = {"is_mean", "is_std", "fid", "mis", "am", "d_self", "d_train", "d_self_rel", "d_train_rel", "upsampling_noise"}
+    keys = {
+        "is_mean",
+        "is_std",
+        "fid",
+        "mis",
+        "am",
+        "d_self",
+        "d_train",
+        "d_self_rel",
+        "d_train_rel",
+        "upsampling_noise",
+    }
     for row in rows.values():
         assert set(row) == keys
         assert 1.0 <= row["is_mean"] <= 3.0

@@ -1,7 +1,7 @@
 """``make mlflow-ui``: an MLflow server over the project's local store, on 127.0.0.1 by default.
 
-    python -m pipeline.tracking_server                 # http://127.0.0.1:5000
-    python -m pipeline.tracking_server --port 5050
+    python -m pipeline.tracking.server                 # http://127.0.0.1:5000
+    python -m pipeline.tracking.server --port 5050
 
 It serves the same SQLite store (mlflow.db) and artifact folder (mlartifacts/) that `make train`
 writes, so runs, previews (listen to them in the run's Artifacts tab) and registered models show
@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from .tracking import PROJECT_ROOT, tracking_uri
+from pipeline.tracking.run import PROJECT_ROOT, tracking_uri
 
 
 def command(host: str, port: int, backend: str, artifacts: str) -> list[str]:
@@ -24,7 +24,7 @@ def command(host: str, port: int, backend: str, artifacts: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.tracking_server", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tracking.server", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

@@ -167,25 +167,26 @@ def find_classifier(tracking_cfg: dict, fingerprint: str, spec: str | None = Non
 
     Returns ``(match or None, versions with the fingerprint but another spec)``.
     """
-    from .tracking import client
+    from pipeline.tracking.run import client
 
     mlflow_client = client(tracking_cfg)
     versions = [mv for mv in mlflow_client.search_model_versions(f"name = '{model_name}'")
                 if (mv.tags or {}).get("data.fingerprint") == fingerprint]
     versions.sort(key=lambda mv: int(mv.version), reverse=True)
     same_data = [_version_info(mv, model_name) for mv in versions]
-    matching = [info for mv, info in zip(versions, same_data)
+    matching = [info for mv, info in zip(versions, same_data, strict=True)
                 if spec is None or (mv.tags or {}).get("classifier.spec") == spec]
     if matching:
         return matching[0], []
     return None, same_data
 
 
-def load_classifier(uri: str, tracking_cfg: dict, device: str | torch.device = "cpu") -> tuple[EvalClassifier, ClassifierInfo]:
+def load_classifier(
+    uri: str, tracking_cfg: dict, device: str | torch.device = "cpu"
+) -> tuple[EvalClassifier, ClassifierInfo]:
     """Load a registered (``models:/...``) or logged (``runs:/...``) classifier and its labels."""
-    import mlflow
 
-    from .tracking import client
+    from pipeline.tracking.run import client
 
     mlflow_client = client(tracking_cfg)
     info = ClassifierInfo(uri=uri, labels=[])
@@ -195,7 +196,7 @@ def load_classifier(uri: str, tracking_cfg: dict, device: str | torch.device = "
         name, version = get_model_name_and_version(mlflow_client, uri)
         info = _version_info(mlflow_client.get_model_version(name, version), name)
         info.uri = uri
-    from .registry import PickledModelError, load_registered
+    from pipeline.registry.generator import PickledModelError, load_registered
 
     try:
         model = load_registered(uri, map_location=device)[0]
@@ -225,7 +226,7 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, dev
     """Train the classifier on ``data_dir``'s labelled clips, log it in its own MLflow run, register it."""
     import mlflow
 
-    from .tracking import client, experiment_id, flatten, git_commit, tracking_uri
+    from pipeline.tracking.run import client, experiment_id, flatten, git_commit, tracking_uri
 
     manifest = read_manifest(data_dir)
     names = require_labels(manifest, data_dir)
@@ -302,7 +303,7 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, dev
 
         model = model.cpu().eval()
         example = torch.zeros(2, 1, kwargs["slice_len"])
-        from .registry import log_safe_model, signature_for
+        from pipeline.registry.generator import log_safe_model, signature_for
 
         with torch.no_grad():
             signature = signature_for(example.numpy(), model(example).numpy())
@@ -349,10 +350,13 @@ def ensure_classifier(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, clas
             model, info = load_classifier(found.uri, tracking_cfg, device)
             return model, info
         if other_specs:
-            log(f"[eval] {model_name} versions {', '.join(i.version for i in other_specs)} were trained on these shards "
+            log(
+                f"[eval] {model_name} versions {', '.join(i.version for i in other_specs)} "
+                f"were trained on these shards "
                 f"with other classifier settings (eval.classifier / eval.train / eval.seed); training one for the "
-                f"current settings. Pass --classifier-uri {other_specs[0].uri} to use an existing one instead.")
-    from .tracking import tracking_uri
+                f"current settings. Pass --classifier-uri {other_specs[0].uri} to use an existing one instead."
+            )
+    from pipeline.tracking.run import tracking_uri
 
     log(f"[eval] no registered {model_name} for the shards in {data_dir} (data fingerprint {fingerprint[:12]}) in "
         f"{tracking_uri(tracking_cfg)}: training one now; this happens once per dataset, later evaluations reuse it")

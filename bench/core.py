@@ -1,4 +1,4 @@
-"""Shared pieces of ``python -m pipeline.bench``: timing, FLOP counting, configs, result rows.
+"""Shared pieces of ``python -m bench``: timing, FLOP counting, configs, result rows.
 
 Nothing here asserts on speed: benchmarks measure and report, tests only check the plumbing.
 """
@@ -78,11 +78,24 @@ class Sizes:
     @classmethod
     def for_mode(cls, mode: str) -> Sizes:
         if mode == "full":
-            return cls(mode, repeats=3, min_seconds=2.0, warmup=1, shard_seconds=1800, loader_clips=8192, budget_s=120.0,
-                       model_grid=[(d, b) for d in (16, 32, 64) for b in (16, 64)], gen_dim=64, gen_batch_sizes=[16, 128],
-                       gen_batches=2, train_variants=["tiny", "d32"],
-                       train_steps={"tiny": (50, 10), "d32": (8, 2)},
-                       cls_clips={"paper": 64, "cpu": 1024}, nn_train=SC09_TRAIN_CLIPS, nn_queries=1000)
+            return cls(
+                mode,
+                repeats=3,
+                min_seconds=2.0,
+                warmup=1,
+                shard_seconds=1800,
+                loader_clips=8192,
+                budget_s=120.0,
+                model_grid=[(d, b) for d in (16, 32, 64) for b in (16, 64)],
+                gen_dim=64,
+                gen_batch_sizes=[16, 128],
+                gen_batches=2,
+                train_variants=["tiny", "d32"],
+                train_steps={"tiny": (50, 10), "d32": (8, 2)},
+                cls_clips={"paper": 64, "cpu": 1024},
+                nn_train=SC09_TRAIN_CLIPS,
+                nn_queries=1000,
+            )
         if mode == "quick":
             return cls(mode, repeats=2, min_seconds=0.0, warmup=1, shard_seconds=600, loader_clips=4096, budget_s=15.0,
                        model_grid=[(16, 16), (16, 64), (32, 16), (64, 16)], gen_dim=64, gen_batch_sizes=[16, 64],
@@ -126,8 +139,16 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(fn: Callable[[], Any], *, repeats: int, warmup: int, min_seconds: float = 0.0,
-            device: torch.device | str = "cpu", max_repeats: int = 50, budget_s: float | None = None) -> dict[str, float]:
+def measure(
+    fn: Callable[[], Any],
+    *,
+    repeats: int,
+    warmup: int,
+    min_seconds: float = 0.0,
+    device: torch.device | str = "cpu",
+    max_repeats: int = 50,
+    budget_s: float | None = None,
+) -> dict[str, float]:
     """Wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls (more calls, up to ``max_repeats``,
     until ``min_seconds`` are spent; fewer, down to one, when a warm-up call shows ``repeats`` would exceed
     ``budget_s``). ``best_s`` (the minimum) is the figure reported: on a shared machine interference only ever
@@ -188,6 +209,17 @@ def loss_config(name: str = "wgan-gp") -> dict:
     import yaml
 
     return yaml.safe_load((CONF / "loss" / f"{name}.yaml").read_text())
+
+
+def train_config(**overrides: Any) -> dict:
+    """``conf/train/default.yaml`` as a dict, with overrides (e.g. batch_size=8)."""
+    import yaml
+
+    cfg = yaml.safe_load((CONF / "train" / "default.yaml").read_text())
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise KeyError(f"not train keys: {sorted(unknown)}")
+    return {**cfg, **overrides}
 
 
 def compose(*overrides: str) -> dict:

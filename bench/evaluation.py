@@ -17,10 +17,9 @@ from collections.abc import Callable
 import torch
 import yaml
 
+from bench.core import CONF, SC09_TRAIN_CLIPS, Row, Sizes, human_seconds, measure
 from wavegan.classifier import EvalClassifier, classify
 from wavegan.metrics import d_self, d_train, log_mel_features
-
-from .bench_common import CONF, SC09_TRAIN_CLIPS, Row, Sizes, human_seconds, measure
 
 SECTION = "eval"
 PAPER_IS_CLIPS = 50_000
@@ -44,15 +43,25 @@ def run(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple
         batch = min(n, 64)
         if front_rate is None:
             log("[bench] eval: log-mel front end")
-            t_front = measure(lambda: log_mel_features(model.front_end, audio, batch_size=batch), repeats=sizes.repeats,
-                              warmup=sizes.warmup, device=device)
+            t_front = measure(
+                lambda model=model, audio=audio, batch=batch: log_mel_features(
+                    model.front_end, audio, batch_size=batch
+                ),
+                repeats=sizes.repeats,
+                warmup=sizes.warmup,
+                device=device,
+            )
             front_rate = n / t_front["best_s"]
             details["log_mel_clips_per_s"] = front_rate
             rows.append(Row(SECTION, "log-mel front end", front_rate, "clips/s",
                             note="STFT 1024/128 + 128 mel bins + log + standardise"))
         log(f"[bench] eval: {name} classifier on {n} clips")
-        t = measure(lambda: classify(model, audio, batch_size=batch), repeats=sizes.repeats, warmup=sizes.warmup,
-                    device=device)
+        t = measure(
+            lambda model=model, audio=audio, batch=batch: classify(model, audio, batch_size=batch),
+            repeats=sizes.repeats,
+            warmup=sizes.warmup,
+            device=device,
+        )
         rate = n / t["best_s"]
         params = sum(p.numel() for p in model.parameters())
         details["classifiers"][name] = {"clips": n, "batch": batch, "time": t, "clips_per_s": rate,

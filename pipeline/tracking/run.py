@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUN_NAME_TAG = "wavegan.ray_run"  # ties an MLflow run to its Ray Train run (name + storage path)
 
 
@@ -178,7 +178,7 @@ class WorkerTracker(NullTracker):
     def maybe_preview(self, state) -> None:
         if not (self.logger and self.preview_every) or state.step % self.preview_every:
             return
-        from .previews import write_preview
+        from pipeline.tracking.previews import write_preview
 
         directory = tempfile.mkdtemp(prefix="wavegan-preview-")
         title = f"step {state.step}" + (" (EMA generator)" if state.ema is not None else "")
@@ -230,27 +230,33 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_run(config: dict) -> str | None:
+def start_run(config: dict) -> dict:
     """Open the MLflow run of this training run, or find it again when the Ray run is resumed.
 
-    A new run gets the flattened config, the data manifest's fingerprint and counts, the code
-    version and the world size as params, and the resolved config as ``config.yaml``.
+    Returns the tracking section the workers get (``config`` is left as it was): ``uri`` resolved, so
+    workers log to exactly what the driver resolved, and ``run_id`` (None when tracking is off).
     """
+    tracking = config["tracking"]
+    if not tracking.get("enabled", True):
+        return {**tracking, "run_id": None}
+    tracking = {**tracking, "uri": tracking_uri(tracking)}
+    return {**tracking, "run_id": _open_run({**config, "tracking": tracking})}
+
+
+def _open_run(config: dict) -> str:
+    """A new run gets the flattened config, the data manifest's fingerprint and counts, the code
+    version and the world size as params, and the resolved config as ``config.yaml``."""
     import yaml
     from mlflow.entities import Param, RunStatus
 
-    tracking = config["tracking"]
-    if not tracking.get("enabled", True):
-        return None
-    uri = tracking_uri(tracking)
-    tracking["uri"] = uri  # workers log to exactly what the driver resolved
+    tracking, uri = config["tracking"], config["tracking"]["uri"]
     key = f"{config['train']['storage_path']}/{config['train']['run_name']}"
     try:
         mlflow_client, exp_id = client(tracking), experiment_id(tracking)
         found = mlflow_client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{key}'",
                                           max_results=1, order_by=["attributes.start_time DESC"])
     except Exception as exc:
-        from .config import ConfigError
+        from pipeline.train.config import ConfigError
 
         raise ConfigError(f"cannot reach MLflow at {uri} ({type(exc).__name__}: {str(exc)[:300]}). Start it "
                           f"(make mlflow-ui), fix MLFLOW_TRACKING_URI, or train without tracking: "
@@ -265,8 +271,14 @@ def start_run(config: dict) -> str | None:
     run_id = run.info.run_id
     manifest = config.get("data_manifest") or {}
     params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "label_names", "data_manifest"))}
-    params.update({"world_size": config["cluster"]["num_workers"], "code_version": git_commit(),
-                   "data.fingerprint": manifest.get("fingerprint"), "data.num_labels": len(config.get("label_names", []))})
+    params.update(
+        {
+            "world_size": config["cluster"]["num_workers"],
+            "code_version": git_commit(),
+            "data.fingerprint": manifest.get("fingerprint"),
+            "data.num_labels": len(config.get("label_names", [])),
+        }
+    )
     params.update({f"data.{k}": v for k, v in (manifest.get("totals") or {}).items()})
     items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):

@@ -43,7 +43,7 @@ def write_wavs(audio: torch.Tensor, sample_rate: int, directory: str | os.PathLi
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     names = clip_names(audio.shape[0], prefix, labels)
-    for name, clip in zip(names, audio.detach().float().cpu().clamp(-1, 1).numpy()):
+    for name, clip in zip(names, audio.detach().float().cpu().clamp(-1, 1).numpy(), strict=True):
         path = directory / f"{name}.wav"
         tmp = path.with_name(path.name + ".part")
         sf.write(tmp, clip.T, sample_rate, subtype="PCM_16", format="WAV")
@@ -63,7 +63,7 @@ def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike
     clips = audio.detach().float().cpu()[:, 0].numpy()
     fig, axes = plt.subplots(len(clips), 2, figsize=(10, 1.6 * len(clips)), squeeze=False)
     t = np.arange(clips.shape[1]) / sample_rate
-    for i, (row, clip) in enumerate(zip(axes, clips)):
+    for i, (row, clip) in enumerate(zip(axes, clips, strict=True)):
         if row_labels is not None:
             row[0].set_ylabel(str(row_labels[i]), fontsize=8)
         row[0].plot(t, clip, linewidth=0.5)
@@ -87,7 +87,8 @@ def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike
 
 def write_preview(gan, z: torch.Tensor, labels: torch.Tensor | None, directory: str | os.PathLike,
                   title: str = "", label_names: Sequence[str] | None = None) -> list[Path]:
-    """Generate from ``z`` (and class ids ``labels``) with ``gan``; write the WAVs plus ``sheet.png`` into ``directory``.
+    """Generate from ``z`` (and class ids ``labels``) with ``gan``;
+    write the WAVs plus ``sheet.png`` into ``directory``.
 
     With labels, files are named by label (``sample_seven_000.wav``) and the sheet shows the first clip of
     each label, its name on the row.

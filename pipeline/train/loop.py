@@ -20,14 +20,11 @@ import torch
 import torch.distributed as dist
 
 from data_prep.loader import build_loader
-from wavegan import build_gan
-from wavegan.ema import ema_copy
-from wavegan.losses import build_optimizers
-
-from .evaluate import EarlyStopping, Evaluator
-from .iteration import DDP_KWARGS, IterationConfig, train_iteration
-from .state import TrainState, derived_seed, load_checkpoint, save_state, unwrap
-from .tracking import open_worker_tracker
+from pipeline.evaluate.training import EarlyStopping, Evaluator
+from pipeline.tracking.run import open_worker_tracker
+from pipeline.train.run_config import RunConfig, TrainConfig
+from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
+from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration
 
 
 def endless(loader: Iterable) -> Iterator:
@@ -64,7 +61,7 @@ class Meter:
             both = torch.cat([values, counts])
             dist.all_reduce(both)
             values, counts = both[: len(keys)] / dist.get_world_size(), both[len(keys) :]
-        out = dict(zip(keys, values.tolist())) | dict(zip(total_keys, counts.tolist()))
+        out = dict(zip(keys, values.tolist(), strict=True)) | dict(zip(total_keys, counts.tolist(), strict=True))
         elapsed = time.perf_counter() - self.started
         out["data_wait_frac"] = min(1.0, out.pop("data_wait_s", 0.0) * self.count / max(elapsed, 1e-9))
         out["steps_per_s"] = self.count / max(elapsed, 1e-9)
@@ -72,33 +69,14 @@ class Meter:
         return out
 
 
-def _configure_threads(cfg: dict) -> None:
+def _configure_threads(train: TrainConfig) -> None:
     if torch.cuda.is_available():
         return
-    threads = cfg["train"].get("threads_per_worker")
+    threads = train.threads_per_worker
     if not threads:
         local = ray.train.get_context().get_local_world_size()
         threads = max(1, (os.cpu_count() or 1) // max(local, 1))
     torch.set_num_threads(int(threads))
-
-
-def build_state(cfg: dict, device: torch.device) -> TrainState:
-    gan = build_gan(cfg["model"])
-    if gan.transform is not None:
-        moments = cfg.get("moments")
-        if moments is None:
-            raise ValueError("SpecGAN needs spectrogram moments in the config (computed by pipeline.train)")
-        gan.transform.load_state_dict({k: torch.tensor(v) for k, v in moments.items()})
-    gan.to(device)
-    G = ray.train.torch.prepare_model(gan.generator, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS)
-    D = ray.train.torch.prepare_model(gan.discriminator, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS)
-    if cfg["train"].get("compile"):
-        G = torch.compile(G)
-        if cfg["loss"]["name"] != "wgan-gp":  # torch.compile has no double backward (gradient penalty)
-            D = torch.compile(D)
-    opt_g, opt_d = build_optimizers(cfg["loss"], unwrap(G), unwrap(D))
-    ema = ema_copy(gan.generator) if (cfg["train"].get("ema") or {}).get("decay") is not None else None
-    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema)
 
 
 def _quiet_ray_train_reports(level: str) -> None:
@@ -115,10 +93,12 @@ def train_loop_per_worker(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    _configure_threads(cfg)
-    train, data = cfg["train"], cfg["data"]
+    run = RunConfig.from_config(cfg)
+    _configure_threads(run.train)
+    data = run.data
 
-    state = build_state(cfg, device)
+    state = build_state(cfg, device, wrap=lambda module: ray.train.torch.prepare_model(
+        module, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS))
     resumed_from = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -130,10 +110,10 @@ def train_loop_per_worker(cfg: dict) -> None:
     iteration = IterationConfig.from_config(cfg)
     local_batch = iteration.global_batch // world
     loader = build_loader(
-        data["dir"], data.get("split", "train"), batch_size=local_batch, batches_per_epoch=cfg["batches_per_epoch"],
-        num_workers=int(data.get("num_workers", 2)), shuffle_buffer=int(data.get("shuffle_buffer", 2048)),
+        data.dir, data.split, batch_size=local_batch, batches_per_epoch=run.plan.batches_per_epoch,
+        num_workers=data.num_workers, shuffle_buffer=data.shuffle_buffer,
         seed=derived_seed(iteration.seed, state.batches_seen, 0) % (2**31), rank=rank, world_size=world,
-        pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
+        pin_memory=data.pin_memory and device.type == "cuda",
         labelled_only=state.gan.num_classes > 0,  # real clips carry their labels into the critic
     )
     batches = endless(loader)
@@ -141,7 +121,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     if resumed_from is not None:
         tracker.note(f"resumed from checkpoint at step {resumed_from}")
 
-    total, log_every, ckpt_every = int(cfg["total_steps"]), int(train["log_every"]), int(train["checkpoint_every"])
+    total, log_every, ckpt_every = run.plan.total_steps, run.train.log_every, run.train.checkpoint_every
     evaluator = Evaluator.from_config(cfg)  # cheap; due() is the same on every rank, only rank 0 calls it
     stopper = EarlyStopping.from_config(cfg)
     if stopper is not None:
@@ -153,7 +133,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             continue
         metrics = meter.reduce(device, totals={"data/skipped_samples": loader.errors})  # corrupt data, all ranks
         metrics["clips_per_s"] = metrics["steps_per_s"] * iteration.global_batch * iteration.critic_steps
-        metrics.update(step=state.step, epoch=state.step / cfg["steps_per_epoch"],
+        metrics.update(step=state.step, epoch=state.step / run.plan.steps_per_epoch,
                        resumed_from_step=-1 if resumed_from is None else resumed_from)
         if not all(math.isfinite(v) for v in metrics.values()):
             bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))

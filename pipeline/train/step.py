@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pipeline.train.run_config import LossConfig, StepSettings
+from pipeline.train.state import TrainState, derived_seed, unwrap
 from wavegan.ema import ema_update
 from wavegan.losses import clip_weights, critic_loss, generator_loss
-
-from .state import TrainState, derived_seed, unwrap
+from wavegan.sampling import sample_latents
 
 AMP_MODES = ("none", "bf16")
 BF16_REFUSED = (
@@ -26,9 +27,9 @@ BF16_REFUSED = (
     "(342 vs 208 ms) and generation 8.6x slower, under the reference convolutions (cuDNN has no tensor-core "
     "kernels for them). The polyphase form (model.conv_impl=polyphase, which auto picks on GPUs) is expected to "
     "make bf16 the faster choice, but that is not measured yet: run `python bench/gpu_step.py --out gpu.json` "
-    "on a GPU, record it in BENCHMARKS.md, and lift this check (pipeline.iteration.check_amp). Use train.amp=none."
+    "on a GPU, record it in BENCHMARKS.md, and lift this check (pipeline.train.step.check_amp). Use train.amp=none."
 )
-# DistributedDataParallel settings wherever G or D is wrapped (pipeline.loop via Ray's prepare_model, the
+# DistributedDataParallel settings wherever G or D is wrapped (pipeline.train.loop via Ray's prepare_model, the
 # DDP-equivalence test). gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy into
 # and out of them). 25 MB buckets, PyTorch's default, kept after modelling it (BENCHMARKS.md, "Scaling
 # across GPUs"): D's conv layers 2-5 cost the same FLOPs each, and its backward reaches the last one, whose
@@ -62,13 +63,19 @@ class IterationConfig:
 
     @classmethod
     def from_config(cls, cfg: dict) -> IterationConfig:
-        loss, train = cfg["loss"], cfg["train"]
-        ema = train.get("ema") or {}
-        return cls(loss=loss["name"], critic_steps=int(loss["critic_steps"]), gp_weight=float(loss.get("gp_weight", 10.0)),
-                   clip=float(loss.get("clip", 0.01)), global_batch=int(train["batch_size"]), seed=int(train["seed"]),
-                   amp=str(train.get("amp", "none")),
-                   ema_decay=None if ema.get("decay") is None else float(ema["decay"]),
-                   ema_start_step=int(ema.get("start_step") or 0))
+        """From the run's loss group and the step's keys of the train group (batch_size, seed, amp, ema)."""
+        loss, step = LossConfig.from_config(cfg), StepSettings.from_config(cfg)
+        return cls(
+            loss=loss.name,
+            critic_steps=loss.critic_steps,
+            gp_weight=0.0 if loss.gp_weight is None else loss.gp_weight,  # read by wgan-gp only
+            clip=0.0 if loss.clip is None else loss.clip,  # read by wgan only
+            global_batch=step.batch_size,
+            seed=step.seed,
+            amp=step.amp,
+            ema_decay=step.ema.decay,
+            ema_start_step=step.ema.start_step,
+        )
 
 
 class Draws:
@@ -89,8 +96,7 @@ class Draws:
         self.slice = slice(rank * local, (rank + 1) * local)
 
     def latents(self, latent_dim: int) -> Tensor:
-        z = torch.rand(self.global_batch, latent_dim, generator=self.gen, device=self.device) * 2.0 - 1.0
-        return z[self.slice]
+        return sample_latents(self.global_batch, latent_dim, generator=self.gen, device=self.device)[self.slice]
 
     def uniform(self) -> Tensor:
         return torch.rand(self.global_batch, generator=self.gen, device=self.device)[self.slice]
@@ -101,54 +107,39 @@ class Draws:
         return torch.randint(num_classes, (self.global_batch,), generator=self.gen, device=self.device)[self.slice]
 
 
-def autocast(cfg: IterationConfig, device: torch.device):
-    if cfg.amp == "bf16":
+def autocast(amp: str, device: torch.device):
+    """The precision context of a step: bf16 autocast for ``amp="bf16"``, none for ``"none"``."""
+    if amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if cfg.amp not in AMP_MODES:
-        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {cfg.amp!r}")
+    if amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
     return contextlib.nullcontext()
 
 
-def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]], cfg: IterationConfig, *,
-                    rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-    """Run ``cfg.critic_steps`` critic updates and one generator update; return detached stats.
-
-    Stats stay on the device (no host sync here); ``data_wait_s`` is the time spent waiting for batches.
-    """
-    device = torch.device(device)
+def critic_step(state: TrainState, real: Tensor, real_labels: Tensor | None, z: Tensor, alpha: Tensor,
+                cfg: IterationConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """One critic update: ``real`` (with ``real_labels``, which the fakes share) against G(``z``); ``alpha``
+    places the gradient-penalty points. Returns the detached loss and the loss's stats."""
     gan, G, D = state.gan, state.G, state.D
-    conditional = gan.num_classes > 0
-    data_wait = 0.0
-    stats: dict[str, Tensor] = {}
+    with autocast(cfg.amp, real.device):
+        with torch.no_grad():  # conditional: fakes carry the real batch's labels, so one label set fits all
+            fake = G(z, real_labels)
+        loss_d, d_stats = critic_loss(cfg.loss, D, gan.critic_input(real), fake.float(), gp_weight=cfg.gp_weight,
+                                      labels=real_labels, alpha=alpha)
+    state.opt_d.zero_grad(set_to_none=True)
+    loss_d.float().backward()
+    state.opt_d.step()
+    if cfg.loss == "wgan":
+        clip_weights(D, cfg.clip)
+    return loss_d.detach(), d_stats
 
-    D.requires_grad_(True)
-    for k in range(cfg.critic_steps):
-        t0 = time.perf_counter()
-        real, real_labels = next(batches)
-        real = real.to(device, non_blocking=True)
-        real_labels = real_labels.to(device, non_blocking=True) if conditional else None
-        data_wait += time.perf_counter() - t0
-        state.batches_seen += 1
 
-        draws = Draws(cfg, state.step, k, rank, world_size, device)
-        with autocast(cfg, device):
-            with torch.no_grad():  # conditional: fakes carry the real batch's labels, so one label set fits all
-                fake = G(draws.latents(gan.latent_dim), real_labels)
-            loss_d, d_stats = critic_loss(cfg.loss, D, gan.critic_input(real), fake.float(), gp_weight=cfg.gp_weight,
-                                          labels=real_labels, alpha=draws.uniform())
-        state.opt_d.zero_grad(set_to_none=True)
-        loss_d.float().backward()
-        state.opt_d.step()
-        if cfg.loss == "wgan":
-            clip_weights(D, cfg.clip)
-    stats.update(d_stats)
-    stats["d_loss"] = loss_d.detach()
-
-    draws = Draws(cfg, state.step, cfg.critic_steps, rank, world_size, device)
-    fake_labels = draws.labels(gan.num_classes)
+def generator_step(state: TrainState, z: Tensor, fake_labels: Tensor | None, cfg: IterationConfig) -> Tensor:
+    """One generator update on G(``z``, ``fake_labels``), then the EMA update when on; the detached loss."""
+    G, D = state.G, state.D
     D.requires_grad_(False)  # no critic gradients (and no critic all-reduce) in the generator step
-    with autocast(cfg, device):
-        fake = G(draws.latents(gan.latent_dim), fake_labels)
+    with autocast(cfg.amp, z.device):
+        fake = G(z, fake_labels)
         loss_g, _ = generator_loss(cfg.loss, D, fake.float(), fake_labels)
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.float().backward()
@@ -158,9 +149,37 @@ def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]],
         if state.ema is None:
             raise ValueError("train.ema.decay is set but the training state has no EMA copy (TrainState.ema)")
         ema_update(state.ema, unwrap(G), cfg.ema_decay if state.step >= cfg.ema_start_step else 0.0)
+    return loss_g.detach()
 
+
+def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]], cfg: IterationConfig, *,
+                    rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Run ``cfg.critic_steps`` critic updates and one generator update; return detached stats.
+
+    Stats stay on the device (no host sync here); ``data_wait_s`` is the time spent waiting for batches.
+    """
+    device = torch.device(device)
+    gan = state.gan
+    conditional = gan.num_classes > 0
+    data_wait = 0.0
+
+    state.D.requires_grad_(True)
+    for k in range(cfg.critic_steps):
+        t0 = time.perf_counter()
+        real, real_labels = next(batches)
+        real = real.to(device, non_blocking=True)
+        real_labels = real_labels.to(device, non_blocking=True) if conditional else None
+        data_wait += time.perf_counter() - t0
+        state.batches_seen += 1
+
+        draws = Draws(cfg, state.step, k, rank, world_size, device)
+        z = draws.latents(gan.latent_dim)
+        loss_d, d_stats = critic_step(state, real, real_labels, z, draws.uniform(), cfg)
+    stats: dict[str, Tensor] = {**d_stats, "d_loss": loss_d}
+
+    draws = Draws(cfg, state.step, cfg.critic_steps, rank, world_size, device)
+    fake_labels = draws.labels(gan.num_classes)  # drawn before the latents (the order of earlier versions)
+    stats["g_loss"] = generator_step(state, draws.latents(gan.latent_dim), fake_labels, cfg)
     state.step += 1
-    stats["g_loss"] = loss_g.detach()
     stats["data_wait_s"] = torch.tensor(data_wait)
     return stats
-

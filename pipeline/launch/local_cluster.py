@@ -4,9 +4,9 @@ A head node and N worker nodes, each its own ``ray start`` (own raylet, own temp
 and a custom resource ``node_head`` / ``node_w1`` / ...), so ``make train-cluster`` exercises
 what a real cluster does: job submission, a shipped working dir, Train workers on other nodes.
 
-    python -m pipeline.local_cluster up --workers 2 --cpus-per-node 1
-    python -m pipeline.local_cluster status
-    python -m pipeline.local_cluster down
+    python -m pipeline.launch.local_cluster up --workers 2 --cpus-per-node 1
+    python -m pipeline.launch.local_cluster status
+    python -m pipeline.launch.local_cluster down
 
 The nodes start with ``WAVEGAN_LOCAL_CLUSTER=<state dir>`` in their environment; ``down`` stops
 the processes carrying it and their descendants (Ray's workers, agents, job drivers), by PID. It
@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".cluster"
 MARKER = "WAVEGAN_LOCAL_CLUSTER"
 START_TIMEOUT_S = 180
@@ -207,7 +207,8 @@ def _node_env(state: ClusterState) -> dict[str, str]:
     # Ray code that looks for "the" local cluster (Train's placement-group cleaner, the state API)
     # would otherwise find every Ray instance on this machine and give up: name ours
     env["RAY_ADDRESS"] = f"127.0.0.1:{state.port}"
-    # job entrypoints run `python ...`: make that this interpreter (the venv), as the image's python is on a real cluster
+    # job entrypoints run `python ...`: make that this interpreter (the venv),
+    # as the image's python is on a real cluster
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     # explicit either way: with RAY_AUTH_MODE unset, a head node turns token auth on when a token exists
     env["RAY_AUTH_MODE"] = "token" if state.auth_token else "disabled"
@@ -230,7 +231,9 @@ def _start_args(state: ClusterState, name: str) -> list[str]:
 
 def _ensure_auth_token(env: dict[str, str]) -> None:
     """Create ``~/.ray/auth_token`` when there is no token yet (keeps an existing one)."""
-    result = subprocess.run([_ray_executable(), "get-auth-token", "--generate"], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [_ray_executable(), "get-auth-token", "--generate"], env=env, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise ClusterError(f"`ray get-auth-token --generate` failed: {result.stderr.strip()[-2000:]}")
 
@@ -371,7 +374,10 @@ def _print_status(state_dir: Path) -> int:
         print("[cluster] not running")
         return 1
     if not state:
-        print(f"[cluster] no state file but {len(procs)} leftover process(es) ({_summary(procs)}): run `make cluster-down`")
+        print(
+            f"[cluster] no state file but {len(procs)} leftover process(es) ({_summary(procs)}): "
+            "run `make cluster-down`"
+        )
         return 1
     alive = _alive_nodes(state) if procs else 0
     print(f"[cluster] {alive or 0} of {len(state.node_names)} nodes alive at {state.job_address}; "
@@ -381,7 +387,7 @@ def _print_status(state_dir: Path) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.local_cluster",
+        prog="python -m pipeline.launch.local_cluster",
         description="A Ray cluster of several nodes on this machine (head + worker nodes as separate `ray start` "
                     "processes), for `make train-cluster` without a real cluster. All nodes share this machine's "
                     "disk, so local data.dir / train.storage_path work (WAVEGAN_SHARED_STORAGE=1).",
@@ -401,8 +407,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--object-store-mb", type=int, default=256, help="object store per node in MiB (default: 256)")
     parser.add_argument("--grace-period", type=float, default=10,
                         help="down: seconds between SIGTERM and SIGKILL (default: 10)")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help=f"where the state file and start logs go; also names the cluster (default: {DEFAULT_STATE_DIR})")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help=f"where the state file and start logs go; also names the cluster (default: {DEFAULT_STATE_DIR})",
+    )
     args = parser.parse_args(argv)
     if args.workers < 0 or args.cpus_per_node < 1 or args.object_store_mb < 80:
         parser.error(f"need --workers >= 0, --cpus-per-node >= 1 and --object-store-mb >= 80 (Ray's minimum); got "

@@ -18,7 +18,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, prepare
+from common.hydra_cli import CONF_DIR
+from pipeline.train.config import ConfigError, prepare
 
 log = logging.getLogger("pipeline.train")
 
@@ -128,7 +129,7 @@ def launch(config: dict):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from .loop import train_loop_per_worker
+    from pipeline.train.loop import train_loop_per_worker
 
     cluster, train = config["cluster"], config["train"]
     trainer = TorchTrainer(
@@ -153,16 +154,16 @@ def launch(config: dict):
 
 def run(config: dict) -> int:
     """The whole driver side; returns the process exit code."""
-    from .evaluate import prepare_training_eval
-    from .registry import register_generator
-    from .summary import summarize
-    from .tracking import finish_run, start_run
+    from pipeline.evaluate.training import prepare_training_eval
+    from pipeline.registry.generator import register_generator
+    from pipeline.summary import summarize
+    from pipeline.tracking.run import finish_run, start_run
 
     config = prepare(config)  # model.num_classes=auto is resolved here
     print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
     connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
     config = prepare_training_eval(config)  # eval during training: find (or train once) the classifier here
-    config["tracking"]["run_id"] = start_run(config)
+    config = {**config, "tracking": start_run(config)}
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
           f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
@@ -192,9 +193,9 @@ def run(config: dict) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from .summary import ModelConfigError
+    from pipeline.summary import ModelConfigError
 
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
@@ -203,9 +204,3 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    from common.hydra_cli import run_hydra  # unknown key / preset -> the nearest valid ones, exit status 2; --help page
-
-    run_hydra(main, "config", help_name="train")

@@ -2,7 +2,7 @@
 
 What is registered is a ``wavegan.gan.LatentToAudio`` module (latents (B, latent_dim) float32 in,
 waveforms (B, channels, slice_len) float32 out, SpecGAN's Griffin-Lim inside) in the format of
-:mod:`pipeline.serving`: an ``mlflow.pyfunc`` model logged from code, with the module's weights as a
+:mod:`pipeline.registry.serving`: an ``mlflow.pyfunc`` model logged from code, with the module's weights as a
 tensors-only ``weights.pt`` and its config as ``config.json``. Nothing pickled is stored or loaded:
 ``make generate`` / ``make eval`` rebuild the module with the installed ``wavegan`` and
 ``torch.load(weights_only=True)`` (:func:`load_registered`); ``mlflow models serve`` /
@@ -31,12 +31,18 @@ import numpy as np
 import torch
 
 from common.versions import pinned
+from pipeline.registry.serving import (
+    CONFIG_ARTIFACT,
+    FORMAT_VERSION,
+    FORMATS,
+    WEIGHTS_ARTIFACT,
+    load_weights_and_config,
+)
+from pipeline.tracking.run import PROJECT_ROOT, client
+from pipeline.train.state import load_checkpoint
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
-
-from .serving import CONFIG_ARTIFACT, FORMAT_VERSION, FORMATS, WEIGHTS_ARTIFACT, load_weights_and_config
-from .state import load_checkpoint
-from .tracking import PROJECT_ROOT, client
+from wavegan.sampling import sample_latents
 
 REQUIREMENTS = pinned("torch", "torchaudio", "numpy", "mlflow")  # exact versions from requirements.lock
 SERVING_CODE = Path(__file__).with_name("serving.py")
@@ -99,7 +105,7 @@ def signature_for(example_in: np.ndarray, example_out: np.ndarray, params: tuple
 
 def log_safe_model(module: torch.nn.Module, config: dict, *, name: str, registered_model_name: str,
                    signature, input_example: np.ndarray, metadata: dict, **log_kwargs):
-    """Log ``module`` in the :mod:`pipeline.serving` format into the active run and register it.
+    """Log ``module`` in the :mod:`pipeline.registry.serving` format into the active run and register it.
 
     ``config`` is ``config.json`` without the bookkeeping (``kind`` and the model's constructor config,
     plus ``serving`` limits); ``metadata`` goes both into the MLmodel file and into ``config.json``.
@@ -163,7 +169,7 @@ def register_generator(config: dict, checkpoint) -> str | None:
     if existing is not None:  # a re-run of a finished training: nothing new to register
         return existing
     conditional = model.num_classes > 0
-    z = torch.rand(2, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = sample_latents(2, model.latent_dim, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(2) % model.num_classes if conditional else None
     with torch.no_grad():
         audio = model(z) if labels is None else model(z, labels)

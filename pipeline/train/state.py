@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from wavegan import GAN
+from pipeline.train.run_config import LossConfig, StepSettings
+from wavegan import GAN, build_gan
+from wavegan.ema import ema_copy
+from wavegan.losses import build_optimizers
 
 CHECKPOINT_FILE = "state.pt"  # tensors: module and optimiser state_dicts
 STATE_JSON = "state.json"     # everything else: counters, extra, the resolved config
@@ -94,6 +98,34 @@ class TrainState:
         self.extra = dict(state.get("extra") or {})
 
 
+def build_state(cfg: dict, device: torch.device | str, wrap: Callable[[nn.Module], nn.Module] | None = None
+                ) -> TrainState:
+    """The TrainState of a run of ``cfg`` (model, loss, train) on ``device``: the one builder that training
+    (which passes Ray's DDP ``wrap``), benchmarks and experiments all call.
+
+    ``wrap`` is applied to G and to D (Ray's ``prepare_model`` on workers); ``train.compile`` then compiles
+    G, and D too unless the loss is wgan-gp (torch.compile has no double backward for the gradient penalty).
+    """
+    gan = build_gan(cfg["model"])
+    if gan.transform is not None:
+        moments = cfg.get("moments")
+        if moments is None:
+            raise ValueError("SpecGAN needs spectrogram moments in the config (computed by pipeline.train)")
+        gan.transform.load_state_dict({k: torch.tensor(v) for k, v in moments.items()})
+    gan.to(device)
+    G, D = gan.generator, gan.discriminator
+    if wrap is not None:
+        G, D = wrap(G), wrap(D)
+    step, loss = StepSettings.from_config(cfg), LossConfig.from_config(cfg)
+    if step.compile:
+        G = torch.compile(G)
+        if loss.name != "wgan-gp":
+            D = torch.compile(D)
+    opt_g, opt_d = build_optimizers(cfg["loss"], unwrap(G), unwrap(D))
+    ema = ema_copy(gan.generator) if step.ema.decay is not None else None
+    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d, ema=ema)
+
+
 def _atomic_write(path: Path, write) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False) as tmp:
         write(tmp)
@@ -131,7 +163,7 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
             f"{path} holds more than tensors and plain containers, so it is not loaded (unpickling it could run "
             f"code). Checkpoints of this project load with torch.load(weights_only=True); this one was written "
             f"by other code. If you trust it, convert it yourself: torch.load(..., weights_only=False), then save "
-            f"the tensors and a state.json as pipeline.state.save_state does. ({str(exc).splitlines()[0]})"
+            f"the tensors and a state.json as pipeline.train.state.save_state does. ({str(exc).splitlines()[0]})"
         ) from None
     json_path = directory / STATE_JSON
     if not json_path.exists():

@@ -11,76 +11,59 @@ phase-shuffle padding and gathers, the penalty's norm, Adam's update. FLOP = 2 x
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 
+from bench.core import (
+    PAPER_REALTIME_FACTOR,
+    Row,
+    Sizes,
+    flop_counter,
+    fmt,
+    loss_config,
+    measure,
+    model_config,
+    train_config,
+)
+from pipeline.train.state import build_state
+from pipeline.train.step import IterationConfig, autocast, critic_step, generator_step, train_iteration
 from wavegan import build_gan
-from wavegan.losses import build_optimizers, critic_loss, generator_loss
 from wavegan.sampling import generate
-
-from .bench_common import PAPER_REALTIME_FACTOR, Row, Sizes, flop_counter, fmt, loss_config, measure, model_config
 
 SECTION = "model"
 
 
-def _autocast(device: torch.device, amp: str):
-    if amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class GanSteps:
-    """One WGAN-GP critic step and one generator step of WaveGAN (build_gan + wavegan.losses + Adam),
-    the operations of ``pipeline.iteration.train_iteration`` on an in-memory batch."""
+class Steps:
+    """The production critic and generator steps (``pipeline.train.step.critic_step`` / ``generator_step``)
+    on a TrainState from the production builder (``pipeline.train.state.build_state``), fed one in-memory
+    batch and fresh latents: what the model section times and counts."""
 
     def __init__(self, model_cfg: dict, batch: int, device: torch.device | str, amp: str = "none",
                  loss_cfg: dict | None = None):
         self.device = torch.device(device)
-        self.batch, self.amp = batch, amp
-        self.loss_cfg = loss_cfg or loss_config("wgan-gp")
-        self.gan = build_gan(model_cfg).to(self.device)
-        self.G, self.D = self.gan.generator, self.gan.discriminator
-        self.gp_weight = float(self.loss_cfg.get("gp_weight", 10.0))
-        if self.device.type == "meta":
-            self.opt_g = self.opt_d = None
-        else:
-            self.opt_g, self.opt_d = build_optimizers(self.loss_cfg, self.G, self.D)
+        self.batch = batch
+        cfg = {"model": model_cfg, "loss": loss_cfg or loss_config("wgan-gp"),
+               "train": train_config(batch_size=batch, amp=amp)}
+        self.cfg = IterationConfig.from_config(cfg)
+        self.state = build_state(cfg, self.device)
+        self.gan = self.state.gan
         gen = torch.Generator().manual_seed(0)
         real = torch.rand(batch, model_cfg["num_channels"], model_cfg["slice_len"], generator=gen) * 1.8 - 0.9
         self.real = real.to(self.device)
 
     def _z(self) -> torch.Tensor:
-        return torch.rand(self.batch, self.gan.latent_dim, device=self.device) * 2.0 - 1.0
+        return self.gan.sample_latents(self.batch, device=self.device)
 
     def critic(self) -> None:
-        self.D.requires_grad_(True)
-        with _autocast(self.device, self.amp):
-            with torch.no_grad():
-                fake = self.G(self._z())
-            loss, _ = critic_loss(self.loss_cfg["name"], self.D, self.gan.critic_input(self.real), fake.float(),
-                                  gp_weight=self.gp_weight, alpha=torch.rand(self.batch, device=self.device))
-        if self.opt_d is not None:
-            self.opt_d.zero_grad(set_to_none=True)
-        loss.float().backward()
-        if self.opt_d is not None:
-            self.opt_d.step()
+        alpha = torch.rand(self.batch, device=self.device)
+        critic_step(self.state, self.real, None, self._z(), alpha, self.cfg)
 
     def generator(self) -> None:
-        self.D.requires_grad_(False)
-        with _autocast(self.device, self.amp):
-            fake = self.G(self._z())
-            loss, _ = generator_loss(self.loss_cfg["name"], self.D, fake.float())
-        if self.opt_g is not None:
-            self.opt_g.zero_grad(set_to_none=True)
-        loss.float().backward()
-        if self.opt_g is not None:
-            self.opt_g.step()
-        self.D.requires_grad_(True)
+        generator_step(self.state, self._z(), None, self.cfg)
 
     def generate(self) -> None:
-        with _autocast(self.device, self.amp):
+        with autocast(self.cfg.amp, self.device):
             generate(self.gan, self._z(), batch_size=self.batch)
 
 
@@ -88,10 +71,12 @@ def count_flops(model_cfg: dict, batch: int, loss_name: str = "wgan-gp") -> dict
     """FLOPs of one critic step, one generator step and one generator forward at ``batch`` (meta device),
     of the model in its reference form (the polyphase form's convolutions do 28/25 of that work, or 28/100
     for ``nn`` upsampling: model FLOPs stay the same whatever runs them)."""
-    steps = GanSteps({**model_cfg, "conv_impl": "reference"}, batch, "meta", loss_cfg={**loss_config(loss_name), "name": loss_name})
+    steps = Steps(
+        {**model_cfg, "conv_impl": "reference"}, batch, "meta", loss_cfg={**loss_config(loss_name), "name": loss_name}
+    )
     out = {}
     for name, fn in (("critic_step", steps.critic), ("generator_step", steps.generator),
-                     ("generate", lambda: steps.G(steps._z()))):
+                     ("generate", lambda: steps.gan.generator(steps._z()))):
         with flop_counter() as counter:
             if name == "generate":
                 with torch.no_grad():
@@ -130,7 +115,7 @@ def run(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple
         cfg = model_config(dim=dim)
         audio_s = batch * cfg["slice_len"] / cfg["sample_rate"]
         flops = count_flops(cfg, batch)
-        steps = GanSteps(cfg, batch, device)
+        steps = Steps(cfg, batch, device)
         log(f"[bench] model d={dim} batch={batch}: critic step")
         t_c = measure(steps.critic, repeats=sizes.repeats, warmup=sizes.warmup, min_seconds=sizes.min_seconds,
                       device=device, budget_s=sizes.budget_s)
@@ -177,10 +162,10 @@ def run_generation(device: torch.device, sizes: Sizes, log: Callable[[str], None
             while True:
                 try:
                     n = batch * sizes.gen_batches
-                    z = torch.rand(n, gan.latent_dim, device=device) * 2 - 1
+                    z = gan.sample_latents(n, device=device)
 
                     def work(z=z, batch=batch, amp=amp):
-                        with _autocast(device, amp):
+                        with autocast(amp, device):
                             generate(gan, z, batch_size=batch)
 
                     log(f"[bench] generate d={sizes.gen_dim} batch={batch} amp={amp}")
@@ -209,14 +194,12 @@ def run_generation(device: torch.device, sizes: Sizes, log: Callable[[str], None
 
 def run_conv_impl(device: torch.device, sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Row], dict]:
     """``model.conv_impl`` reference vs polyphase vs auto, in the same run: seconds of the production
-    ``pipeline.iteration.train_iteration`` with one critic step and one generator step (in-memory batches),
+    ``pipeline.train.step.train_iteration`` with one critic step and one generator step (in-memory batches),
     for G's ``zeros`` and ``nn`` upsampling. The forms are timed in turn, repeatedly, and the best of each
     kept, so a burst of load on a shared machine does not favour one; the ratio is reference / form. On the
     CPU the times compared are this process's CPU seconds (all threads): other jobs on a shared machine
     stretch wall time far more than the CPU time of the work itself."""
-    from .bench_common import compose, memory_batches
-    from .bench_train import build_plain_state
-    from .iteration import IterationConfig, train_iteration
+    from bench.core import compose, memory_batches
 
     dim, batch = {"smoke": (4, 2), "quick": (16, 8)}.get(sizes.mode, (32, 16))
     rounds = {"smoke": 1, "quick": 3}.get(sizes.mode, 5)
@@ -230,7 +213,7 @@ def run_conv_impl(device: torch.device, sizes: Sizes, log: Callable[[str], None]
         for impl in ("reference", "polyphase", "auto"):
             cfg = compose("preset=tiny", f"model.dim={dim}", f"train.batch_size={batch}", "loss.critic_steps=1",
                           f"model.upsample={upsample}", f"model.conv_impl={impl}")
-            state = build_plain_state(cfg, device)
+            state = build_state(cfg, device)
             runs[impl] = (state, IterationConfig.from_config(cfg), memory_batches(cfg, device, n=1))
             train_iteration(state, runs[impl][2], runs[impl][1], device=device)  # warm-up
         times: dict[str, list[float]] = {impl: [] for impl in runs}

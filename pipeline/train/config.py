@@ -1,23 +1,22 @@
 """Driver-side checks and derived values, computed once before any worker starts.
 
-Everything a worker needs ends up in one plain dict: the resolved Hydra config plus the values
-derived here (``total_steps``, ``batches_per_epoch``, ``steps_per_epoch``, SpecGAN ``moments``).
+Everything a worker needs ends up in one plain dict, a new one (the caller's is left as it was): the
+resolved Hydra config plus the values derived here (``total_steps``, ``batches_per_epoch``,
+``steps_per_epoch``, ``label_names``, ``data_manifest``, SpecGAN ``moments``), which workers read back
+through :class:`pipeline.train.run_config.Plan`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from pathlib import Path
 
 from data_prep.loader import read_manifest
-
-from .classifier_registry import label_names as label_names_of
-from .iteration import check_amp
-
-
-class ConfigError(ValueError):
-    """A config value or input that cannot work; the message says what to change."""
+from pipeline.registry.classifier import label_names as label_names_of
+from pipeline.train.run_config import ConfigError
+from pipeline.train.step import check_amp
 
 
 def is_remote(path: str) -> bool:
@@ -78,16 +77,16 @@ def _labelled_clips(manifest: dict, split: str, data_dir: str) -> int:
 
 
 def prepare(config: dict) -> dict:
-    """Validate ``config`` against the data and the cluster, and add the derived values."""
-    config = {**config}
+    """Validate ``config`` against the data and the cluster; a new config with the derived values added."""
+    config = copy.deepcopy(config)
     model, train, data, cluster, loss = (config[k] for k in ("model", "train", "data", "cluster", "loss"))
     try:
-        check_amp(str(train.get("amp", "none")))
+        check_amp(str(train["amp"]))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     data["dir"] = absolute(str(data["dir"]))
     train["storage_path"] = absolute(str(train["storage_path"]))
-    if cluster.get("address") or os.environ.get("RAY_ADDRESS"):  # other nodes must read shards and checkpoints
+    if cluster["address"] or os.environ.get("RAY_ADDRESS"):  # other nodes must read shards and checkpoints
         for key, path in (("data.dir", data["dir"]), ("train.storage_path", train["storage_path"])):
             if not is_remote(path):
                 _require_shared(path, key)
@@ -96,22 +95,22 @@ def prepare(config: dict) -> dict:
         if key in manifest and int(manifest[key]) != int(model[key]):
             raise ConfigError(f"the shards hold {key}={manifest[key]} but model.{key}={model[key]}: "
                               f"set model.{key}={manifest[key]} (or re-make the shards with prep.{key}={model[key]})")
-    n_clips = _split_clips(manifest, data.get("split", "train"), data["dir"])
+    n_clips = _split_clips(manifest, data["split"], data["dir"])
     config["label_names"] = label_names = label_names_of(manifest)  # id -> name
-    model["num_classes"] = check_num_classes(model.get("num_classes", 0), label_names, data["dir"])
+    model["num_classes"] = check_num_classes(model["num_classes"], label_names, data["dir"])
     if model["num_classes"]:
-        n_clips = _labelled_clips(manifest, data.get("split", "train"), data["dir"])
+        n_clips = _labelled_clips(manifest, data["split"], data["dir"])
 
     workers, batch = int(cluster["num_workers"]), int(train["batch_size"])
     if workers < 1 or batch % workers:
         raise ConfigError(f"train.batch_size={batch} must split evenly over cluster.num_workers={workers}")
-    ema_decay = (train.get("ema") or {}).get("decay")
+    ema_decay = train["ema"]["decay"]
     if ema_decay is not None and not 0.0 <= float(ema_decay) < 1.0:
         raise ConfigError(f"train.ema.decay={ema_decay} must lie in [0, 1) (e.g. 0.999), or be null for no EMA")
     critic_steps = int(loss["critic_steps"])
     config["batches_per_epoch"] = max(1, n_clips // batch)
     config["steps_per_epoch"] = n_clips / (batch * critic_steps)  # an epoch = every train clip seen once by D
-    if train.get("epochs"):
+    if train["epochs"]:
         config["total_steps"] = max(1, math.ceil(float(train["epochs"]) * config["steps_per_epoch"]))
     else:
         config["total_steps"] = int(train["steps"])
@@ -120,7 +119,7 @@ def prepare(config: dict) -> dict:
     config["data_manifest"] = {k: manifest.get(k) for k in ("fingerprint", "totals", "sample_rate", "slice_len")}
 
     if model["name"] == "specgan" and config.get("moments") is None:
-        config["moments"] = spectrogram_moments(data["dir"], data.get("split", "train"),
+        config["moments"] = spectrogram_moments(data["dir"], data["split"],
                                                 int(config.get("moments_clips", 2000)))
     return config
 

@@ -1,8 +1,8 @@
-"""``make train-cluster`` / ``python -m pipeline.submit``: ``python -m pipeline.train`` as a Ray job.
+"""``make train-cluster`` / ``python -m pipeline.launch.submit``: ``python -m pipeline.train`` as a Ray job.
 
     export RAY_ADDRESS=http://127.0.0.1:8265            # printed by `make cluster-up`
-    python -m pipeline.submit preset=tiny data.dir=data/shards/tones
-    python -m pipeline.submit --no-wait preset=sc09 cluster=gpu data.dir=s3://bucket/sc09 train.storage_path=s3://bucket/ray
+    python -m pipeline.launch.submit preset=tiny data.dir=data/shards/tones
+    python -m pipeline.launch.submit --no-wait preset=sc09 cluster=gpu data.dir=s3://bucket/sc09 train.storage_path=s3://bucket/ray
 
 The working tree is shipped to the cluster (``runtime_env.working_dir``, without data, outputs,
 stores and the venv) and the job's driver runs in a temporary copy of it on the head node. So
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from common.versions import project_requirements
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PATH_KEYS = ("data.dir", "train.storage_path", "tracking.artifact_root")
 # gitignore syntax, relative to the repository root: what must not travel with the code
 EXCLUDES = ["/.venv", "/data", "/outputs", "/ray_results", "/mlruns", "/mlartifacts", "/mlflow.db", "/.git",
@@ -110,7 +110,9 @@ def is_file_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-def job_overrides(overrides: list[str], base: Path, tracking_uri_arg: str | None = None) -> tuple[list[str], dict[str, str]]:
+def job_overrides(
+    overrides: list[str], base: Path, tracking_uri_arg: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The overrides for the job, with every place made absolute; and the job's MLflow environment.
 
     ``tracking_uri_arg``: None resolves the store as ``make train`` would; a URI is used as given;
@@ -122,7 +124,7 @@ def job_overrides(overrides: list[str], base: Path, tracking_uri_arg: str | None
 
     cfg = compose(overrides)  # first: a bad override fails before the slower imports
 
-    from .tracking import tracking_uri
+    from pipeline.tracking.run import tracking_uri
 
     places = {key: OmegaConf.select(cfg, key) for key in PATH_KEYS}
     places = {key: absolute_local(str(value), base) for key, value in places.items() if value is not None}
@@ -197,13 +199,13 @@ def follow(client, job_id: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.submit",
+        prog="python -m pipeline.launch.submit",
         description="Submit `python -m pipeline.train <overrides>` to the Ray cluster at RAY_ADDRESS (its job API, "
                     "http://<head>:8265), ship this working tree with it, stream the job's logs and exit with the "
                     "job's status. Relative data.dir / train.storage_path / tracking.artifact_root (defaults "
                     "included) are made absolute here; MLflow goes to the store `make train` would use.",
         epilog="Examples: make train-cluster ARGS=\"preset=tiny data.dir=data/shards/tones\"; "
-               "python -m pipeline.submit --no-wait preset=sc09 cluster=gpu data.dir=s3://b/sc09 "
+               "python -m pipeline.launch.submit --no-wait preset=sc09 cluster=gpu data.dir=s3://b/sc09 "
                "train.storage_path=s3://b/ray")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, exactly as for `make train`")
     parser.add_argument("--address", help="job API address (default: $RAY_ADDRESS)")

@@ -1,9 +1,9 @@
 """Proof that training learns, on a CPU: inception score of a small WaveGAN on demo data, step by step.
 
-    python -m pipeline.learning_curve --minutes 20                     # tones, preset=cpu-demo (RESULTS.md)
-    python -m pipeline.learning_curve --data digits --minutes 60       # the espeak-ng spoken digits
-    python -m pipeline.learning_curve --minutes 5 --steps 300          # a quick look
-    python -m pipeline.learning_curve --minutes 20 -- model.dim=16     # extra Hydra overrides for training
+    python -m scripts.learning_curve --minutes 20                     # tones, preset=cpu-demo (RESULTS.md)
+    python -m scripts.learning_curve --data digits --minutes 60       # the espeak-ng spoken digits
+    python -m scripts.learning_curve --minutes 5 --steps 300          # a quick look
+    python -m scripts.learning_curve --minutes 20 -- model.dim=16     # extra Hydra overrides for training
 
 1. makes the demo set (``--data tones|digits``, ``--per-class`` files per class) and its shards under
    ``--work-dir``;
@@ -12,7 +12,7 @@
    the training is interrupted and the checkpoints written so far are scored); the load average is
    sampled every minute;
 3. scores a freshly initialised generator (step 0) and every checkpoint with the training-time
-   :class:`pipeline.evaluate.Evaluator` (the classifier registered for these shards, trained on first
+   :class:`pipeline.evaluate.training.Evaluator` (the classifier registered for these shards, trained on first
    use; ``--n`` clips from the same latents each time): the trained ("online") generator and, when the
    run keeps one (``train.ema.decay``), the EMA generator. It logs them into the training's MLflow run
    (``eval/*`` for the generator that would be registered: the EMA when there is one; ``eval_online/*``
@@ -36,8 +36,10 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import Evaluator, load_eval_config, metric_dict
-from .tracking import PROJECT_ROOT
+from pipeline.evaluate.config import load_eval_config
+from pipeline.evaluate.real_data import metric_dict
+from pipeline.evaluate.training import Evaluator
+from pipeline.tracking.run import PROJECT_ROOT
 
 TRAIN_DEFAULTS = [
     "tracking.preview_every=0",
@@ -104,12 +106,11 @@ def train(work: Path, shards: str, args: argparse.Namespace, tracking_uri: str, 
 def score(work: Path, shards: str, run_name: str, start: float, args: argparse.Namespace, tracking_uri: str) -> dict:
     from mlflow.entities import Metric
 
+    from pipeline.registry.generator import generator_from_checkpoint
+    from pipeline.tracking.run import client
+    from pipeline.train.state import load_checkpoint
     from wavegan import build_gan
     from wavegan.metrics import REAL_TEST, REAL_TRAIN
-
-    from .registry import generator_from_checkpoint
-    from .state import load_checkpoint
-    from .tracking import client
 
     eval_cfg = load_eval_config(args.eval_config, [f"n_generated_during_training={args.n}",
                                                    f"is_splits_during_training={args.splits}", *args.eval_overrides])
@@ -139,10 +140,17 @@ def score(work: Path, shards: str, run_name: str, start: float, args: argparse.N
         mlflow_client, now = client(tracking_cfg), int(time.time() * 1000)
         mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, p["step"]) for p in points
                                                  for k, v in p.items() if k.startswith("eval/")])
-    return {"points": points, "real": real, "run_id": run_id, "ema": has_ema, "classifier": evaluator.classifier_info.uri
-            if evaluator.classifier_info else None, "n": args.n, "splits": args.splits, "config": {
-                k: config[k] for k in ("model", "loss") if k in config} | {"train": {
-                    k: config["train"].get(k) for k in ("batch_size", "steps", "seed", "ema")}}}
+    return {
+        "points": points,
+        "real": real,
+        "run_id": run_id,
+        "ema": has_ema,
+        "classifier": evaluator.classifier_info.uri if evaluator.classifier_info else None,
+        "n": args.n,
+        "splits": args.splits,
+        "config": {k: config[k] for k in ("model", "loss") if k in config}
+        | {"train": {k: config["train"].get(k) for k in ("batch_size", "steps", "seed", "ema")}},
+    }
 
 
 def online_keys(metrics: dict) -> dict:
@@ -170,7 +178,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.learning_curve", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m scripts.learning_curve", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "outputs" / "learning_curve")
@@ -180,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu-demo", help="conf/preset/<name>.yaml to train with (default cpu-demo)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time limit (default 20)")
     parser.add_argument("--steps", type=int, default=4000, help="generator steps, if time allows (default 4000)")
-    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between scored checkpoints (default 200)")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=200, help="steps between scored checkpoints (default 200)"
+    )
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--n", type=int, default=500, help="generated clips per point (default 500)")
     parser.add_argument("--splits", type=int, default=5, help="IS splits (default 5: 100 clips each)")

@@ -1,13 +1,13 @@
 """Training-iteration benchmarks: the real Ray Train path against a plain single-process loop.
 
 * Ray: ``python -m pipeline.train`` in a subprocess (what ``make train`` runs), MLflow and the registry
-  off, reading ``steps_per_s`` / ``clips_per_s`` / ``data_wait_frac`` that ``pipeline.loop`` reports at
+  off, reading ``steps_per_s`` / ``clips_per_s`` / ``data_wait_frac`` that ``pipeline.train.loop`` reports at
   every log interval: the final one from the metrics of the final checkpoint in Ray Train's
   ``checkpoint_manager_snapshot.json``, the earlier ones from the line rank 0 prints for each. The first
   interval (Ray, worker and loader start-up, first shard reads, first slow iterations) is excluded and
   the fastest of the others is reported. An interval includes what every training run pays per
   interval: the metric all-reduce and the ``ray.train.report`` barrier of the previous report.
-* Plain: the same resolved config, ``pipeline.iteration.train_iteration`` called in this process on
+* Plain: the same resolved config, ``pipeline.train.step.train_iteration`` called in this process on
   an in-memory batch iterator (no Ray, no DDP, no loader), all cores' threads; one warm-up chunk, then
   the fastest of as many chunks of ``log_every`` iterations as Ray had timed intervals.
 
@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,48 +31,29 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from wavegan import build_gan
-from wavegan.losses import build_optimizers
-
-from .bench_common import (
+from bench.core import (
     ROOT,
     Row,
     Sizes,
     compose,
     memory_batches,
 )
-from .iteration import IterationConfig, train_iteration
-from .state import TrainState
+from pipeline.train.state import build_state
+from pipeline.train.step import IterationConfig, train_iteration
 
 SECTION = "train"
 VARIANTS = {"tiny": ["preset=tiny"], "d32": ["preset=tiny", "model.dim=32"]}
 
 
 # --------------------------------------------------------------------------------------------- plain loop
-def build_plain_state(cfg: dict, device: torch.device, compile_models: bool = False) -> TrainState:
-    """TrainState as ``pipeline.loop.build_state`` builds it, minus Ray's DDP wrapping.
-
-    With ``compile_models`` the generator is compiled, and the critic too unless the loss is
-    wgan-gp (torch.compile has no double backward for the gradient penalty), as in build_state.
-    """
-    gan = build_gan(cfg["model"]).to(device)
-    G, D = gan.generator, gan.discriminator
-    if compile_models:
-        G = torch.compile(G)
-        if cfg["loss"]["name"] != "wgan-gp":
-            D = torch.compile(D)
-    opt_g, opt_d = build_optimizers(cfg["loss"], gan.generator, gan.discriminator)
-    return TrainState(gan=gan, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
-
-
-def plain_loop(cfg: dict, device: torch.device, iterations: int, warmup: int, compile_models: bool = False,
-               chunks: int = 1, budget_s: float | None = None) -> dict[str, Any]:
+def plain_loop(cfg: dict, device: torch.device, iterations: int, warmup: int, chunks: int = 1,
+               budget_s: float | None = None) -> dict[str, Any]:
     """Seconds per training iteration of ``train_iteration`` in this process.
 
     After ``warmup`` iterations, up to ``chunks`` chunks of ``iterations`` iterations are timed (fewer once
     ``budget_s`` is spent); the fastest chunk is reported, as the fastest Ray log interval is.
     """
-    state = build_plain_state(cfg, device, compile_models)
+    state = build_state(cfg, device)
     it_cfg = IterationConfig.from_config(cfg)
     batches = memory_batches(cfg, device)
     started = time.perf_counter()
@@ -99,11 +79,11 @@ def plain_loop(cfg: dict, device: torch.device, iterations: int, warmup: int, co
 
 def plain_loop_subprocess(overrides: list[str], iterations: int, warmup: int, chunks: int,
                           budget_s: float | None, threads: int, timeout: float = 3600) -> dict[str, Any]:
-    """:func:`plain_loop` on the CPU in a fresh ``python -m pipeline.bench_train`` process, as Ray's workers
+    """:func:`plain_loop` on the CPU in a fresh ``python -m bench.training`` process, as Ray's workers
     are: a process that has just run the large model benchmarks can be several times slower."""
     spec = {"overrides": overrides, "iterations": iterations, "warmup": warmup, "chunks": chunks,
             "budget_s": budget_s, "threads": threads}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.bench_train", json.dumps(spec)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.training", json.dumps(spec)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"plain loop ({overrides}) failed with exit {proc.returncode}:\n{proc.stderr[-4000:]}")

@@ -1,12 +1,12 @@
 """The GPU section of ``make bench``, runnable where only torch is installed (``bench/gpu_step.py``).
 
-Imports ``wavegan``, ``pipeline.iteration``, ``pipeline.state`` and ``pipeline.bench_common`` only
+Imports ``wavegan``, ``pipeline.train.step``, ``pipeline.train.state`` and ``bench.core`` only
 (no Ray, MLflow, Hydra, WebDataset, YAML): the GPU machines have torch and torchaudio and nothing else.
 The sc09 configuration comes from ``bench/sc09_config.json``, the resolved ``preset=sc09`` config
-that ``python -m pipeline.bench_gpu --write-config`` writes from conf/ (a test keeps the two equal).
+that ``python -m bench.gpu --write-config`` writes from conf/ (a test keeps the two equal).
 
 Measured, on one device, in one run:
-* the production ``pipeline.iteration.train_iteration`` on in-memory batches (sc09: d=64, batch 64,
+* the production ``pipeline.train.step.train_iteration`` on in-memory batches (sc09: d=64, batch 64,
   5 WGAN-GP critic steps, phase shuffle 2) for every ``model.conv_impl`` x {fp32, bf16} (fp32 means
   PyTorch's defaults: cuDNN convolutions in TF32), plus polyphase with ``cudnn.benchmark``: ms per
   iteration (median of chunks of iterations after a warm-up), MFU = the reference model's counted FLOPs
@@ -21,7 +21,6 @@ code path in seconds; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -35,10 +34,7 @@ from typing import Any
 
 import torch
 
-from wavegan import build_gan
-from wavegan.losses import build_optimizers
-
-from .bench_common import (
+from bench.core import (
     PAPER_ITERATIONS,
     ROOT,
     Row,
@@ -47,21 +43,23 @@ from .bench_common import (
     machine,
     memory_batches,
 )
-from .iteration import IterationConfig, train_iteration
-from .state import TrainState
+from pipeline.train.state import TrainState, build_state
+from pipeline.train.step import IterationConfig, autocast, train_iteration
+from wavegan import build_gan
 
 CONFIG_FILE = ROOT / "bench" / "sc09_config.json"
 CONV_IMPLS = ("reference", "polyphase", "auto")
 PRECISIONS = {"fp32": "none", "bf16": "bf16"}
+STEP_TRAIN_KEYS = ("batch_size", "seed", "amp", "compile", "ema")  # pipeline.train.run_config.StepSettings
 
 
 def write_config(path: Path = CONFIG_FILE) -> dict:
     """Resolve ``preset=sc09`` with Hydra (on a machine that has it) and keep what the step needs."""
-    from .bench_common import compose
+    from bench.core import compose
 
     cfg = compose("preset=sc09")
     keep = {"model": cfg["model"], "loss": cfg["loss"],
-            "train": {k: cfg["train"][k] for k in ("batch_size", "seed", "amp")}}
+            "train": {k: cfg["train"][k] for k in STEP_TRAIN_KEYS}}
     path.write_text(json.dumps(keep, indent=1, sort_keys=True) + "\n")
     return keep
 
@@ -80,17 +78,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def build(cfg: dict, impl: str, device: torch.device) -> TrainState:
-    """TrainState as pipeline.loop.build_state makes it on one worker (no DDP wrapper)."""
-    gan = build_gan({**cfg["model"], "conv_impl": impl}).to(device)
-    opt_g, opt_d = build_optimizers(cfg["loss"], gan.generator, gan.discriminator)
-    return TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d)
+    """The production TrainState (pipeline.train.state.build_state, no DDP wrapper) with ``model.conv_impl=impl``."""
+    return build_state({**cfg, "model": {**cfg["model"], "conv_impl": impl}}, device)
 
 
 def iteration_config(cfg: dict, precision: str) -> IterationConfig:
@@ -147,10 +137,10 @@ def time_iterations(cfg: dict, impl: str, precision: str, device: torch.device, 
 def time_generation(cfg: dict, impl: str, precision: str, batch: int, device: torch.device,
                     repeats: int) -> dict[str, Any]:
     gan = build_gan({**cfg["model"], "conv_impl": impl}).to(device).eval()
-    z = torch.rand(batch, gan.latent_dim, device=device) * 2 - 1
+    z = gan.sample_latents(batch, device=device)
 
     def once():
-        with torch.no_grad(), _autocast(device, precision):
+        with torch.no_grad(), autocast(PRECISIONS[precision], device):
             return gan.generator(z)
 
     for _ in range(2):
@@ -184,14 +174,14 @@ def _attempt(results: dict, key: str, fn: Callable[[], dict], log: Callable[[str
 
 def run(device: torch.device, quick: bool = False, log: Callable[[str], None] = print,
         commit: str | None = None) -> dict[str, Any]:
-    """Every measurement above; the JSON-ready result (see ``python -m pipeline.bench --gpu-json``)."""
+    """Every measurement above; the JSON-ready result (see ``python -m bench --gpu-json``)."""
     started = time.perf_counter()
     cfg = sc09_config(quick)
     info = machine(device)
     if commit:
         info["git_commit"] = commit
     out: dict[str, Any] = {
-        "schema": 1, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "schema": 1, "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": "quick (CPU dry run)" if quick else "full", "machine": info,
         "device_name": info["device_name"] if device.type == "cuda" else f"cpu (dry run: {info['device_name']})",
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
@@ -236,7 +226,7 @@ def run(device: torch.device, quick: bool = False, log: Callable[[str], None] = 
 
 
 def rows(result: dict) -> list[Row]:
-    """The table rows of a :func:`run` result (``python -m pipeline.bench``'s gpu section)."""
+    """The table rows of a :func:`run` result (``python -m bench``'s gpu section)."""
     out: list[Row] = []
     dry = result["device_name"].startswith("cpu")
     tag = " (CPU dry run)" if dry else ""
@@ -258,11 +248,26 @@ def rows(result: dict) -> list[Row]:
             out.append(Row("gpu", f"generation {key}{tag}", None, "clips/s", note=g["error"]))
             continue
         ref = gen_base.get(g["batch"])
-        out.append(Row("gpu", f"generation {key}{tag}", g["clips_per_s"], "clips/s",
-                       reference="reference fp32, same batch" if ref else "", ratio=g["clips_per_s"] / ref if ref else None,
-                       note=f"{g['realtime_factor']:,.0f}x real time"))
-    out.append(Row("gpu", f"bf16 {result['matmul_size']}^3 matmul{tag}", matmul / 1e12, "TFLOP/s",
-                   note=f"MFU denominator; reference model: {result['flops_per_iteration'] / 1e12:.3g} TFLOP/iteration"))
+        out.append(
+            Row(
+                "gpu",
+                f"generation {key}{tag}",
+                g["clips_per_s"],
+                "clips/s",
+                reference="reference fp32, same batch" if ref else "",
+                ratio=g["clips_per_s"] / ref if ref else None,
+                note=f"{g['realtime_factor']:,.0f}x real time",
+            )
+        )
+    out.append(
+        Row(
+            "gpu",
+            f"bf16 {result['matmul_size']}^3 matmul{tag}",
+            matmul / 1e12,
+            "TFLOP/s",
+            note=f"MFU denominator; reference model: {result['flops_per_iteration'] / 1e12:.3g} TFLOP/iteration",
+        )
+    )
     return out
 
 
@@ -276,7 +281,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/gpu_step.py", description=__doc__.split("\n\n")[0],
-                                     epilog="Then, on the machine with the repository: python -m pipeline.bench "
+                                     epilog="Then, on the machine with the repository: python -m bench "
                                             "--gpu-json gpu.json (merges it into bench/results.json and "
                                             "BENCHMARKS.md).")
     parser.add_argument("--out", help="where to write the JSON results")

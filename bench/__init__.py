@@ -1,0 +1,1 @@
+"""``make bench``: measurements of the production training step, data path, generation and evaluation."""

@@ -1,0 +1,1 @@
+"""Evaluation: real-data statistics, the in-training evaluator and early stopping, ``make eval``."""

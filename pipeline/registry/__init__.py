@@ -1,0 +1,1 @@
+"""The MLflow model registry: registered generators, the evaluation classifier, the serving wrapper."""

@@ -1,0 +1,1 @@
+"""MLflow: the run lifecycle, the buffered rank-0 logger, audio previews, the local UI server."""

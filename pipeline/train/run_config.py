@@ -1,0 +1,173 @@
+"""Typed, validated view of a training run's config, built from the composed Hydra config.
+
+The way ``data_prep/config.py`` builds ``PrepConfig``: frozen dataclasses, one per group the worker
+loop, the step and the state builder read (loss, train, data), and every value read from the config
+that Hydra composed out of ``conf/`` (no default is restated here: a missing key is an error that
+names it). The values the driver derives from the data and the cluster (step budget, epoch sizes,
+label names, SpecGAN moments) live apart, in :class:`Plan`.
+
+The plain dict stays what travels: to Ray workers, into checkpoints (``state.json``) and MLflow
+params. Each consumer builds the typed view it needs from it with ``RunConfig.from_config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value or input that cannot work; the message says what to change."""
+
+
+def _require(section: Mapping[str, Any], group: str, key: str) -> Any:
+    if key not in section:
+        raise ConfigError(f"{group}.{key} is missing from the config: conf/{group}/ defines it; "
+                          f"compose the run through conf/config.yaml (python -m pipeline.train) or set {group}.{key}")
+    return section[key]
+
+
+def _group(cfg: Mapping[str, Any], group: str) -> Mapping[str, Any]:
+    section = cfg.get(group)
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"the config has no {group} group: compose it from conf/config.yaml")
+    return section
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``conf/loss/<name>.yaml``. ``gp_weight`` exists for wgan-gp only, ``clip`` for wgan only."""
+
+    name: str
+    critic_steps: int
+    optim: Mapping[str, Any]
+    gp_weight: float | None
+    clip: float | None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> LossConfig:
+        loss = _group(cfg, "loss")
+        name = str(_require(loss, "loss", "name"))
+        critic_steps = int(_require(loss, "loss", "critic_steps"))
+        if critic_steps < 1:
+            raise ConfigError(f"loss.critic_steps={critic_steps}: the critic needs at least one step per iteration")
+        return cls(
+            name=name,
+            critic_steps=critic_steps,
+            optim=_require(loss, "loss", "optim"),
+            gp_weight=float(_require(loss, "loss", "gp_weight")) if name == "wgan-gp" else None,
+            clip=float(_require(loss, "loss", "clip")) if name == "wgan" else None,
+        )
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """``train.ema``: the generator's exponential moving average (``decay`` None: off)."""
+
+    decay: float | None
+    start_step: int
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The train keys the step and the state builder read (what bench/sc09_config.json keeps of the train group)."""
+
+    batch_size: int
+    seed: int
+    amp: str
+    compile: bool
+    ema: EmaConfig
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> StepSettings:
+        train = _group(cfg, "train")
+        ema = _require(train, "train", "ema")
+        if not isinstance(ema, Mapping):
+            raise ConfigError(f"train.ema={ema!r}: expected the group {{decay, start_step}} (conf/train/default.yaml)")
+        decay = _require(ema, "train.ema", "decay")
+        return cls(
+            batch_size=int(_require(train, "train", "batch_size")),
+            seed=int(_require(train, "train", "seed")),
+            amp=str(_require(train, "train", "amp")),
+            compile=bool(_require(train, "train", "compile")),
+            ema=EmaConfig(decay=None if decay is None else float(decay),
+                          start_step=int(_require(ema, "train.ema", "start_step") or 0)),
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What the worker loop reads of ``conf/train/default.yaml``, beside the step's settings."""
+
+    step: StepSettings
+    log_every: int
+    checkpoint_every: int
+    threads_per_worker: int | None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TrainConfig:
+        train = _group(cfg, "train")
+        threads = _require(train, "train", "threads_per_worker")
+        return cls(
+            step=StepSettings.from_config(cfg),
+            log_every=max(1, int(_require(train, "train", "log_every"))),
+            checkpoint_every=int(_require(train, "train", "checkpoint_every")),
+            threads_per_worker=None if threads is None else int(threads),
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``conf/data/default.yaml``: the shards and how each worker's loader reads them."""
+
+    dir: str
+    split: str
+    num_workers: int
+    shuffle_buffer: int
+    pin_memory: bool
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> DataConfig:
+        data = _group(cfg, "data")
+
+        def get(key: str) -> Any:
+            return _require(data, "data", key)
+
+        return cls(dir=str(get("dir")), split=str(get("split")), num_workers=int(get("num_workers")),
+                   shuffle_buffer=int(get("shuffle_buffer")), pin_memory=bool(get("pin_memory")))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the driver derived (``pipeline.train.config.prepare``) before any worker started."""
+
+    total_steps: int
+    batches_per_epoch: int
+    steps_per_epoch: float
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Plan:
+        missing = [k for k in ("total_steps", "batches_per_epoch", "steps_per_epoch") if k not in cfg]
+        if missing:
+            raise ConfigError(f"the config lacks the derived values {missing}: run it through "
+                              "pipeline.train.config.prepare (python -m pipeline.train does)")
+        return cls(total_steps=int(cfg["total_steps"]), batches_per_epoch=int(cfg["batches_per_epoch"]),
+                   steps_per_epoch=float(cfg["steps_per_epoch"]))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The typed training run: the model group as ``wavegan.build_gan`` takes it, the loss, train and data
+    groups, and the driver's :class:`Plan`."""
+
+    model: Mapping[str, Any]
+    loss: LossConfig
+    train: TrainConfig
+    data: DataConfig
+    plan: Plan
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RunConfig:
+        return cls(model=_group(cfg, "model"), loss=LossConfig.from_config(cfg), train=TrainConfig.from_config(cfg),
+                   data=DataConfig.from_config(cfg), plan=Plan.from_config(cfg))

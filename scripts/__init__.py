@@ -1,0 +1,1 @@
+"""Experiments built on the pipeline's entry points (``python -m scripts.<name>``)."""

@@ -1,0 +1,35 @@
+"""The typed view of a training run: built from the composed config, every key read from conf/."""
+
+import copy
+
+import pytest
+
+from bench.core import compose
+from pipeline.train.run_config import ConfigError, RunConfig, StepSettings
+from pipeline.train.step import IterationConfig
+
+PLAN = {"total_steps": 10, "batches_per_epoch": 3, "steps_per_epoch": 0.5}
+
+
+def test_the_composed_config_gives_every_typed_value():
+    cfg = {**compose("preset=tiny", "train.ema.decay=0.99", "loss=wgan"), **PLAN}
+    run = RunConfig.from_config(cfg)
+    assert run.loss.name == "wgan" and run.loss.clip == cfg["loss"]["clip"] and run.loss.gp_weight is None
+    assert run.train.step.ema.decay == 0.99 and run.train.log_every == cfg["train"]["log_every"]
+    assert run.data.split == cfg["data"]["split"] and run.plan.total_steps == 10
+    step = IterationConfig.from_config(cfg)
+    assert (step.loss, step.clip, step.ema_decay, step.global_batch) == ("wgan", run.loss.clip, 0.99,
+                                                                      cfg["train"]["batch_size"])
+
+
+def test_a_missing_key_is_named_not_defaulted():
+    cfg = {**compose("preset=tiny"), **PLAN}
+    broken = copy.deepcopy(cfg)
+    del broken["data"]["shuffle_buffer"]
+    with pytest.raises(ConfigError, match=r"data\.shuffle_buffer is missing .*conf/data/"):
+        RunConfig.from_config(broken)
+    del broken["train"]["ema"]["start_step"]
+    with pytest.raises(ConfigError, match=r"train\.ema\.start_step is missing"):
+        StepSettings.from_config(broken)
+    with pytest.raises(ConfigError, match="derived values"):
+        RunConfig.from_config(compose("preset=tiny"))  # not through prepare: no plan
