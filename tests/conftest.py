@@ -1,5 +1,6 @@
 """Fixtures and helpers shared across test packages: small real shards, commands run as a user runs
-them (own process group, log file), waiting on Ray checkpoints, and a local multi-node Ray cluster."""
+them (own process group, log file), and waiting on Ray checkpoints. The local multi-node Ray cluster
+is in tests/cluster/conftest.py."""
 
 from __future__ import annotations
 
@@ -18,10 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-from pipeline.launch.local_cluster import ClusterState, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,26 +36,6 @@ def cluster_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", "pipeline.launch.local_cluster", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
-
-@pytest.fixture(scope="session")
-def local_cluster(tmp_path_factory) -> Iterator[ClusterState]:
-    """A head + 1 worker node Ray cluster on this machine (1 CPU each, free ports, token auth).
-
-    Started and stopped through ``python -m pipeline.launch.local_cluster``. Use ``.job_address`` for
-    ``ray job`` / ``pipeline.launch.submit``, and ``{**os.environ, **cluster.exports()}`` as the environment
-    of a client process (RAY_ADDRESS, RAY_AUTH_MODE, WAVEGAN_SHARED_STORAGE).
-    """
-    state_dir = tmp_path_factory.mktemp("local-cluster")
-    up = cluster_cli("up", "--workers", "1", "--port", str(free_port()), "--dashboard-port", str(free_port()),
-                     "--state-dir", str(state_dir))
-    if up.returncode != 0:
-        cluster_cli("down", "--state-dir", str(state_dir))
-        pytest.fail(f"cluster-up failed (exit {up.returncode}):\n{up.stdout}\n{up.stderr}")
-    try:
-        yield load_state(state_dir)
-    finally:
-        down = cluster_cli("down", "--state-dir", str(state_dir))
-        assert down.returncode == 0, f"cluster-down failed:\n{down.stdout}\n{down.stderr}"
 
 @pytest.fixture(scope="session")
 def tone_shards(tmp_path_factory) -> Path:

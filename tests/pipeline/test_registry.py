@@ -6,18 +6,14 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 
-import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from mlflow import MlflowClient
 
 from pipeline.promote import history_tag
-from pipeline.registry.generator import load_registered
 
-from ..conftest import ROOT, wait_for
+from ..conftest import ROOT
 
 pytestmark = pytest.mark.slow
 MODEL = "wavegan-generator"
@@ -113,45 +109,3 @@ def test_generate_from_registry_is_reproducible(trained, versions, tmp_path):
 def test_unknown_alias_fails_clearly(trained, versions, tmp_path):
     done = cli("pipeline.generate", trained["uri"], "--model-uri", f"models:/{MODEL}@nobody", "--out", str(tmp_path))
     assert done.returncode != 0 and "cannot load models:/wavegan-generator@nobody" in done.stderr
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_mlflow_serving_answers_latents_with_waveforms(trained, versions, tmp_path):
-    import mlflow
-
-    versions.set_registered_model_alias(MODEL, "serve", "1")
-    port = free_port()
-    # the scoring server runs `uvicorn` from PATH: the venv's bin, as after `source .venv/bin/activate`
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["uri"],
-           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@serve",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def ping():
-            try:
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).status == 200
-            except OSError:
-                return False
-
-        wait_for(ping, 180, "the model server", server, tmp_path / "serve.log")
-        z = (np.random.default_rng(0).uniform(-1, 1, (2, 100))).astype(np.float32)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(
-            {"inputs": z.tolist()}).encode(), headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        audio = np.asarray(answer["predictions"], dtype=np.float32)
-        assert audio.shape == (2, 1, 16384)
-        mlflow.set_tracking_uri(trained["uri"])
-        local = load_registered(f"models:/{MODEL}@serve")[0]
-        np.testing.assert_allclose(audio, local(torch.from_numpy(z)).detach().numpy(), atol=1e-5)
-    finally:
-        os.killpg(server.pid, 9)
-        server.wait(timeout=30)
