@@ -194,15 +194,19 @@ def flop_counter() -> FlopCounterMode:
     return counter
 
 
-def model_config(**overrides: Any) -> dict:
-    """``conf/model/wavegan.yaml`` as a dict, with overrides (e.g. dim=32)."""
+def _group_yaml(group: str, name: str, overrides: dict[str, Any]) -> dict:
     import yaml
 
-    cfg = yaml.safe_load((CONF / "model" / "wavegan.yaml").read_text())
+    cfg = yaml.safe_load((CONF / group / f"{name}.yaml").read_text())
     unknown = set(overrides) - set(cfg)
     if unknown:
-        raise KeyError(f"not model keys: {sorted(unknown)}")
+        raise KeyError(f"not {group} keys: {sorted(unknown)}")
     return {**cfg, **overrides}
+
+
+def model_config(**overrides: Any) -> dict:
+    """``conf/model/wavegan.yaml`` as a dict, with overrides (e.g. dim=32)."""
+    return _group_yaml("model", "wavegan", overrides)
 
 
 def loss_config(name: str = "wgan-gp") -> dict:
@@ -213,13 +217,7 @@ def loss_config(name: str = "wgan-gp") -> dict:
 
 def train_config(**overrides: Any) -> dict:
     """``conf/train/default.yaml`` as a dict, with overrides (e.g. batch_size=8)."""
-    import yaml
-
-    cfg = yaml.safe_load((CONF / "train" / "default.yaml").read_text())
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise KeyError(f"not train keys: {sorted(unknown)}")
-    return {**cfg, **overrides}
+    return _group_yaml("train", "default", overrides)
 
 
 def compose(*overrides: str) -> dict:

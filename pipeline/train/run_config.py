@@ -12,6 +12,7 @@ params. Each consumer builds the typed view it needs from it with ``RunConfig.fr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +24,27 @@ class ConfigError(ValueError):
 
 def _require(section: Mapping[str, Any], group: str, key: str) -> Any:
     if key not in section:
-        raise ConfigError(f"{group}.{key} is missing from the config: conf/{group}/ defines it; "
+        raise ConfigError(f"{group}.{key} is missing from the config: conf/{group.split('.')[0]}/ defines it; "
                           f"compose the run through conf/config.yaml (python -m pipeline.train) or set {group}.{key}")
     return section[key]
+
+
+_CASTS = {"int": int, "float": float, "str": str, "bool": bool, "int | None": int, "float | None": float}
+
+
+def _typed(cls: type, section: Mapping[str, Any], group: str, **built: Any) -> Any:
+    """``cls`` (a frozen dataclass) from ``section``: each field read under its own name and cast to its
+    type (``X | None`` fields keep a null), except the fields given ready-made in ``built``."""
+    values = dict(built)
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            continue
+        raw = _require(section, group, f.name)
+        try:
+            values[f.name] = None if raw is None and f.type.endswith("| None") else _CASTS[f.type](raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{group}.{f.name}={raw!r}: expected {f.type} ({exc})") from None
+    return cls(**values)
 
 
 def _group(cfg: Mapping[str, Any], group: str) -> Mapping[str, Any]:
@@ -85,15 +104,7 @@ class StepSettings:
         ema = _require(train, "train", "ema")
         if not isinstance(ema, Mapping):
             raise ConfigError(f"train.ema={ema!r}: expected the group {{decay, start_step}} (conf/train/default.yaml)")
-        decay = _require(ema, "train.ema", "decay")
-        return cls(
-            batch_size=int(_require(train, "train", "batch_size")),
-            seed=int(_require(train, "train", "seed")),
-            amp=str(_require(train, "train", "amp")),
-            compile=bool(_require(train, "train", "compile")),
-            ema=EmaConfig(decay=None if decay is None else float(decay),
-                          start_step=int(_require(ema, "train.ema", "start_step") or 0)),
-        )
+        return _typed(cls, train, "train", ema=_typed(EmaConfig, ema, "train.ema"))
 
 
 @dataclass(frozen=True)
@@ -107,14 +118,7 @@ class TrainConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainConfig:
-        train = _group(cfg, "train")
-        threads = _require(train, "train", "threads_per_worker")
-        return cls(
-            step=StepSettings.from_config(cfg),
-            log_every=max(1, int(_require(train, "train", "log_every"))),
-            checkpoint_every=int(_require(train, "train", "checkpoint_every")),
-            threads_per_worker=None if threads is None else int(threads),
-        )
+        return _typed(cls, _group(cfg, "train"), "train", step=StepSettings.from_config(cfg))
 
 
 @dataclass(frozen=True)
@@ -129,13 +133,7 @@ class DataConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DataConfig:
-        data = _group(cfg, "data")
-
-        def get(key: str) -> Any:
-            return _require(data, "data", key)
-
-        return cls(dir=str(get("dir")), split=str(get("split")), num_workers=int(get("num_workers")),
-                   shuffle_buffer=int(get("shuffle_buffer")), pin_memory=bool(get("pin_memory")))
+        return _typed(cls, _group(cfg, "data"), "data")
 
 
 @dataclass(frozen=True)
