@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -116,8 +117,8 @@ class BufferedLogger:
                 with self.lock:
                     self.pending.popleft()
                 if self.failing_since is not None:
-                    print(f"MLflow reachable again after {time.time() - self.failing_since:.0f} s; "
-                          f"sending the records kept meanwhile", flush=True)
+                    console(f"MLflow reachable again after {time.time() - self.failing_since:.0f} s; "
+                            f"sending the records kept meanwhile")
                     self.failing_since = None
             if self.closing and not self.pending:
                 return
@@ -133,6 +134,17 @@ class BufferedLogger:
         if self.dropped:
             warnings.warn(f"{self.dropped} MLflow records were dropped: the buffer was full", stacklevel=1)
         return len(self.pending)
+
+
+def console(line: str) -> None:
+    """One line on the console, from the driver or a Ray Train worker.
+
+    Inside a worker, Ray Train 2.60 replaces ``print`` with a version that writes the text to stdout *and*
+    logs it through the root logger, whose console handler writes it again to stderr: every worker line
+    reached the driver's console twice. Writing to ``sys.stdout`` itself sends it once.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 class NullTracker:
@@ -163,14 +175,14 @@ class WorkerTracker(NullTracker):
         self.label_names = cfg.get("label_names") or None
 
     def note(self, message: str) -> None:
-        print(f"[train] {message}", flush=True)
+        console(f"[train] {message}")
         if self.logger:
             self.logger.submit("tag", "wavegan.last_note", message[:500])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        print(progress_line(step, int(self.cfg["total_steps"]), metrics), flush=True)
+        console(progress_line(step, int(self.cfg["total_steps"]), metrics))
         if self.logger:
             now = int(time.time() * 1000)
             self.logger.submit("metrics", [Metric(k, float(v), now, step) for k, v in metrics.items()])
@@ -190,7 +202,7 @@ class WorkerTracker(NullTracker):
         if self.logger:
             left = self.logger.close()
             if left:
-                print(f"[train] MLflow still unreachable: {left} records not sent", flush=True)
+                console(f"[train] MLflow still unreachable: {left} records not sent")
 
 
 def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:

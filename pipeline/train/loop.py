@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from data_prep.loader import build_loader
 from pipeline.evaluate.training import EarlyStopping, Evaluator
-from pipeline.tracking.run import open_worker_tracker
+from pipeline.tracking.run import console, open_worker_tracker
 from pipeline.train.run_config import RunConfig, TrainConfig
 from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
 from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration
@@ -122,7 +122,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         tracker.note(f"resumed from checkpoint at step {resumed_from}")
 
     total, log_every, ckpt_every = run.plan.total_steps, run.train.log_every, run.train.checkpoint_every
-    evaluator = Evaluator.from_config(cfg)  # cheap; due() is the same on every rank, only rank 0 calls it
+    evaluator = Evaluator.from_config(cfg, log=console)  # cheap; due() is the same on every rank, only rank 0 calls it
     stopper = EarlyStopping.from_config(cfg)
     if stopper is not None:
         stopper.load_state_dict(state.extra.get("early_stop"))

@@ -45,10 +45,9 @@ def test_two_workers_train_log_once_and_register(tone_shards, tmp_path):
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     assert "done at step 20" in out
-    # the console: progress lines from one process (rank 0) at each interval, none of Ray Train's report dumps
-    # (Ray's log monitor may repeat a worker line when other Ray instances share the machine: set, not list)
-    progress = {(line.split("[train] ")[0], line.split("[train] ")[1].split(" (")[0])
-                for line in out.splitlines() if "[train] step " in line}
+    # the console: one progress line per interval, from one process (rank 0); none of Ray Train's report dumps
+    progress = [(line.split("[train] ")[0], line.split("[train] ")[1].split(" (")[0])
+                for line in out.splitlines() if "[train] step " in line]
     assert len({pid for pid, _ in progress}) == 1, progress
     assert sorted(step for _, step in progress) == ["step 10/20", "step 20/20"], progress
     assert "TrainingReport(" not in out and "Reporting training result" not in out
