@@ -14,6 +14,7 @@ if _found := problems():
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +48,14 @@ def tone_shards(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "data_prep.shard", f"src={audio}", f"out={shards}", "progress=false",
                     "prep.samples_per_shard=64"], cwd=ROOT, check=True, capture_output=True)
     return shards
+
+
+def damaged_copy(shards: Path, out: Path) -> Path:
+    """The shards with the second train shard cut in half (its tail is corrupt; the loader skips it)."""
+    shutil.copytree(shards, out)
+    shard = out / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    return out
 
 
 def train_command(shards: Path, storage: Path, tracking_uri: str, *overrides: str) -> list[str]:

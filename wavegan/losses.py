@@ -98,19 +98,23 @@ def build_optimizers(loss_cfg: Mapping, G: nn.Module, D: nn.Module) -> tuple[tor
                                                                               torch.optim.Optimizer]:
     """(opt_g, opt_d) from ``loss_cfg["optim"]``: ``name`` (adam | rmsprop) plus that optimiser's kwargs.
 
-    Adam on CUDA parameters is the fused implementation (one kernel per step for all parameters instead
-    of a dozen per tensor): the same update rule, so every rank, and every run, stays consistent.
+    ``loss_cfg["optim_d"]`` (optional, e.g. ``{"lr": 4e-4}``) overrides keys of ``optim`` for D only: the
+    two-timescale update rule (TTUR, Heusel et al., 2017). Adam on CUDA parameters is the fused implementation
+    (one kernel per step for all parameters instead of a dozen per tensor): the same update rule, so every rank,
+    and every run, stays consistent.
     """
-    optim = dict(loss_cfg["optim"])
+    base = dict(loss_cfg["optim"])
+    return _optimizer(base, G), _optimizer({**base, **(loss_cfg.get("optim_d") or {})}, D)
+
+
+def _optimizer(settings: Mapping, module: nn.Module) -> torch.optim.Optimizer:
+    optim = dict(settings)
     name = optim.pop("name")
     if "betas" in optim:
         optim["betas"] = tuple(float(b) for b in optim["betas"])
     cls = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}.get(name)
     if cls is None:
         raise ValueError(f"optim.name must be adam or rmsprop, got {name!r}")
-    def make(module: nn.Module) -> torch.optim.Optimizer:
-        params = list(module.parameters())
-        fused = {"fused": True} if cls is torch.optim.Adam and params and all(p.is_cuda for p in params) else {}
-        return cls(params, **optim, **fused)
-
-    return make(G), make(D)
+    params = list(module.parameters())
+    fused = {"fused": True} if cls is torch.optim.Adam and params and all(p.is_cuda for p in params) else {}
+    return cls(params, **optim, **fused)

@@ -9,11 +9,14 @@ from ..conftest import checkpoints, finish, start, train_command
 
 @pytest.fixture(scope="session")
 def trained(tone_shards, tmp_path_factory) -> dict:
-    """One short `make train` run whose generator is registered as wavegan-generator version 1."""
+    """One short `make train` run whose generator is registered as wavegan-generator version 1.
+
+    It trains with the polyphase convolutions (``model.conv_impl=polyphase``), so the same run also shows
+    that form through the real entry point; the other end-to-end runs use the default (``auto``)."""
     base = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{base}/mlflow.db"
     log = base / "train.log"
-    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=10"), log)
+    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=10", "model.conv_impl=polyphase"), log)
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     return {"uri": uri, "base": base, "checkpoint": checkpoints(base / "ray")[-1], "shards": tone_shards}

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from unittest import mock
 
 import pytest
 import soundfile as sf
 from mlflow import MlflowClient
 
+from pipeline.generate import main as generate_main
 from pipeline.promote import history_tag
+from pipeline.promote import main as promote_main
 
 from ..conftest import ROOT
 
@@ -23,6 +28,19 @@ def cli(module: str, uri: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
+
+
+def in_process(main, uri: str, *args: str) -> subprocess.CompletedProcess:
+    """A command (``pipeline.promote`` / ``pipeline.generate``) through the function it runs, ``main(argv)``, in
+    this process: each subprocess pays ~10 s of imports on two cores, so only some calls go through ``cli``."""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": uri}), redirect_stdout(out), redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess([main.__module__, *args], code, out.getvalue(), err.getvalue())
+
+
+def promote(uri: str, *args: str) -> subprocess.CompletedProcess:
+    return in_process(promote_main, uri, *args)
 
 
 @pytest.fixture(scope="module")
@@ -55,54 +73,54 @@ def score(client: MlflowClient, version: str, value: float) -> None:
 
 def test_promotion_gate_force_best_by_and_rollback(trained, versions):
     uri, client = trained["uri"], versions
-    refused = cli("pipeline.promote", uri, "--version", "1")
+    refused = cli("pipeline.promote", uri, "--version", "1")  # the real command line
     assert refused.returncode == 1 and "no evaluation metric 'is_mean'" in refused.stderr
 
     score(client, "1", 3.0), score(client, "2", 2.0), score(client, "3", 5.0)
-    assert cli("pipeline.promote", uri, "--version", "1").returncode == 0
+    assert promote(uri, "--version", "1").returncode == 0
     assert champion(client) == "1"
 
-    worse = cli("pipeline.promote", uri, "--version", "2")
+    worse = promote(uri, "--version", "2")
     assert worse.returncode == 1 and "worse than the current champion" in worse.stderr
     assert champion(client) == "1"
 
-    forced = cli("pipeline.promote", uri, "--version", "2", "--force")
+    forced = promote(uri, "--version", "2", "--force")
     assert forced.returncode == 0 and "(was version 1)" in forced.stdout
-    best = cli("pipeline.promote", uri, "--best-by", "is_mean")
+    best = promote(uri, "--best-by", "is_mean")
     assert best.returncode == 0 and "-> version 3" in best.stdout
     assert json.loads(client.get_registered_model(MODEL).tags[history_tag("champion")]) == ["1", "2"]
 
-    back = cli("pipeline.promote", uri, "--rollback")
+    back = promote(uri, "--rollback")
     assert back.returncode == 0 and champion(client) == "2"
-    assert cli("pipeline.promote", uri, "--rollback").returncode == 0
+    assert promote(uri, "--rollback").returncode == 0
     assert champion(client) == "1"
-    empty = cli("pipeline.promote", uri, "--rollback")
+    empty = promote(uri, "--rollback")
     assert empty.returncode == 1 and "no previous holder" in empty.stderr
     latest = cli("pipeline.promote", uri, "--version", "latest")  # make demo's promotion: the newest version
     assert latest.returncode == 0 and "-> version 3 (was version 1)" in latest.stdout and champion(client) == "3"
 
 
 def test_promote_names_what_is_unknown(trained, versions):
-    unknown_model = cli("pipeline.promote", trained["uri"], "--model", "nope", "--version", "1")
+    unknown_model = promote(trained["uri"], "--model", "nope", "--version", "1")
     assert unknown_model.returncode == 1 and "no registered model 'nope'" in unknown_model.stderr
     assert MODEL in unknown_model.stderr
-    unknown_version = cli("pipeline.promote", trained["uri"], "--version", "42", "--force")
+    unknown_version = promote(trained["uri"], "--version", "42", "--force")
     assert unknown_version.returncode == 1 and "has no version 42" in unknown_version.stderr
 
 
 def test_generate_from_registry_is_reproducible(trained, versions, tmp_path):
     versions.set_registered_model_alias(MODEL, "listen", "1")
-    for out in ("a", "b"):
-        done = cli("pipeline.generate", trained["uri"], "--model-uri", f"models:/{MODEL}@listen", "--n", "3",
-                   "--seed", "5", "--out", str(tmp_path / out))
+    args = ("--model-uri", f"models:/{MODEL}@listen", "--n", "3", "--seed", "5", "--out")
+    for done in (cli("pipeline.generate", trained["uri"], *args, str(tmp_path / "a")),  # two processes
+                 in_process(generate_main, trained["uri"], *args, str(tmp_path / "b"))):
         assert done.returncode == 0, done.stderr
     wavs = sorted((tmp_path / "a").glob("sample_*.wav"))
     assert len(wavs) == 3 and (tmp_path / "a" / "sheet.png").stat().st_size > 0
     info = sf.info(wavs[0])
     assert (info.samplerate, info.subtype, info.frames) == (16000, "PCM_16", 16384)
     assert all(w.read_bytes() == (tmp_path / "b" / w.name).read_bytes() for w in wavs)
-    interp = cli("pipeline.generate", trained["uri"], "--checkpoint", str(trained["checkpoint"]), "--n", "4",
-                 "--interp", "--out", str(tmp_path / "i"))
+    interp = in_process(generate_main, trained["uri"], "--checkpoint", str(trained["checkpoint"]), "--n", "4",
+                        "--interp", "--out", str(tmp_path / "i"))
     assert interp.returncode == 0 and len(list((tmp_path / "i").glob("interp_*.wav"))) == 4
 
 

@@ -10,23 +10,14 @@ from mlflow import MlflowClient
 from pipeline.train.state import load_checkpoint
 from wavegan import build_gan
 
-from ..conftest import checkpoints, finish, start, train_command
-
 pytestmark = pytest.mark.slow
 
 
-def test_polyphase_training_run_registers_and_its_checkpoint_loads_into_either_form(tone_shards, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    storage, log = tmp_path / "ray", tmp_path / "train.log"
-    proc = start(train_command(tone_shards, storage, uri, "model.conv_impl=polyphase", "train.steps=4",
-                               "train.log_every=2", "train.checkpoint_every=4", "tracking.preview_every=0"), log)
-    out = finish(proc, log, timeout=900)
-    assert proc.returncode == 0, out[-5000:]
-    assert "done at step 4" in out
-    assert MlflowClient(uri).get_model_version("wavegan-generator", "1").tags["step"] == "4"
-
-    state = load_checkpoint(checkpoints(storage)[-1])
-    assert state["config"]["model"]["conv_impl"] == "polyphase" and state["step"] == 4
+def test_polyphase_training_run_registers_and_its_checkpoint_loads_into_either_form(trained):
+    """The session's `trained` run used model.conv_impl=polyphase (tests/pipeline/conftest.py)."""
+    assert MlflowClient(trained["uri"]).get_model_version("wavegan-generator", "1").tags["step"] == "10"
+    state = load_checkpoint(trained["checkpoint"])
+    assert state["config"]["model"]["conv_impl"] == "polyphase" and state["step"] == 10
     z = torch.rand(3, state["config"]["model"]["latent_dim"]) * 2 - 1
     outputs = {}
     for impl in ("polyphase", "reference"):

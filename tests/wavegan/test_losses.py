@@ -157,3 +157,13 @@ def test_optimisers_from_the_loss_configs(name, cls, lr):
         assert opt_d.param_groups[0]["betas"][0] == 0.5
     if name == "wgan":
         assert cfg["clip"] == 0.01
+
+
+def test_optim_d_gives_the_critic_its_own_settings():
+    """TTUR: loss.optim_d replaces keys of optim for D only; G keeps optim as it is."""
+    cfg = yaml.safe_load((CONF / "wgan-gp.yaml").read_text())
+    assert cfg["optim_d"] is None  # off by default: one setting for both networks, as the reference
+    cfg["optim_d"] = {"lr": 4e-4, "betas": [0.0, 0.9]}
+    opt_g, opt_d = build_optimizers(cfg, torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert (opt_d.param_groups[0]["lr"], opt_d.param_groups[0]["betas"]) == (pytest.approx(4e-4), (0.0, 0.9))
+    assert (opt_g.param_groups[0]["lr"], opt_g.param_groups[0]["betas"]) == (pytest.approx(1e-4), (0.5, 0.9))
