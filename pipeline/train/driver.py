@@ -108,6 +108,9 @@ def connect(cluster: dict) -> None:
     if not ray.is_initialized():
         if not address:  # the raylet reads RayConfig overrides from RAY_<name> variables when it starts
             os.environ.setdefault("RAY_worker_niceness", str(int(cluster["worker_niceness"])))
+            # One machine cannot be preempted node by node: Ray Train's preemption watcher (an actor polling
+            # node drain states, ~8 CPU-s to start on two cores) has nothing to watch in a Ray started here.
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         # A local Ray (no address) keeps every server on loopback.
         ray.init(address=address, configure_logging=False,
                  **({} if address else {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}))
