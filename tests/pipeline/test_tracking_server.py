@@ -18,10 +18,16 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
+import soundfile as sf
 from mlflow import MlflowClient
 
-from ..conftest import checkpoints, damaged_copy, finish, start, train_command, wait_for
+from data_prep.loader import read_manifest
+from pipeline.registry.classifier import label_names
+from pipeline.train.state import load_checkpoint
+
+from ..conftest import ROOT, checkpoints, damaged_copy, finish, run_env, start, train_command, wait_for
 
 pytestmark = pytest.mark.slow
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -87,18 +93,20 @@ class MlflowServer:
 
 
 def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone_shards, tmp_path):
-    """One `make train` run on two workers, against shards with a truncated tar, logging to an MLflow server on
-    PostgreSQL that goes away mid-run and comes back: rank 0 alone prints and logs, once per interval, nothing
-    is lost or duplicated across the outage, the corrupt samples are counted over both ranks, and the
-    generator is registered. (One run checks all of this: every `pipeline.train` start costs about 100 s of
-    Ray start-up on two cores.)"""
+    """One class-conditional `make train` run on two workers, against shards with a truncated tar, logging to an
+    MLflow server on PostgreSQL that goes away mid-run and comes back: rank 0 alone prints and logs, once per
+    interval, nothing is lost or duplicated across the outage, the corrupt samples are counted over both ranks,
+    previews are named by label, and the generator is registered with its label names, then generates by label.
+    (One run checks all of this: every `pipeline.train` start costs about 100 s of Ray start-up on two cores.)"""
     shards = damaged_copy(tone_shards, tmp_path / "shards")
+    labels = label_names(read_manifest(str(shards)))  # the notes, id -> name
     server = MlflowServer(postgres, tmp_path / "artifacts", tmp_path / "mlflow-server.log")
     server.start()
     try:
         log = tmp_path / "train.log"
         proc = start(train_command(shards, tmp_path / "ray", server.uri, "cluster.num_workers=2", "train.steps=60",
-                                   "tracking.preview_every=30"), log)
+                                   "tracking.preview_every=30", "model.num_classes=auto",
+                                   "tracking.preview_per_label=1"), log)
         client = MlflowClient(server.uri)
 
         def first_metric():
@@ -113,7 +121,7 @@ def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone
         server.start()  # and comes back on the same port, same PostgreSQL store
         out = finish(proc, log, timeout=900)
         assert proc.returncode == 0, out[-5000:]
-        assert "done at step 60" in out
+        assert "done at step 60" in out and f"num_classes={len(labels)}" in out
 
         # the console: one progress line per interval, from one process (rank 0); none of Ray Train's report dumps
         progress = [(line.split("[train] ")[0], line.split("[train] ")[1].split(" (")[0])
@@ -132,12 +140,32 @@ def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone
         assert skipped[-1].step == 60 and skipped[-1].value > 0
         assert run.info.status == "FINISHED"
         assert {"config.yaml", "data", "previews"} <= {a.path for a in client.list_artifacts(run_id)}
-        preview = {a.path for a in client.list_artifacts(run_id, "previews/step_00000060")}
-        assert {"previews/step_00000060/sample_000.wav", "previews/step_00000060/sheet.png"} <= preview
+        preview = {Path(a.path).name for a in client.list_artifacts(run_id, "previews/step_00000060")}
+        assert preview == {f"sample_{name}_000.wav" for name in labels} | {"sheet.png"}
 
         version = client.get_model_version("wavegan-generator", "1")
         assert version.run_id == run_id and version.tags["step"] == "60"
-        assert checkpoints(tmp_path / "ray")
+        assert version.tags["num_classes"] == str(len(labels))
+        mlflow.set_tracking_uri(server.uri)
+        metadata = mlflow.models.get_model_info("models:/wavegan-generator/1").metadata
+        assert metadata["label_names"] == labels and metadata["num_classes"] == len(labels)
+        state = load_checkpoint(checkpoints(tmp_path / "ray")[-1])  # the checkpoint carries the names too
+        assert state["config"]["label_names"] == labels and state["config"]["model"]["num_classes"] == len(labels)
+
+        env = {**run_env(), "MLFLOW_TRACKING_URI": server.uri}
+        gen = subprocess.run([sys.executable, "-m", "pipeline.generate", "--model-uri", "models:/wavegan-generator/1",
+                              "--label", labels[3], "--label", f"{labels[0]},1", "--n", "2", "--out",
+                              str(tmp_path / "gen")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert gen.returncode == 0, gen.stdout + gen.stderr
+        chosen = sorted({labels[3], labels[0], labels[1]})
+        assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == \
+            [f"sample_{name}_{i:03d}.wav" for name in chosen for i in range(2)] + ["sheet.png"]
+        audio, rate = sf.read(tmp_path / "gen" / f"sample_{labels[3]}_000.wav")
+        assert rate == 16000 and audio.shape == (16384,)
+        bad = subprocess.run([sys.executable, "-m", "pipeline.generate", "--model-uri", "models:/wavegan-generator/1",
+                              "--label", "eleven", "--out", str(tmp_path / "bad")],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "unknown label 'eleven'" in bad.stderr and ", ".join(labels) in bad.stderr
         # the store really is PostgreSQL: the run is a row there
         psql = subprocess.run(as_postgres(f"{PG_BIN[-1]}/psql", postgres.replace("+psycopg2", ""), "-tAc",
                                           f"select status from runs where run_uuid = '{run_id}'"),
