@@ -103,6 +103,19 @@ def train(work: Path, shards: str, args: argparse.Namespace, tracking_uri: str, 
     return start, proc.returncode
 
 
+def tracking_config(work: Path, uri: str) -> dict:
+    """The MLflow settings of a curve's work dir: its store and, for a local store, its artifact folder."""
+    return {"uri": uri, "artifact_root": str(work / "mlartifacts"), "experiment": "wavegan"}
+
+
+def checkpoint_evaluator(shards: str, tracking_cfg: dict, eval_config: str, n: int, splits: int,
+                         overrides: tuple[str, ...] | list[str] = (), log=print) -> Evaluator:
+    """The training-time Evaluator, scoring ``n`` clips from fixed latents (IS over ``splits``) at every call."""
+    eval_cfg = load_eval_config(eval_config, [f"n_generated_during_training={n}",
+                                              f"is_splits_during_training={splits}", *overrides])
+    return Evaluator(eval_cfg, shards, tracking_cfg, every=1, log=log)
+
+
 def score(work: Path, shards: str, run_name: str, start: float, args: argparse.Namespace, tracking_uri: str) -> dict:
     from mlflow.entities import Metric
 
@@ -112,10 +125,8 @@ def score(work: Path, shards: str, run_name: str, start: float, args: argparse.N
     from wavegan import build_gan
     from wavegan.metrics import REAL_TEST, REAL_TRAIN
 
-    eval_cfg = load_eval_config(args.eval_config, [f"n_generated_during_training={args.n}",
-                                                   f"is_splits_during_training={args.splits}", *args.eval_overrides])
-    tracking_cfg = {"uri": tracking_uri, "artifact_root": str(work / "mlartifacts"), "experiment": "wavegan"}
-    evaluator = Evaluator(eval_cfg, shards, tracking_cfg, every=1)
+    tracking_cfg = tracking_config(work, tracking_uri)
+    evaluator = checkpoint_evaluator(shards, tracking_cfg, args.eval_config, args.n, args.splits, args.eval_overrides)
     checkpoints = sorted((work / "ray" / run_name).glob("checkpoint_*/state.pt"),
                          key=lambda p: load_checkpoint(p.parent)["step"])
     if not checkpoints:

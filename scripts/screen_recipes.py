@@ -32,22 +32,14 @@ from pathlib import Path
 
 import torch
 
+from pipeline.evaluate.training import Evaluator
 from pipeline.tracking.run import PROJECT_ROOT
-from scripts.learning_curve import PER_CLASS, make_data
+from scripts.learning_curve import PER_CLASS, checkpoint_evaluator, make_data, tracking_config
 
 
-def tracking_config(work: Path) -> dict:
-    return {"uri": f"sqlite:///{work / 'mlflow.db'}", "artifact_root": str(work / "mlartifacts"),
-            "experiment": "wavegan"}
-
-
-def evaluator(work: Path, shards: str, args: argparse.Namespace):
-    from pipeline.evaluate.config import load_eval_config
-    from pipeline.evaluate.training import Evaluator
-
-    eval_cfg = load_eval_config("cpu", [f"n_generated_during_training={args.n}",
-                                        f"is_splits_during_training={args.splits}"])
-    return Evaluator(eval_cfg, shards, tracking_config(work), every=1, log=lambda line: print(line, flush=True))
+def evaluator(work: Path, shards: str, args: argparse.Namespace) -> Evaluator:
+    return checkpoint_evaluator(shards, tracking_config(work, f"sqlite:///{work / 'mlflow.db'}"), "cpu", args.n,
+                                args.splits, log=lambda line: print(line, flush=True))
 
 
 def memory_batches(shards: str, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -62,7 +54,7 @@ def memory_batches(shards: str, batch_size: int, seed: int) -> Iterator[tuple[to
         yield audio[index], labels[index]
 
 
-def screen(work: Path, shards: str, name: str, overrides: list[str], args: argparse.Namespace) -> list[dict]:
+def screen(work: Path, shards: str, name: str, overrides: list[str], args: argparse.Namespace) -> None:
     from bench.core import compose
     from pipeline.train.config import prepare
     from pipeline.train.state import build_state
@@ -78,7 +70,6 @@ def screen(work: Path, shards: str, name: str, overrides: list[str], args: argpa
     score.prepare()
     out = work / f"{name}.jsonl"
     out.write_text("")
-    points: list[dict] = []
     spent, due = 0.0, args.every
     print(f"[screen] {name}: {' '.join(overrides) or '(preset as it is)'}; budget {args.budget} CPU-s, "
           f"{args.threads} thread(s)", flush=True)
@@ -95,11 +86,9 @@ def screen(work: Path, shards: str, name: str, overrides: list[str], args: argpa
                  "load": os.getloadavg()[0]}
         if state.ema is not None:
             point["is_ema"] = score(state.sampler, state.step)["eval/is_mean"]
-        points.append(point)
         with out.open("a") as f:
             f.write(json.dumps({**point, "overrides": overrides}) + "\n")
         print(f"[screen] {json.dumps(point)}", flush=True)
-    return points
 
 
 def table(work: Path) -> str:
