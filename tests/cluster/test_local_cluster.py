@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from pipeline.launch.local_cluster import cluster_processes, load_state
+from pipeline.launch.local_cluster import cluster_processes
 
 from ..conftest import ROOT, cluster_cli, free_port
+from .conftest import up_args
 
 NODES_SCRIPT = """
 import json, sys, ray
@@ -30,52 +32,27 @@ def alive_nodes(gcs_address: str, env: dict[str, str]) -> list[dict]:
     return [n for n in json.loads(out.strip().splitlines()[-1]) if n["alive"]]
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.mark.slow
-def test_up_two_workers_is_idempotent_and_down_leaves_nothing(tmp_path):
-    state_dir = tmp_path / "state"
-    port, dashboard = free_port(), free_port()
-    args = ["--workers", "2", "--port", str(port), "--dashboard-port", str(dashboard), "--state-dir", str(state_dir)]
-    up = cluster_cli("up", *args)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert f"export RAY_ADDRESS=http://127.0.0.1:{dashboard}" in up.stdout
-        state = load_state(state_dir)
-        env = {**os.environ, **state.exports()}
-        nodes = alive_nodes(f"127.0.0.1:{port}", env)
-        assert len(nodes) == 3
-        assert len({n["ip"] for n in nodes}) == 1  # one machine (Ray advertises its primary IP, not 127.0.0.1)
-        assert sorted(k for n in nodes for k in n["resources"] if k.startswith("node_")) == \
-               ["node_head", "node_w1", "node_w2"]
-        assert all(n["resources"]["CPU"] == 1 for n in nodes)
+def test_up_is_idempotent_and_refuses_another_shape(local_cluster):
+    """The package's cluster (``down`` is tested by its teardown, see conftest.py)."""
+    env = {**os.environ, **local_cluster.exports()}
+    nodes = alive_nodes(f"127.0.0.1:{local_cluster.port}", env)
+    assert len(nodes) == 2
+    assert len({n["ip"] for n in nodes}) == 1  # one machine (Ray advertises its primary IP, not 127.0.0.1)
+    assert sorted(k for n in nodes for k in n["resources"] if k.startswith("node_")) == ["node_head", "node_w1"]
+    assert all(n["resources"]["CPU"] == 1 for n in nodes)
+    status = cluster_cli("status", "--state-dir", local_cluster.state_dir)
+    assert status.returncode == 0 and "2 of 2 nodes alive" in status.stdout, status.stdout
 
-        started = time.time()
-        again = cluster_cli("up", *args)
-        assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
-        assert time.time() - started < 60
-        other = cluster_cli("up", *args[:1], "1", *args[2:])
-        assert other.returncode == 1 and "cluster-down" in other.stderr
-        assert cluster_cli("status", "--state-dir", str(state_dir)).returncode == 0
-        temp_root = state.temp_root
-    finally:
-        down = cluster_cli("down", "--state-dir", str(state_dir))
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert "stopped" in down.stdout and "gcs_server" in down.stdout and "raylet x3" in down.stdout
-    assert cluster_processes(state_dir) == []
-    leftovers = subprocess.run(["pgrep", "-f", temp_root], capture_output=True, text=True).stdout.split()
-    assert leftovers == [], f"processes of {temp_root} left: {leftovers}"
-    assert port_is_free(port) and port_is_free(dashboard)
-    assert not (state_dir / "state.json").exists()
-    assert cluster_cli("status", "--state-dir", str(state_dir)).returncode == 1
+    started = time.time()
+    again = cluster_cli("up", *up_args(local_cluster))
+    assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
+    assert f"export RAY_ADDRESS=http://127.0.0.1:{local_cluster.dashboard_port}" in again.stdout
+    assert time.time() - started < 60
+    running = {p.pid for p in cluster_processes(Path(local_cluster.state_dir))}
+    other = cluster_cli("up", *up_args(local_cluster, workers=2))
+    assert other.returncode == 1 and "cluster-down" in other.stderr
+    assert {p.pid for p in cluster_processes(Path(local_cluster.state_dir))} == running  # the refusal started nothing
 
 
 def test_down_without_a_cluster_says_so(tmp_path):
