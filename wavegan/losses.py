@@ -107,6 +107,24 @@ def build_optimizers(loss_cfg: Mapping, G: nn.Module, D: nn.Module) -> tuple[tor
     return _optimizer(base, G), _optimizer({**base, **(loss_cfg.get("optim_d") or {})}, D)
 
 
+def lr_factor(step: int, start: int, end: int, final: float) -> float:
+    """Learning-rate multiplier at generator step ``step``: 1 up to ``start``, linear down to ``final`` at
+    ``end``, ``final`` after (``loss.lr_decay``)."""
+    if step <= start:
+        return 1.0
+    return final if step >= end else 1.0 + (final - 1.0) * (step - start) / (end - start)
+
+
+def scale_lr(opt: torch.optim.Optimizer, factor: float) -> None:
+    """Set each parameter group's lr to ``factor`` x its initial lr.
+
+    The initial lr is kept in the group as ``initial_lr``, the key torch's own schedulers use, so it
+    travels in the optimiser's state_dict and a resumed run scales the same base.
+    """
+    for group in opt.param_groups:
+        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
 def _optimizer(settings: Mapping, module: nn.Module) -> torch.optim.Optimizer:
     optim = dict(settings)
     name = optim.pop("name")

@@ -63,6 +63,7 @@ class LossConfig:
     optim: Mapping[str, Any]
     gp_weight: float | None
     clip: float | None
+    lr_decay: tuple[int, int, float] | None  # (start, end, final) of loss.lr_decay
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LossConfig:
@@ -77,7 +78,23 @@ class LossConfig:
             optim=_require(loss, "loss", "optim"),
             gp_weight=float(_require(loss, "loss", "gp_weight")) if name == "wgan-gp" else None,
             clip=float(_require(loss, "loss", "clip")) if name == "wgan" else None,
+            lr_decay=_lr_decay(_require(loss, "loss", "lr_decay")),
         )
+
+
+def _lr_decay(decay: Any) -> tuple[int, int, float] | None:
+    if decay is None:
+        return None
+    example = "e.g. loss.lr_decay={start:2000,end:5000,final:0.1}, or null for a constant lr"
+    if not isinstance(decay, Mapping) or set(decay) != {"start", "end", "final"}:
+        raise ConfigError(f"loss.lr_decay={decay!r}: expected the keys start, end, final ({example})")
+    try:
+        start, end, final = int(decay["start"]), int(decay["end"]), float(decay["final"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"loss.lr_decay={decay!r}: {exc} ({example})") from None
+    if not (0 <= start < end and final > 0):
+        raise ConfigError(f"loss.lr_decay={decay!r}: needs 0 <= start < end and final > 0 ({example})")
+    return start, end, final
 
 
 @dataclass(frozen=True)

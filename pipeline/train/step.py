@@ -17,7 +17,7 @@ from torch import Tensor
 from pipeline.train.run_config import LossConfig, StepSettings
 from pipeline.train.state import TrainState, derived_seed, unwrap
 from wavegan.ema import ema_update
-from wavegan.losses import clip_weights, critic_loss, generator_loss
+from wavegan.losses import clip_weights, critic_loss, generator_loss, lr_factor, scale_lr
 from wavegan.sampling import sample_latents
 
 AMP_MODES = ("none", "bf16")
@@ -60,6 +60,7 @@ class IterationConfig:
     amp: str = "none"  # none | bf16
     ema_decay: float | None = None  # generator EMA (train.ema.decay); None = off
     ema_start_step: int = 0
+    lr_decay: tuple[int, int, float] | None = None  # loss.lr_decay (start, end, final); None = constant lr
 
     @classmethod
     def from_config(cls, cfg: dict) -> IterationConfig:
@@ -75,6 +76,7 @@ class IterationConfig:
             amp=step.amp,
             ema_decay=step.ema.decay,
             ema_start_step=step.ema.start_step,
+            lr_decay=loss.lr_decay,
         )
 
 
@@ -163,6 +165,11 @@ def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]],
     conditional = gan.num_classes > 0
     data_wait = 0.0
 
+    if cfg.lr_decay is not None:  # a function of the step alone: every rank, and a resumed run, agree
+        factor = lr_factor(state.step, *cfg.lr_decay)
+        scale_lr(state.opt_g, factor)
+        scale_lr(state.opt_d, factor)
+
     state.D.requires_grad_(True)
     for k in range(cfg.critic_steps):
         t0 = time.perf_counter()
@@ -182,4 +189,6 @@ def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]],
     stats["g_loss"] = generator_step(state, draws.latents(gan.latent_dim), fake_labels, cfg)
     state.step += 1
     stats["data_wait_s"] = torch.tensor(data_wait)
+    if cfg.lr_decay is not None:
+        stats["lr_factor"] = torch.tensor(factor)
     return stats

@@ -40,3 +40,47 @@ def test_draws_of_n_workers_are_the_slices_of_one_workers(world):
     assert whole[0].shape == (8, 5) and whole[0].abs().max() <= 1 and whole[2].max() < 4
     other = Draws(cfg, step=4, substep=2, rank=0, world_size=1, device="cpu")
     assert not torch.equal(other.latents(5), whole[0])  # a new step draws anew
+
+
+def test_lr_decay_follows_the_step_through_a_checkpoint(tmp_path):
+    """loss.lr_decay scales both optimisers by the step's factor; a resumed run goes on from the same base."""
+    from pipeline.train.state import load_checkpoint, save_state
+    from pipeline.train.step import train_iteration
+
+    from .test_ddp_equivalence import LOSS, MODEL, real_batches
+    from .test_ema import new_state
+
+    cfg = IterationConfig(loss="wgan-gp", critic_steps=2, gp_weight=10.0, clip=0.01, global_batch=4, seed=3,
+                          lr_decay=(1, 3, 0.2))
+    base = LOSS["optim"]["lr"]
+
+    def run(state, n: int) -> list[tuple[float, float, float]]:
+        out = []
+        for _ in range(n):
+            stats = train_iteration(state, iter(real_batches(2, num_classes=0)), cfg)
+            out.append((state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"],
+                        float(stats["lr_factor"])))
+        return out
+
+    straight = run(new_state(ema=False), 4)
+    assert straight == [pytest.approx((base * f, base * f, f)) for f in (1.0, 1.0, 0.6, 0.2)]
+    first = new_state(ema=False)
+    run(first, 2)
+    save_state(first, tmp_path, {"model": MODEL})
+    resumed = new_state(ema=False)
+    resumed.load_state_dict(load_checkpoint(tmp_path))
+    assert run(resumed, 2) == straight[2:]
+
+
+@pytest.mark.parametrize("decay, message", [
+    ({"start": 5}, "expected the keys start, end, final"),
+    ({"start": 5, "end": 5, "final": 0.1}, "0 <= start < end"),
+    ({"start": 0, "end": 5, "final": "low"}, "could not convert"),
+])
+def test_bad_lr_decay_is_refused_naming_the_key(decay, message):
+    from pipeline.train.run_config import LossConfig
+
+    loss = {"name": "dcgan", "critic_steps": 1, "optim": {"name": "adam", "lr": 1e-3}, "lr_decay": decay}
+    with pytest.raises(ConfigError, match=message) as err:
+        LossConfig.from_config({"loss": loss})
+    assert "loss.lr_decay=" in str(err.value)

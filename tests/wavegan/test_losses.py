@@ -7,7 +7,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from wavegan.losses import build_optimizers, clip_weights, critic_loss, generator_loss, gradient_penalty
+from wavegan.losses import (
+    build_optimizers,
+    clip_weights,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    lr_factor,
+    scale_lr,
+)
 from wavegan.models import WaveGANDiscriminator
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
@@ -167,3 +175,15 @@ def test_optim_d_gives_the_critic_its_own_settings():
     opt_g, opt_d = build_optimizers(cfg, torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     assert (opt_d.param_groups[0]["lr"], opt_d.param_groups[0]["betas"]) == (pytest.approx(4e-4), (0.0, 0.9))
     assert (opt_g.param_groups[0]["lr"], opt_g.param_groups[0]["betas"]) == (pytest.approx(1e-4), (0.5, 0.9))
+
+
+def test_lr_decay_is_linear_between_start_and_end_and_scales_the_initial_lr():
+    assert [lr_factor(s, 10, 20, 0.1) for s in (0, 10, 15, 20, 99)] == pytest.approx([1, 1, 0.55, 0.1, 0.1])
+    opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    scale_lr(opt, 0.5)
+    scale_lr(opt, 0.25)  # always relative to the initial lr, never compounded
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+    again = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    again.load_state_dict(opt.state_dict())  # the base travels with the optimiser's state
+    scale_lr(again, 1.0)
+    assert again.param_groups[0]["lr"] == pytest.approx(1e-3)
