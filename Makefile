@@ -113,7 +113,8 @@ summary: setup ## print per-layer shapes and parameter counts of G and D: make s
 bench: setup ## measure the pipeline and write BENCHMARKS.md (ARGS=--quick for a 5-minute run)
 	$(PY) -m bench $(ARGS)
 
-DEMO_PRESET ?= tiny
+DEMO_PRESET ?= cpu-demo
+DEMO_STEPS  ?= 1000
 
 demo: setup ## the whole chain on demo data: data -> shards -> train -> register -> eval -> promote -> generate
 	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS=espeak-ng || true
@@ -124,12 +125,12 @@ demo: setup ## the whole chain on demo data: data -> shards -> train -> register
 demo-chain: # the steps of `make demo`, in a make of their own so that SRC sees espeak-ng once installed
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT)
-	$(PY) -m pipeline.train preset=$(DEMO_PRESET) data.dir=$(OUT) $(ARGS)
+	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.steps=$(DEMO_STEPS) data.dir=$(OUT) $(ARGS)
 	$(PY) -m pipeline.evaluate --model-uri models:/wavegan-generator/latest --config cpu
 	$(PY) -m pipeline.promote --version latest || echo "[demo] the gate kept the current champion"
-	$(PY) -m pipeline.generate --model-uri models:/wavegan-generator@champion --n 8 --out outputs/demo
+	$(PY) -m pipeline.generate --model-uri models:/wavegan-generator@champion --n 2 --out outputs/demo
 	@echo; echo "[demo] done. Made: shards in $(OUT), MLflow runs and models in mlflow.db + mlartifacts/," \
-	  "8 clips + a spectrogram sheet in outputs/demo/."
+	  "2 clips per label (per digit or note) + a spectrogram sheet in outputs/demo/."
 	@echo "[demo] next: listen to outputs/demo/*.wav; make mlflow-ui (http://127.0.0.1:5000: curves, previews," \
 	  "the registered model); then the README's 'A day with the pipeline'."
 

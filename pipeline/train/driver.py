@@ -100,11 +100,30 @@ def check_resources(cluster: dict) -> None:
         print(f"[train] {note}", flush=True)
 
 
+def check_this_machine_fits(cluster: dict) -> None:
+    """Refuse, before starting a local Ray, GPU workers this machine has no GPUs for.
+
+    A Ray started here gets this machine's GPUs, so there is no need to wait for it to say so. CPUs are
+    left to :func:`check_resources` once Ray runs: Ray's own count (cgroup limits) can be below
+    ``os.cpu_count()``.
+    """
+    per_worker = worker_resources(cluster)
+    if "GPU" not in per_worker:
+        return
+    import torch
+
+    this_machine = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    check_cluster_fits(per_worker, int(cluster["num_workers"]), [this_machine], None)
+
+
 def connect(cluster: dict) -> None:
     """Start (or join) Ray and refuse at once a worker request it can never meet."""
+    address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
+    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a Ray this process already uses
+    if not address and not joined:
+        check_this_machine_fits(cluster)  # before paying for Ray's import and start
     import ray
 
-    address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if not address:  # the raylet reads RayConfig overrides from RAY_<name> variables when it starts
             os.environ.setdefault("RAY_worker_niceness", str(int(cluster["worker_niceness"])))
@@ -157,14 +176,17 @@ def launch(config: dict):
 
 def run(config: dict) -> int:
     """The whole driver side; returns the process exit code."""
-    from pipeline.evaluate.training import prepare_training_eval
-    from pipeline.registry.generator import register_generator
     from pipeline.summary import summarize
-    from pipeline.tracking.run import finish_run, start_run
 
     config = prepare(config)  # model.num_classes=auto is resolved here
     print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
     connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
+
+    # MLflow's imports take seconds: only once the run can go ahead
+    from pipeline.evaluate.training import prepare_training_eval
+    from pipeline.registry.generator import register_generator
+    from pipeline.tracking.run import finish_run, start_run
+
     config = prepare_training_eval(config)  # eval during training: find (or train once) the classifier here
     config = {**config, "tracking": start_run(config)}
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "

@@ -142,3 +142,4 @@ def test_gpu_request_on_a_cpu_only_ray_is_refused_quickly(tone_shards, tmp_path)
     assert "training asks for 2 worker(s) x 1 CPU, 1 GPU" in proc.stderr
     assert "0 GPU" in proc.stderr and "cluster.use_gpu=false" in proc.stderr and "cluster=local" in proc.stderr
     assert not (tmp_path / "ray" / "tiny").exists()  # refused before any trainer was made
+    assert "Ray" not in proc.stderr.split("error:")[0]  # and before starting a Ray on a machine without GPUs
