@@ -48,15 +48,20 @@ def gradient_penalty(D: Critic, real: Tensor, fake: Tensor, alpha: Tensor | None
 
 def critic_loss(name: str, D: Critic, real: Tensor, fake: Tensor, *, gp_weight: float = 10.0,
                 labels: Tensor | None = None, generator: torch.Generator | None = None,
-                alpha: Tensor | None = None) -> tuple[Tensor, Stats]:
+                alpha: Tensor | None = None, r1_weight: float = 0.0) -> tuple[Tensor, Stats]:
     """Discriminator / critic loss on critic inputs ``real`` and ``fake`` (``fake`` is detached here).
 
     ``labels`` (class-conditional models) are used for real, fake and interpolates alike.
+    ``r1_weight`` > 0 adds the R1 penalty (Mescheder et al., 2018), ``r1_weight / 2 * E[||grad_x D(x)||^2]``
+    on the real inputs, from the same forward pass as the loss (any objective; meant for dcgan / lsgan).
     Stats are detached scalars: ``d_real``, ``d_fake`` (mean logits), and for the WGANs
-    ``wasserstein`` (= d_real - d_fake) and, for wgan-gp, ``gradient_penalty`` (unweighted).
+    ``wasserstein`` (= d_real - d_fake), for wgan-gp ``gradient_penalty`` (unweighted), and with R1
+    ``r1_penalty`` (unweighted).
     """
     _check(name)
     fake = fake.detach()
+    if r1_weight > 0:
+        real = real.detach().requires_grad_(True)
     d_real, d_fake = _logits(D, real, labels), _logits(D, fake, labels)
     stats: Stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
     if name in ("wgan", "wgan-gp"):
@@ -71,6 +76,10 @@ def critic_loss(name: str, D: Critic, real: Tensor, fake: Tensor, *, gp_weight: 
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
     else:  # lsgan
         loss = 0.5 * (((d_real - 1.0) ** 2).mean() + (d_fake ** 2).mean())
+    if r1_weight > 0:
+        (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+        stats["r1_penalty"] = grad.flatten(1).pow(2).sum(1).mean()
+        loss = loss + 0.5 * r1_weight * stats["r1_penalty"]
     return loss, {k: v.detach() for k, v in stats.items()}
 
 

@@ -39,10 +39,15 @@ def endless(loader: Iterable) -> Iterator:
 
 
 class Meter:
-    """Sums per-iteration stats on the device; ``reduce`` averages them over iterations and ranks."""
+    """Sums per-iteration stats on the device; ``reduce`` averages them over iterations and ranks.
+
+    A stat that only some iterations report (lazy R1) is averaged over the iterations that did; every rank
+    runs the same schedule, so every rank holds the same keys.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
         self.started = time.perf_counter()
 
@@ -50,12 +55,13 @@ class Meter:
         for key, value in stats.items():
             value = value.detach().float()
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
 
     def reduce(self, device: torch.device, totals: dict[str, float] | None = None) -> dict[str, float]:
         """The averages, plus ``totals`` (this rank's running counts, e.g. skipped samples) summed over ranks."""
         keys, total_keys = sorted(self.sums), sorted(totals or {})
-        values = torch.stack([self.sums[k].to(device) for k in keys]) / max(self.count, 1)
+        values = torch.stack([self.sums[k].to(device) / self.counts[k] for k in keys])
         counts = torch.tensor([float(totals[k]) for k in total_keys], device=device, dtype=values.dtype)
         if dist.is_available() and dist.is_initialized():
             both = torch.cat([values, counts])
@@ -65,7 +71,7 @@ class Meter:
         elapsed = time.perf_counter() - self.started
         out["data_wait_frac"] = min(1.0, out.pop("data_wait_s", 0.0) * self.count / max(elapsed, 1e-9))
         out["steps_per_s"] = self.count / max(elapsed, 1e-9)
-        self.sums, self.count, self.started = {}, 0, time.perf_counter()
+        self.sums, self.counts, self.count, self.started = {}, {}, 0, time.perf_counter()
         return out
 
 

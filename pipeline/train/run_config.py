@@ -56,7 +56,8 @@ def _group(cfg: Mapping[str, Any], group: str) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """``conf/loss/<name>.yaml``. ``gp_weight`` exists for wgan-gp only, ``clip`` for wgan only."""
+    """``conf/loss/<name>.yaml``. ``gp_weight`` exists for wgan-gp only, ``clip`` for wgan only, ``r1_weight``
+    and ``r1_every`` for dcgan and lsgan only."""
 
     name: str
     critic_steps: int
@@ -64,6 +65,8 @@ class LossConfig:
     gp_weight: float | None
     clip: float | None
     lr_decay: tuple[int, int, float] | None  # (start, end, final) of loss.lr_decay
+    r1_weight: float | None
+    r1_every: int | None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LossConfig:
@@ -79,7 +82,18 @@ class LossConfig:
             gp_weight=float(_require(loss, "loss", "gp_weight")) if name == "wgan-gp" else None,
             clip=float(_require(loss, "loss", "clip")) if name == "wgan" else None,
             lr_decay=_lr_decay(_require(loss, "loss", "lr_decay")),
+            **_r1(loss, name),
         )
+
+
+def _r1(loss: Mapping[str, Any], name: str) -> dict[str, Any]:
+    if name not in ("dcgan", "lsgan"):
+        return {"r1_weight": None, "r1_every": None}
+    weight, every = float(_require(loss, "loss", "r1_weight")), int(_require(loss, "loss", "r1_every"))
+    if weight < 0 or every < 1:
+        raise ConfigError(f"loss.r1_weight={weight}, loss.r1_every={every}: the weight must be >= 0 (0 = off) and "
+                          "the interval >= 1 critic step")
+    return {"r1_weight": weight, "r1_every": every}
 
 
 def _lr_decay(decay: Any) -> tuple[int, int, float] | None:

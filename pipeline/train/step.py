@@ -61,6 +61,8 @@ class IterationConfig:
     ema_decay: float | None = None  # generator EMA (train.ema.decay); None = off
     ema_start_step: int = 0
     lr_decay: tuple[int, int, float] | None = None  # loss.lr_decay (start, end, final); None = constant lr
+    r1_weight: float = 0.0  # R1 on real clips (dcgan / lsgan); 0 = off
+    r1_every: int = 1  # lazy R1: every k-th critic step of the run, weighted k x
 
     @classmethod
     def from_config(cls, cfg: dict) -> IterationConfig:
@@ -77,6 +79,8 @@ class IterationConfig:
             ema_decay=step.ema.decay,
             ema_start_step=step.ema.start_step,
             lr_decay=loss.lr_decay,
+            r1_weight=loss.r1_weight or 0.0,
+            r1_every=loss.r1_every or 1,
         )
 
 
@@ -119,15 +123,16 @@ def autocast(amp: str, device: torch.device):
 
 
 def critic_step(state: TrainState, real: Tensor, real_labels: Tensor | None, z: Tensor, alpha: Tensor,
-                cfg: IterationConfig) -> tuple[Tensor, dict[str, Tensor]]:
+                cfg: IterationConfig, r1_weight: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """One critic update: ``real`` (with ``real_labels``, which the fakes share) against G(``z``); ``alpha``
-    places the gradient-penalty points. Returns the detached loss and the loss's stats."""
+    places the gradient-penalty points; ``r1_weight`` > 0 adds R1 on ``real``. Returns the detached loss and
+    the loss's stats."""
     gan, G, D = state.gan, state.G, state.D
     with autocast(cfg.amp, real.device):
         with torch.no_grad():  # conditional: fakes carry the real batch's labels, so one label set fits all
             fake = G(z, real_labels)
         loss_d, d_stats = critic_loss(cfg.loss, D, gan.critic_input(real), fake.float(), gp_weight=cfg.gp_weight,
-                                      labels=real_labels, alpha=alpha)
+                                      labels=real_labels, alpha=alpha, r1_weight=r1_weight)
     state.opt_d.zero_grad(set_to_none=True)
     loss_d.float().backward()
     state.opt_d.step()
@@ -181,7 +186,9 @@ def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]],
 
         draws = Draws(cfg, state.step, k, rank, world_size, device)
         z = draws.latents(gan.latent_dim)
-        loss_d, d_stats = critic_step(state, real, real_labels, z, draws.uniform(), cfg)
+        lazy = (state.step * cfg.critic_steps + k) % cfg.r1_every == 0  # the run's k-th critic steps
+        loss_d, d_stats = critic_step(state, real, real_labels, z, draws.uniform(), cfg,
+                                      r1_weight=cfg.r1_weight * cfg.r1_every if lazy else 0.0)
     stats: dict[str, Tensor] = {**d_stats, "d_loss": loss_d}
 
     draws = Draws(cfg, state.step, cfg.critic_steps, rank, world_size, device)

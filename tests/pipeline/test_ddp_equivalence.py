@@ -5,10 +5,12 @@ weights and phase-shuffle shifts are drawn for the global batch and sliced per r
 difference is the gradient all-reduce. Each rank gets its half of the same real batch (and, for a
 class-conditional model, of its labels); the generator step's fake labels are drawn like the latents.
 The generator EMA is on: every rank keeps its own copy, and all of them must equal the single process's.
+The unconditional case trains WGAN-GP, the conditional one the non-saturating loss with R1 on the real clips.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pytest
@@ -30,6 +32,8 @@ LOSS = dict(name="wgan-gp", gp_weight=10.0, critic_steps=2, optim=dict(name="ada
 BATCH = 4
 CFG = IterationConfig(loss="wgan-gp", critic_steps=2, gp_weight=10.0, clip=0.01, global_batch=BATCH, seed=3,
                       ema_decay=0.5)
+# the conditional case trains the other objective: non-saturating loss with R1 on the real clips
+CONDITIONAL_CFG = dataclasses.replace(CFG, loss="dcgan", r1_weight=1.0, r1_every=1)
 
 
 def real_batches(critic_steps: int, num_classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -49,8 +53,7 @@ def one_iteration(rank: int, world: int, wrap, num_classes: int = 0) -> dict[str
     local = BATCH // world
     part = slice(rank * local, (rank + 1) * local)
     batches = iter([(audio[part], labels[part]) for audio, labels in real_batches(2, num_classes)])
-    cfg = CFG
-    train_iteration(state, batches, cfg, rank=rank, world_size=world)
+    train_iteration(state, batches, CONDITIONAL_CFG if num_classes else CFG, rank=rank, world_size=world)
     return {f"G.{k}": v.detach().clone() for k, v in gan.generator.state_dict().items()} | \
            {f"D.{k}": v.detach().clone() for k, v in gan.discriminator.state_dict().items()} | \
            {f"EMA.{k}": v.detach().clone() for k, v in state.ema.state_dict().items()}

@@ -80,7 +80,32 @@ def test_lr_decay_follows_the_step_through_a_checkpoint(tmp_path):
 def test_bad_lr_decay_is_refused_naming_the_key(decay, message):
     from pipeline.train.run_config import LossConfig
 
-    loss = {"name": "dcgan", "critic_steps": 1, "optim": {"name": "adam", "lr": 1e-3}, "lr_decay": decay}
+    loss = {"name": "dcgan", "critic_steps": 1, "optim": {"name": "adam", "lr": 1e-3}, "lr_decay": decay,
+            "r1_weight": 0.0, "r1_every": 1}
     with pytest.raises(ConfigError, match=message) as err:
         LossConfig.from_config({"loss": loss})
     assert "loss.lr_decay=" in str(err.value)
+
+
+def test_lazy_r1_runs_every_kth_critic_step_of_the_run():
+    from pipeline.train.step import train_iteration
+
+    from .test_ddp_equivalence import real_batches
+    from .test_ema import new_state
+
+    cfg = IterationConfig(loss="dcgan", critic_steps=1, gp_weight=0.0, clip=0.0, global_batch=4, seed=3,
+                          r1_weight=1.0, r1_every=2)
+    state = new_state(ema=False)
+    seen = ["r1_penalty" in train_iteration(state, iter(real_batches(1, num_classes=0)), cfg) for _ in range(4)]
+    assert seen == [True, False, True, False]
+
+
+def test_r1_settings_are_checked_and_belong_to_the_non_wasserstein_losses():
+    from pipeline.train.run_config import LossConfig
+
+    loss = {"name": "dcgan", "critic_steps": 1, "optim": {"name": "adam", "lr": 1e-3}, "lr_decay": None,
+            "r1_weight": 1.0, "r1_every": 0}
+    with pytest.raises(ConfigError, match="loss.r1_every=0"):
+        LossConfig.from_config({"loss": loss})
+    wgan = {"name": "wgan-gp", "critic_steps": 5, "optim": {}, "gp_weight": 10.0, "lr_decay": None}
+    assert LossConfig.from_config({"loss": wgan}).r1_weight is None

@@ -187,3 +187,19 @@ def test_lr_decay_is_linear_between_start_and_end_and_scales_the_initial_lr():
     again.load_state_dict(opt.state_dict())  # the base travels with the optimiser's state
     scale_lr(again, 1.0)
     assert again.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_r1_penalty_is_half_gamma_times_the_squared_gradient_on_real_clips():
+    """D linear in x: grad_x D = w for every clip, so R1 = ||w||^2 whatever the inputs."""
+    w = torch.randn(4, dtype=torch.float64)
+    D = LinearCritic(w.clone())
+    real, fake = torch.randn(3, 1, 4, dtype=torch.float64), torch.randn(3, 1, 4, dtype=torch.float64)
+    for name in ("dcgan", "lsgan"):
+        plain, _ = critic_loss(name, D, real, fake)
+        loss, stats = critic_loss(name, D, real, fake, r1_weight=4.0)
+        torch.testing.assert_close(stats["r1_penalty"], w.pow(2).sum())
+        torch.testing.assert_close(loss, plain + 2.0 * w.pow(2).sum())
+        D.zero_grad()
+        (loss - plain).backward()  # the penalty's gradient reaches D's weights: d(2 ||w||^2)/dw = 4 w
+        torch.testing.assert_close(D.w.grad, 4.0 * w)
+    assert "r1_penalty" not in critic_loss("dcgan", D, real, fake)[1]
