@@ -1,0 +1,46 @@
+"""The Ray that pipeline.train starts logs Ray Train's resource-request timeouts in one line, not a traceback."""
+
+import io
+import logging
+
+import pytest
+import ray
+
+from pipeline.train.driver import connect
+from pipeline.train.ray_worker_setup import AUTOSCALING_CLIENT_LOGGER
+
+LOCAL = {"address": None, "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "worker_niceness": 0}
+
+
+def log_a_timeout() -> str:
+    """What Ray Train's autoscaling client logs when its request times out, as a console handler writes it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger(AUTOSCALING_CLIENT_LOGGER)
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
+        except ray.exceptions.GetTimeoutError:
+            logger.warning("Failed to send resource request for train-1. It's safe to ignore.", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+@pytest.fixture
+def local_ray(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name, value in (("RAY_worker_niceness", "0"), ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")):
+        monkeypatch.setenv(name, value)  # connect() sets these for the raylet; restored after the test
+    connect(LOCAL)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_workers_log_the_timeout_warning_without_its_traceback(local_ray):
+    in_a_worker = ray.get(ray.remote(log_a_timeout).remote(), timeout=120)
+    assert "Failed to send resource request for train-1. It's safe to ignore. (GetTimeoutError(" in in_a_worker
+    assert "Traceback" not in in_a_worker
+    assert "Traceback" in log_a_timeout()  # the driver has no such filter: the same record carries its traceback
