@@ -7,7 +7,7 @@ note when that peak lies within 3% of one of them (E4 and F4 are 6% apart). The 
 clips is the ceiling: the demo's vibrato and ±1% detuning move a quarter of the real clips' peaks further than
 3%.
 
-    python -m scripts.tone_pitch outputs/screen/ray/cpu-demo/checkpoint_000018 --shards outputs/screen/shards
+    python -m scripts.tone_pitch outputs/screen/ray/<run>/checkpoint_<time>    # a checkpoint of the tones
 """
 
 from __future__ import annotations
@@ -46,12 +46,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.tone_pitch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a training checkpoint folder (holds state.pt)")
-    parser.add_argument("--shards", required=True, help="the tones shards it was trained on (for the real test clips)")
+    parser.add_argument("--shards", help="tones shards for the real test clips (default: those it was trained on)")
     parser.add_argument("--n", type=int, default=500, help="generated clips per generator (default 500)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    weights = ["online", "ema"] if "generator_ema" in load_checkpoint(args.checkpoint) else ["online"]
+    try:
+        state = load_checkpoint(args.checkpoint)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    weights = ["online", "ema"] if state.get("generator_ema") is not None else ["online"]
     for which in weights:
         model, config = generator_from_checkpoint(args.checkpoint, which)
         names = config["label_names"]
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         requested = [names[i] for i in generated_labels(args.n, len(names))]
         hit = on_note(peak_hz(generate_audio(model, args.n, seed=1).squeeze(1)), requested)
         print(f"{which:>6} generator, step {config['step']}: {hit.float().mean():.0%} of {args.n} clips on their note")
-    real = list(iterate_split(args.shards, "test", 256))
+    real = list(iterate_split(args.shards or state["config"]["data"]["dir"], "test", 256))
     notes = [names[i] for i in torch.cat([labels for _, labels in real])]
     hit = on_note(peak_hz(torch.cat([audio.squeeze(1) for audio, _ in real])), notes)
     print(f"  real test clips: {hit.float().mean():.0%} of {len(notes)} on their note")
