@@ -70,5 +70,6 @@ def main(argv: list[str] | None = None) -> None:
     hit = on_note(peak_hz(torch.cat([audio.squeeze(1) for audio, _ in real])), notes)
     print(f"  real test clips: {hit.float().mean():.0%} of {len(notes)} on their note")
 
+
 if __name__ == "__main__":
     main()
