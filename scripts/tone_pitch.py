@@ -50,13 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    for which in ("online", "ema"):
-        try:
-            model, config = generator_from_checkpoint(args.checkpoint, which)
-        except FileNotFoundError as exc:
-            parser.error(str(exc))
-        except ValueError:
-            break  # trained without an EMA: the online generator only
+    try:
+        first = generator_from_checkpoint(args.checkpoint, "auto")  # the EMA when the run kept one
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    generators = [first] + ([generator_from_checkpoint(args.checkpoint, "online")]
+                            if first[1]["generator_weights"] == "ema" else [])
+    for model, config in generators:
+        which = config["generator_weights"]
         names = config["label_names"]
         if not names or not all(name.upper() in NOTE_HZ for name in names):
             parser.error(f"{args.checkpoint} is not a class-conditional generator of the demo notes "

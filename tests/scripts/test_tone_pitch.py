@@ -1,11 +1,15 @@
 """The tones pitch check: the peak finder and the note test behind `python -m scripts.tone_pitch`."""
 
 import math
+import re
+import subprocess
+import sys
 
 import torch
 
 from data_prep.demo_data import NOTE_HZ, TONES_RATE
 from scripts.tone_pitch import on_note, peak_hz
+from tests.conftest import ROOT
 
 
 def sine(hz: float, amplitude: float = 0.5) -> torch.Tensor:
@@ -26,3 +30,38 @@ def test_a_partial_of_the_note_counts_and_the_neighbouring_note_does_not():
     peaks = torch.tensor([a4, 3 * a4, 5 * a4 * 1.02, 6 * a4, f4, e4])
     notes = ["a4", "a4", "A4", "a4", "e4", "e4"]
     assert on_note(peaks, notes).tolist() == [True, True, True, False, False, True]
+
+
+def checkpoint(shards, directory, *overrides: str):
+    """A checkpoint folder of an untrained cpu-demo run on the tones, written the way training writes it."""
+    from bench.core import compose
+    from pipeline.train.config import prepare
+    from pipeline.train.state import build_state, save_state
+
+    cfg = prepare(compose("preset=cpu-demo", f"data.dir={shards}", *overrides))
+    directory.mkdir()
+    save_state(build_state(cfg, "cpu"), directory, cfg)
+    return directory
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scripts.tone_pitch", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_scores_the_ema_and_the_trained_generator_and_the_real_clips(tone_shards, tmp_path):
+    with_ema = run_cli(str(checkpoint(tone_shards, tmp_path / "ema")), "--n", "20")
+    assert with_ema.returncode == 0, with_ema.stderr
+    lines = with_ema.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["ema", "online", "real"], lines
+    real = int(re.search(r"(\d+)% of \d+ on their note", lines[-1]).group(1))
+    assert real >= 50, f"the real tones should mostly sit on their note: {lines[-1]}"
+
+    without = run_cli(str(checkpoint(tone_shards, tmp_path / "online", "train.ema.decay=null")), "--n", "20")
+    assert without.returncode == 0, without.stderr
+    assert [line.split()[0] for line in without.stdout.splitlines()] == ["online", "real"], without.stdout
+
+
+def test_cli_names_a_folder_without_a_checkpoint(tmp_path):
+    missing = run_cli(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "state.pt not found" in missing.stderr, missing.stderr
