@@ -59,7 +59,7 @@ def damaged_copy(shards: Path, out: Path) -> Path:
 
 
 def train_command(shards: Path, storage: Path, tracking_uri: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.train", "preset=tiny", f"data.dir={shards}",
+    return [sys.executable, "-m", "pipeline.train", "preset=tiny", "cluster.dashboard=false", f"data.dir={shards}",
             f"train.storage_path={storage}", f"tracking.uri={tracking_uri}",
             f"tracking.artifact_root={storage.parent / 'mlartifacts'}", *overrides]
 

@@ -133,6 +133,7 @@ def connect(cluster: dict) -> None:
         # A local Ray (no address) keeps every server on loopback, and its workers log a timeout of Ray Train's
         # periodic resource request in one line (pipeline/train/ray_worker_setup.py).
         local = {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1",
+                 "include_dashboard": bool(cluster["dashboard"]),
                  "runtime_env": {"worker_process_setup_hook": "pipeline.train.ray_worker_setup.setup"}}
         ray.init(address=address, configure_logging=False, **({} if address else local))
     check_resources(cluster)

@@ -1,15 +1,18 @@
-"""The Ray that pipeline.train starts logs Ray Train's resource-request timeouts in one line, not a traceback."""
+"""The Ray that pipeline.train starts: its workers log Ray Train's resource-request timeouts in one line, not a
+traceback, and it runs no dashboard when ``cluster.dashboard`` is false."""
 
 import io
 import logging
 
+import psutil
 import pytest
 import ray
 
 from pipeline.train.driver import connect
 from pipeline.train.ray_worker_setup import AUTOSCALING_CLIENT_LOGGER
 
-LOCAL = {"address": None, "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "worker_niceness": 0}
+LOCAL = {"address": None, "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "worker_niceness": 0,
+         "dashboard": False}
 
 
 def log_a_timeout() -> str:
@@ -28,14 +31,15 @@ def log_a_timeout() -> str:
     return stream.getvalue()
 
 
-@pytest.fixture
-def local_ray(monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    for name, value in (("RAY_worker_niceness", "0"), ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")):
-        monkeypatch.setenv(name, value)  # connect() sets these for the raylet; restored after the test
-    connect(LOCAL)
-    yield
-    ray.shutdown()
+@pytest.fixture(scope="module")
+def local_ray():
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        for name, value in (("RAY_worker_niceness", "0"), ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")):
+            monkeypatch.setenv(name, value)  # connect() sets these for the raylet; restored after the tests
+        connect(LOCAL)
+        yield
+        ray.shutdown()
 
 
 @pytest.mark.slow
@@ -44,3 +48,14 @@ def test_workers_log_the_timeout_warning_without_its_traceback(local_ray):
     assert "Failed to send resource request for train-1. It's safe to ignore. (GetTimeoutError(" in in_a_worker
     assert "Traceback" not in in_a_worker
     assert "Traceback" in log_a_timeout()  # the driver has no such filter: the same record carries its traceback
+
+
+@pytest.mark.slow
+def test_a_ray_started_with_dashboard_false_runs_no_dashboard(local_ray):
+    started = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert any("gcs_server" in cmd for cmd in started), started  # the Ray that connect() started, seen from here
+    # Ray keeps a headless dashboard process for its own bookkeeping: no web frontend, none of the head modules
+    # (each its own process, titled ray-dashboard-<Module>-0) that a dashboard serves.
+    dashboard = [cmd for cmd in started if "dashboard/dashboard.py" in cmd]
+    assert dashboard and all("--disable-frontend" in cmd for cmd in dashboard), dashboard
+    assert not [cmd for cmd in started if cmd.startswith("ray-dashboard-")], started
