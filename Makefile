@@ -62,15 +62,11 @@ system-deps: ## install the Debian packages the demo and tests use when missing 
 lint: setup ## ruff check over the whole tree (rules in pyproject.toml [tool.ruff])
 	$(VENV)/bin/ruff check .
 
-# The suite mostly waits (Ray start-up, failure detection): TEST_WORKERS pytest-xdist processes run its test
-# files side by side (0 = one process). Each file stays in one process, so its module fixtures are built once.
-TEST_WORKERS ?= 2
-
-test: setup system-deps lint ## run lint, then the whole test suite (the command CI runs; TEST_WORKERS=2 processes)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+test: setup system-deps lint ## run lint, then the whole test suite (the command CI runs)
+	$(PY) -m pytest $(ARGS)
 
 test-fast: setup ## run the tests not marked slow
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 demo-data: setup ## make demo datasets: DEMO_KIND=auto|digits|tones (auto picks digits when espeak-ng exists)
 	$(PY) -m data_prep.demo_data --kind $(DEMO_KIND) $(if $(filter auto,$(DEMO_KIND)),,--out $(DEMO_DIR)/$(DEMO_KIND)) $(ARGS)
