@@ -162,13 +162,17 @@ class ConvGenerator(nn.Module):
 
     def __init__(self, ndim: int, latent_dim: int, base_size: int, channels: Sequence[int],
                  strides: Sequence[int], kernel_size: int, upsample: str = "zeros", batchnorm: bool = False,
-                 num_classes: int = 0, conv_impl: str = "reference"):
+                 num_classes: int = 0, conv_impl: str = "reference", label_bias: bool = False):
         super().__init__()
         if len(channels) != len(strides) + 1:
             raise ValueError("need one more channel count than strides")
         self.latent_dim, self.num_classes = latent_dim, num_classes
         # cGAN-style conditioning: a learned label embedding is concatenated to z.
         self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
+        # label_bias: also a learned per-label bias on the channels of every hidden upsampling layer, so the
+        # label reaches each stage directly instead of only through the dense layer (zero at the start).
+        self.label_bias = (nn.ModuleList(nn.Embedding(num_classes, c) for c in channels[1:-1])
+                           if num_classes and label_bias else None)
         self.base_shape = (channels[0],) + (base_size,) * ndim
         self.project = nn.Linear(latent_dim * (2 if num_classes else 1), math.prod(self.base_shape))
         self.project_norm = _batchnorm(ndim, channels[0]) if batchnorm else nn.Identity()
@@ -182,6 +186,8 @@ class ConvGenerator(nn.Module):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         init_reference_weights(self)
+        for bias in self.label_bias or ():
+            nn.init.zeros_(bias.weight)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         if self.embed is not None:
@@ -190,8 +196,16 @@ class ConvGenerator(nn.Module):
             z = torch.cat([z, self.embed(labels)], dim=1)
         elif labels is not None:
             raise ValueError("labels given to an unconditional generator (num_classes=0)")
-        x = self.project(z).view(-1, *self.base_shape)
-        return self.net(F.relu(self.project_norm(x)))
+        x = F.relu(self.project_norm(self.project(z).view(-1, *self.base_shape)))
+        if self.label_bias is None:
+            return self.net(x)
+        biases = iter(self.label_bias)
+        for layer in self.net:
+            x = layer(x)
+            bias = next(biases, None) if isinstance(layer, UpConv) else None
+            if bias is not None:
+                x = x + bias(labels).view(*x.shape[:2], *(1,) * (x.dim() - 2))
+        return x
 
 
 class ConvDiscriminator(nn.Module):

@@ -23,7 +23,7 @@ _KEYS = {
 }
 # Keys a config may omit: how the layers run, not what they compute. Configs saved with checkpoints and
 # registered models before ``conv_impl`` existed lack it and run as "auto" (the same weights either way).
-_OPTIONAL = {"wavegan": {"conv_impl": "auto"}, "specgan": {}}
+_OPTIONAL = {"wavegan": {"conv_impl": "auto", "label_bias": False}, "specgan": {}}
 
 
 class GAN(nn.Module):
@@ -77,7 +77,7 @@ def build_gan(model_cfg: Mapping) -> GAN:
         G = WaveGANGenerator(latent_dim=cfg["latent_dim"], dim=cfg["dim"], slice_len=cfg["slice_len"],
                              num_channels=cfg["num_channels"], upsample=cfg["upsample"], batchnorm=cfg["batchnorm"],
                              post_proc_filt_len=cfg["post_proc_filt_len"], num_classes=cfg["num_classes"],
-                             conv_impl=cfg["conv_impl"])
+                             conv_impl=cfg["conv_impl"], label_bias=cfg["label_bias"])
         D = WaveGANDiscriminator(dim=cfg["dim"], slice_len=cfg["slice_len"], num_channels=cfg["num_channels"],
                                  phaseshuffle_rad=cfg["phaseshuffle_rad"],
                                  phaseshuffle_per_example=cfg["phaseshuffle_per_example"],

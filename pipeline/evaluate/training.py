@@ -189,6 +189,11 @@ def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> d
     if stopper is not None and metric_source(stopper.metric) not in (*metrics, "always"):
         raise ConfigError(f"train.early_stop watches {stopper.metric}, which this data cannot give "
                           f"(metrics: {', '.join(metrics)}); the inception score needs labelled shards")
+    registry = config.get("registry") or {}
+    if registry.get("checkpoint") == "best" and metric_source(registry["metric"]) not in (*metrics, "always"):
+        raise ConfigError(f"registry.checkpoint=best ranks checkpoints by registry.metric={registry['metric']}, "
+                          f"which this data cannot give (metrics: {', '.join(metrics)}); the inception score needs "
+                          f"labelled shards. Set registry.metric=eval/<one of those>, or registry.checkpoint=last")
     if any(m in CLASSIFIER_METRICS for m in metrics):
         _model, info = ensure_classifier(eval_cfg, data_dir, config["tracking"],
                                          classifier_uri=eval_cfg.get("classifier_uri"), log=log)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipeline.tracking.spool import deliver, send, spill, spool_uri
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUN_NAME_TAG = "wavegan.ray_run"  # ties an MLflow run to its Ray Train run (name + storage path)
@@ -85,18 +86,6 @@ class BufferedLogger:
             self.pending.append((kind, payload))
         self.wake.set()
 
-    def _send(self, kind: str, payload: tuple) -> None:
-        if kind == "metrics":
-            self.client.log_batch(self.run_id, metrics=payload[0], synchronous=True)
-        elif kind == "artifacts":
-            local_dir, artifact_path = payload
-            self.client.log_artifacts(self.run_id, local_dir, artifact_path)
-            shutil.rmtree(local_dir, ignore_errors=True)
-        elif kind == "tag":
-            self.client.set_tag(self.run_id, *payload)
-        else:
-            raise ValueError(kind)
-
     def _run(self) -> None:
         while True:
             self.wake.wait(timeout=self.retry_s)
@@ -107,7 +96,7 @@ class BufferedLogger:
                         break
                     kind, payload = self.pending[0]
                 try:
-                    self._send(kind, payload)
+                    send(self.client, self.run_id, kind, payload)
                 except Exception as exc:  # server down, network, 5xx: keep the record, try later
                     if self.failing_since is None:
                         self.failing_since = time.time()
@@ -125,7 +114,7 @@ class BufferedLogger:
             if self.closing and self.failing_since is not None and time.time() > self.deadline:
                 return
 
-    def close(self, timeout_s: float = 60.0) -> int:
+    def close(self, timeout_s: float) -> int:
         """Flush what is pending (waiting up to ``timeout_s`` for the server); return records not sent."""
         self.deadline = time.time() + timeout_s
         self.closing = True
@@ -134,6 +123,13 @@ class BufferedLogger:
         if self.dropped:
             warnings.warn(f"{self.dropped} MLflow records were dropped: the buffer was full", stacklevel=1)
         return len(self.pending)
+
+    def take_pending(self) -> list[tuple[str, tuple]]:
+        """The records not sent (after ``close``), in order; the logger no longer holds them."""
+        with self.lock:
+            records = list(self.pending)
+            self.pending.clear()
+        return records
 
 
 def console(line: str) -> None:
@@ -199,10 +195,16 @@ class WorkerTracker(NullTracker):
         self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
 
     def close(self) -> None:
-        if self.logger:
-            left = self.logger.close()
-            if left:
-                console(f"[train] MLflow still unreachable: {left} records not sent")
+        if self.logger and self.logger.close(timeout_s=float(self.cfg["tracking"]["flush_wait_s"])):
+            records = self.logger.take_pending()
+            try:
+                folder = spill(self.logger.run_id, records, spool_uri(self.cfg))
+            except OSError as exc:  # the run's storage refuses too: say what is lost, do not fail the training
+                console(f"[train] MLflow still unreachable and {spool_uri(self.cfg)} not writable "
+                        f"({type(exc).__name__}: {exc}): {len(records)} records not sent")
+                return
+            console(f"[train] MLflow still unreachable: {len(records)} records kept in {folder}; the driver "
+                    f"sends them once the server answers")
 
 
 def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:
@@ -277,6 +279,7 @@ def _open_run(config: dict) -> str:
         run_id = found[0].info.run_id
         mlflow_client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         print(f"[train] continuing MLflow run {run_id}", flush=True)
+        deliver_spilled({**config, "tracking": {**tracking, "run_id": run_id}}, wait_s=0.0)  # an earlier end's
         return run_id
     run = mlflow_client.create_run(exp_id, run_name=config["train"]["run_name"],
                                    tags={RUN_NAME_TAG: key, "mlflow.source.git.commit": git_commit()})
@@ -301,6 +304,21 @@ def _open_run(config: dict) -> str:
 
     mlflow_client.log_dict(run_id, read_manifest(config["data"]["dir"]), "data/manifest.json")
     return run_id
+
+
+def deliver_spilled(config: dict, wait_s: float | None = None) -> int:
+    """Send what rank 0 could not (``pipeline.tracking.spool``), waiting up to ``wait_s`` (default
+    ``tracking.unsent_wait_s``) for the server; returns the records still kept (-1: the storage is unreadable)."""
+    tracking = config["tracking"]
+    if not tracking.get("run_id"):
+        return 0
+    wait_s = float(tracking["unsent_wait_s"]) if wait_s is None else wait_s
+    try:
+        return deliver(client(tracking), tracking["run_id"], spool_uri(config), wait_s=wait_s, log=console)
+    except OSError as exc:  # the storage is unreadable: the records stay where they are
+        console(f"[train] could not read {spool_uri(config)} ({type(exc).__name__}: {exc}); records kept there "
+                f"are sent by the next run of this name")
+        return -1
 
 
 def finish_run(config: dict, status: str) -> None:

@@ -117,6 +117,11 @@ def prepare(config: dict) -> dict:
     log_every = max(1, int(train["log_every"]))
     train["checkpoint_every"] = max(log_every, math.ceil(int(train["checkpoint_every"]) / log_every) * log_every)
     config["data_manifest"] = {k: manifest.get(k) for k in ("fingerprint", "totals", "sample_rate", "slice_len")}
+    registry = config.setdefault("registry", {})
+    if registry.get("checkpoint", "last") not in ("last", "best"):
+        raise ConfigError(f"registry.checkpoint must be last or best, got {registry['checkpoint']!r}")
+    if registry.get("checkpoint") == "best" and not int(config["eval"].get("every") or 0):
+        config["eval"]["every"] = train["checkpoint_every"]  # best needs a score at every checkpoint
 
     if model["name"] == "specgan" and config.get("moments") is None:
         config["moments"] = spectrogram_moments(data["dir"], data["split"],

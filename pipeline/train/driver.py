@@ -152,7 +152,7 @@ def launch(config: dict):
     with the reason; ``train.max_failures`` bounds restarts after worker failures during training.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipeline.train.loop import train_loop_per_worker
@@ -168,7 +168,7 @@ def launch(config: dict):
             storage_path=train["storage_path"],
             failure_config=FailureConfig(max_failures=int(train["max_failures"]),
                                          controller_failure_limit=int(train["controller_failure_limit"])),
-            checkpoint_config=CheckpointConfig(num_to_keep=int(train["keep_checkpoints"])),
+            checkpoint_config=checkpoint_config(config),
             logging_config=LoggingConfig(log_level=str(config["tracking"]["ray_log_level"])),
         ),
     )
@@ -176,6 +176,36 @@ def launch(config: dict):
         return trainer.fit()
     except ray.train.TrainingFailedError as exc:  # V2 raises what V1 returned in Result.error
         raise TrainingFailed(str(exc)) from exc
+
+
+def checkpoint_config(config: dict):
+    """Ray's retention: the latest ``train.keep_checkpoints``, or with ``registry.checkpoint=best`` the best
+    ones by ``registry.metric`` (Ray keeps the latest as well, so a restart resumes where the run was)."""
+    from ray.train import CheckpointConfig
+
+    from wavegan.metrics import higher_is_better
+
+    keep, registry = int(config["train"]["keep_checkpoints"]), config["registry"]
+    if registry.get("checkpoint") != "best":
+        return CheckpointConfig(num_to_keep=keep)
+    return CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=registry["metric"],
+                            checkpoint_score_order="max" if higher_is_better(registry["metric"]) else "min")
+
+
+def registered_checkpoint(config: dict, result):
+    """The checkpoint to register: the run's last, or its best by ``registry.metric`` (said on the console)."""
+    from wavegan.metrics import higher_is_better
+
+    registry = config["registry"]
+    if registry.get("checkpoint") != "best":
+        return result.checkpoint
+    metric = registry["metric"]
+    best = result.get_best_checkpoint(metric, "max" if higher_is_better(metric) else "min")
+    score = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    print(f"[train] the best checkpoint by {metric}: step {score.get('step')} ({float(score[metric]):.4g}); "
+          f"the last, step {(result.metrics or {}).get('step')}, scored "
+          f"{float((result.metrics or {}).get(metric, float('nan'))):.4g}", flush=True)
+    return best
 
 
 def run(config: dict) -> int:
@@ -189,7 +219,7 @@ def run(config: dict) -> int:
     # MLflow's imports take seconds: only once the run can go ahead
     from pipeline.evaluate.training import prepare_training_eval
     from pipeline.registry.generator import register_generator
-    from pipeline.tracking.run import finish_run, start_run
+    from pipeline.tracking.run import deliver_spilled, finish_run, start_run
 
     config = prepare_training_eval(config)  # eval during training: find (or train once) the classifier here
     config = {**config, "tracking": start_run(config)}
@@ -200,9 +230,11 @@ def run(config: dict) -> int:
     try:
         result = launch(config)
     except TrainingFailed as exc:
+        deliver_spilled(config)
         finish_run(config, "FAILED")
         print(f"[train] training failed: {exc}", file=sys.stderr)
         return 1
+    deliver_spilled(config)  # what rank 0 kept when MLflow did not answer at the end of training
     metrics = result.metrics or {}
     if metrics.get("diverged"):
         finish_run(config, "FAILED")
@@ -215,7 +247,7 @@ def run(config: dict) -> int:
         print("[train] training ended without a checkpoint", file=sys.stderr)
         return 1
     print(f"[train] done at step {metrics.get('step')}; checkpoint {result.checkpoint.path}", flush=True)
-    version = register_generator(config, result.checkpoint)
+    version = register_generator(config, registered_checkpoint(config, result))
     if version is not None:
         print(f"[train] registered {config['registry']['model_name']} version {version}", flush=True)
     finish_run(config, "FINISHED")

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from data_prep.loader import build_loader
-from pipeline.evaluate.training import EarlyStopping, Evaluator
+from pipeline.evaluate.training import EarlyStopping, EvalError, Evaluator
 from pipeline.tracking.run import console, open_worker_tracker
 from pipeline.train.run_config import RunConfig, TrainConfig
 from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
@@ -130,6 +130,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     total, log_every, ckpt_every = run.plan.total_steps, run.train.log_every, run.train.checkpoint_every
     evaluator = Evaluator.from_config(cfg, log=console)  # cheap; due() is the same on every rank, only rank 0 calls it
     stopper = EarlyStopping.from_config(cfg)
+    best_metric = cfg["registry"]["metric"] if cfg["registry"].get("checkpoint") == "best" else None
     if stopper is not None:
         stopper.load_state_dict(state.extra.get("early_stop"))
     meter = Meter()
@@ -149,9 +150,13 @@ def train_loop_per_worker(cfg: dict) -> None:
             ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
             break
         stop = False
-        if evaluator.due(state.step):
+        checkpoint_due = state.step % ckpt_every == 0 or state.step == total
+        if evaluator.due(state.step) or (best_metric and checkpoint_due):  # "best" scores every checkpoint
             if rank == 0:
                 metrics.update(evaluator(state.sampler, state.step))  # the EMA generator when there is one
+                if best_metric and best_metric not in metrics:
+                    raise EvalError(f"registry.metric={best_metric!r} is not among the evaluation's metrics "
+                                    f"{sorted(k for k in metrics if k.startswith('eval/'))}")
                 if stopper is not None:
                     stop = stopper.update(metrics, state.step)
                     state.extra["early_stop"] = stopper.state_dict()
@@ -159,7 +164,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 flag = torch.tensor([float(stop)], device=device)
                 dist.broadcast(flag, src=0)
                 stop = bool(flag.item())
-        due = state.step % ckpt_every == 0 or state.step == total or stop
+        due = checkpoint_due or stop
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0 and due:
                 save_state(state, directory, cfg)

@@ -33,3 +33,21 @@ def test_a_missing_key_is_named_not_defaulted():
         StepSettings.from_config(broken)
     with pytest.raises(ConfigError, match="derived values"):
         RunConfig.from_config(compose("preset=tiny"))  # not through prepare: no plan
+
+
+def test_registering_the_best_checkpoint_scores_every_checkpoint_and_ranks_by_the_metric(tone_shards):
+    from pipeline.train.config import prepare
+    from pipeline.train.driver import checkpoint_config
+
+    last = prepare(compose("preset=tiny", f"data.dir={tone_shards}"))
+    assert last["eval"]["every"] == 0 and checkpoint_config(last).checkpoint_score_attribute is None
+    best = prepare(compose("preset=tiny", f"data.dir={tone_shards}", "registry.checkpoint=best"))
+    assert best["eval"]["every"] == best["train"]["checkpoint_every"]  # no evaluation asked: one per checkpoint
+    kept = checkpoint_config(best)
+    assert (kept.checkpoint_score_attribute, kept.checkpoint_score_order, kept.num_to_keep) == \
+        ("eval/is_mean", "max", best["train"]["keep_checkpoints"])
+    fid = checkpoint_config(prepare(compose("preset=tiny", f"data.dir={tone_shards}", "registry.checkpoint=best",
+                                            "registry.metric=eval/fid", "eval.every=5")))
+    assert fid.checkpoint_score_order == "min"  # the direction comes from wavegan.metrics
+    with pytest.raises(ConfigError, match="registry.checkpoint must be last or best, got 'first'"):
+        prepare(compose("preset=tiny", f"data.dir={tone_shards}", "registry.checkpoint=first"))

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 
 from data_prep.loader import read_manifest
 from pipeline.registry.classifier import label_names
+from pipeline.tracking.run import BufferedLogger, client, experiment_id
 from pipeline.train.state import load_checkpoint
 
 from ..conftest import ROOT, checkpoints, damaged_copy, finish, run_env, start, train_command, wait_for
@@ -92,10 +93,32 @@ class MlflowServer:
             self.proc.wait(timeout=30)
 
 
+def test_records_logged_while_the_server_is_away_reach_it_in_order_once_it_is_back(tmp_path):
+    """Rank 0's sender keeps what an unreachable server refused and sends it, in order and once, when the
+    server answers again before training ends (the same process: nothing is spilled)."""
+    server = MlflowServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", tmp_path / "server.log")
+    server.start()
+    try:
+        tracking = {"uri": server.uri, "experiment": "resend"}
+        run_id = client(tracking).create_run(experiment_id(tracking)).info.run_id
+        server.stop()
+        logger = BufferedLogger(tracking, run_id, retry_s=0.5)
+        for step in (10, 20, 30):
+            logger.submit("metrics", [mlflow.entities.Metric("d_loss", step / 100, step, step)])
+        wait_for(lambda: logger.failing_since is not None, 60, "the sender to find the server away")
+        server.start()
+        assert logger.close(timeout_s=60) == 0
+        history = MlflowClient(server.uri).get_metric_history(run_id, "d_loss")
+        assert [(m.step, m.value) for m in history] == [(10, 0.1), (20, 0.2), (30, 0.3)]
+    finally:
+        server.stop()
+
+
 def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone_shards, tmp_path):
     """One class-conditional `make train` run on two workers, against shards with a truncated tar, logging to an
-    MLflow server on PostgreSQL that goes away mid-run and comes back: rank 0 alone prints and logs, once per
-    interval, nothing is lost or duplicated across the outage, the corrupt samples are counted over both ranks,
+    MLflow server on PostgreSQL that goes away mid-run and is back only after training: rank 0 alone prints and
+    logs, once per interval, keeps what the server did not take beside the checkpoints, the driver sends it, so
+    nothing is lost or duplicated across the outage, the corrupt samples are counted over both ranks,
     previews are named by label, and the generator is registered with its label names, then generates by label.
     (One run checks all of this: every `pipeline.train` start costs about 100 s of Ray start-up on two cores.)"""
     shards = damaged_copy(tone_shards, tmp_path / "shards")
@@ -106,7 +129,7 @@ def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone
         log = tmp_path / "train.log"
         proc = start(train_command(shards, tmp_path / "ray", server.uri, "cluster.num_workers=2", "train.steps=60",
                                    "tracking.preview_every=30", "model.num_classes=auto",
-                                   "tracking.preview_per_label=1"), log)
+                                   "tracking.preview_per_label=1", "tracking.flush_wait_s=5"), log)
         client = MlflowClient(server.uri)
 
         def first_metric():
@@ -115,13 +138,17 @@ def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone
             return runs and client.get_metric_history(runs[0].info.run_id, "d_loss") and runs[0].info.run_id
 
         run_id = wait_for(first_metric, 600, "the first logged metric", proc, log)
-        server.stop()  # the tracking server goes away in the middle of the run
-        wait_for(lambda: "step 40/60" in log.read_text(), 600, "training to go on without MLflow", proc, log)
+        server.stop()  # the tracking server goes away in the middle of the run and is still away at its end
+        wait_for(lambda: "records kept in" in log.read_text(), 600, "rank 0 to keep what MLflow did not take",
+                 proc, log)
         assert "MLflow unreachable" in log.read_text()
-        server.start()  # and comes back on the same port, same PostgreSQL store
+        spilled = list((tmp_path / "ray").glob("*/mlflow-unsent/*/records.jsonl"))
+        assert len(spilled) == 1, spilled  # beside the run's checkpoints
+        server.start()  # it comes back on the same port, same PostgreSQL store, while the driver waits to send
         out = finish(proc, log, timeout=900)
         assert proc.returncode == 0, out[-5000:]
         assert "done at step 60" in out and f"num_classes={len(labels)}" in out
+        assert "MLflow records that training had kept" in out and not spilled[0].parent.exists()
 
         # the console: one progress line per interval, from one process (rank 0); none of Ray Train's report dumps
         progress = [(line.split("[train] ")[0], line.split("[train] ")[1].split(" (")[0])

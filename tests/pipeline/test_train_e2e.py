@@ -41,19 +41,22 @@ def train_workers(driver: psutil.Process) -> list[psutil.Process]:
 def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, tmp_path):
     """The driver dies (and the Ray it started with it): the same command, run again, resumes from the last
     checkpoint and continues the same MLflow run. Then a training worker is killed: Ray Train restarts the
-    worker group from the newest checkpoint, and the run ends at its last step. (One scenario, because every
+    worker group from the newest checkpoint, and the run ends at its last step, registering its best-scoring
+    checkpoint (registry.checkpoint=best): keeping one checkpoint, Ray kept the best next to the latest through
+    both restarts. (One scenario, because every
     `pipeline.train` start costs about 100 s of Ray start-up on two cores.)"""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     storage, log = tmp_path / "ray", tmp_path / "first.log"
-    cmd = train_command(tone_shards, storage, uri, "cluster.num_workers=2", "train.steps=60", "registry.register=false")
+    cmd = train_command(tone_shards, storage, uri, "cluster.num_workers=2", "train.steps=60", "eval=cpu",
+                        "registry.checkpoint=best", "train.keep_checkpoints=1")
     proc = start(cmd, log)
-    saved = len(wait_for(lambda: checkpoints(storage), 600, "the first checkpoint", proc, log))
+    saved = set(wait_for(lambda: checkpoints(storage), 600, "the first checkpoint", proc, log))
     kill_group(proc)  # the driver dies
     _, first = the_run(uri)
 
     log2 = tmp_path / "second.log"
     proc2 = start(cmd, log2)
-    wait_for(lambda: len(checkpoints(storage)) > saved, 600, "a checkpoint of the resumed run", proc2, log2)
+    wait_for(lambda: set(checkpoints(storage)) - saved, 600, "a checkpoint of the resumed run", proc2, log2)
     victim = wait_for(lambda: train_workers(psutil.Process(proc2.pid)), 60, "a training worker", proc2, log2)[0]
     victim.kill()  # and then a worker
     out = finish(proc2, log2, timeout=900)
@@ -65,3 +68,11 @@ def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, tmp_path)
     assert len(resumed) >= 2 and resumed[0] >= 20, f"expected a restart of the driver and one of the worker: {resumed}"
     assert metric_steps(client, run.info.run_id, "d_loss")[-1] == 60
     assert run.info.status == "FINISHED"
+
+    # registry.checkpoint=best: every checkpoint (steps 20, 40, 60) was scored, and the best one is registered
+    scores = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval/is_mean")}
+    assert sorted(scores) == [20, 40, 60], scores
+    best = max(scores, key=scores.get)
+    version = client.get_model_version("wavegan-generator", "1")
+    assert version.run_id == run.info.run_id and version.tags["step"] == str(best), (scores, version.tags)
+    assert f"the best checkpoint by eval/is_mean: step {best}" in out

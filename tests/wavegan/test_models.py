@@ -70,6 +70,28 @@ def test_conditioning_off_keeps_counts_and_on_uses_labels():
         WaveGANGenerator(latent_dim=8, dim=4)(z, labels)  # unconditional model refuses them
 
 
+def test_label_bias_starts_as_the_plain_conditional_generator_and_shifts_each_hidden_layer_by_label():
+    torch.manual_seed(0)
+    plain = WaveGANGenerator(latent_dim=8, dim=4, num_classes=3)
+    biased = WaveGANGenerator(latent_dim=8, dim=4, num_classes=3, label_bias=True)
+    assert [tuple(b.weight.shape) for b in biased.label_bias] == [(3, 32), (3, 16), (3, 8), (3, 4)]
+    keys = biased.load_state_dict(plain.state_dict(), strict=False)  # a plain checkpoint, plus the biases
+    assert sorted(keys.missing_keys) == [f"label_bias.{i}.weight" for i in range(4)] and not keys.unexpected_keys
+    z, labels = torch.rand(1, 8).repeat(3, 1), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        before = plain(z, labels)
+        assert torch.equal(biased(z, labels), before)  # zero at the start: the plain generator
+        for bias in biased.label_bias:  # a bias for label 1 changes label 1's clips only, at any layer
+            bias.weight[1] += 0.5
+            after = biased(z, labels)
+            assert torch.equal(after[0], before[0]) and torch.equal(after[2], before[2])
+            assert not torch.allclose(after[1], before[1])
+            bias.weight[1] -= 0.5
+    biased(z, labels).square().sum().backward()
+    assert all(bias.weight.grad[labels].abs().sum() > 0 for bias in biased.label_bias)
+    assert WaveGANGenerator(latent_dim=8, dim=4, label_bias=True).label_bias is None  # unconditional: nothing
+
+
 def test_invalid_slice_len_and_upsample_raise():
     with pytest.raises(ValueError):
         WaveGANGenerator(dim=4, slice_len=8192)
