@@ -408,6 +408,11 @@ def higher_is_better(key: str) -> bool:
     return HIGHER_IS_BETTER.get(metric_name(key), True)
 
 
+def optimum(key: str) -> str:
+    """``"max"`` or ``"min"``: the mode early stopping and Ray's checkpoint ranking take for ``key``."""
+    return "max" if higher_is_better(key) else "min"
+
+
 def is_better(key: str, a: float, b: float) -> bool:
     """Is ``a`` strictly better than ``b`` for ``key``?"""
     return a > b if higher_is_better(key) else a < b

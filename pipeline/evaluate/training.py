@@ -17,8 +17,8 @@ from wavegan.metrics import (
     CLASSIFIER_METRICS,
     HIGHER_IS_BETTER,
     REAL_TRAIN,
-    higher_is_better,
     metric_name,
+    optimum,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ class EarlyStopping:
     def __init__(self, metric: str = "eval/is_mean", mode: str | None = None, patience: int = 5,
                  min_delta: float = 0.0):
         known = metric_name(metric) in HIGHER_IS_BETTER
-        direction = "max" if higher_is_better(metric) else "min"
+        direction = optimum(metric)
         if mode is None:
             mode = direction
         if mode not in ("max", "min"):

@@ -183,24 +183,24 @@ def checkpoint_config(config: dict):
     ones by ``registry.metric`` (Ray keeps the latest as well, so a restart resumes where the run was)."""
     from ray.train import CheckpointConfig
 
-    from wavegan.metrics import higher_is_better
+    from wavegan.metrics import optimum
 
     keep, registry = int(config["train"]["keep_checkpoints"]), config["registry"]
     if registry.get("checkpoint") != "best":
         return CheckpointConfig(num_to_keep=keep)
     return CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=registry["metric"],
-                            checkpoint_score_order="max" if higher_is_better(registry["metric"]) else "min")
+                            checkpoint_score_order=optimum(registry["metric"]))
 
 
 def registered_checkpoint(config: dict, result):
     """The checkpoint to register: the run's last, or its best by ``registry.metric`` (said on the console)."""
-    from wavegan.metrics import higher_is_better
+    from wavegan.metrics import optimum
 
     registry = config["registry"]
     if registry.get("checkpoint") != "best":
         return result.checkpoint
     metric = registry["metric"]
-    best = result.get_best_checkpoint(metric, "max" if higher_is_better(metric) else "min")
+    best = result.get_best_checkpoint(metric, optimum(metric))
     score = next(m for c, m in result.best_checkpoints if c.path == best.path)
     print(f"[train] the best checkpoint by {metric}: step {score.get('step')} ({float(score[metric]):.4g}); "
           f"the last, step {(result.metrics or {}).get('step')}, scored "
