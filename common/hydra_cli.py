@@ -22,10 +22,10 @@ from __future__ import annotations
 import difflib
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from common.paths import CONF_DIR
+
 DOCS = "docs/cli.md"
 
 # Flags of the reference implementation (chrisdonahue/wavegan train_wavegan.py) and of its ports,

@@ -11,7 +11,8 @@ import re
 from functools import cache
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from common.paths import PROJECT_ROOT
+
 LOCK_FILE = PROJECT_ROOT / "requirements.lock"
 
 # "name==version ; marker \" at the start of a line; continuation lines (hashes, comments) are indented.

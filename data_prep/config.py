@@ -14,13 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.errors import ConfigError
+
 LABEL_SOURCES = ("auto", "sc09", "folder", "regex", "file", "none")
 MIN_LEN_POLICIES = ("pad", "skip")
 SLICE_LENGTHS = (16384, 32768, 65536)
-
-
-class ConfigError(ValueError):
-    """A config value is missing or invalid; the message names the key."""
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,35 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
     return manifest
 
 
+def label_names(manifest: dict[str, Any]) -> list[str]:
+    """The shards' label names, id order (empty when unlabelled)."""
+    labels = manifest.get("labels") or {}
+    return list(labels.get("names") or []) if isinstance(labels, dict) else list(labels)
+
+
+def has_split(manifest: dict[str, Any], split: str) -> bool:
+    return bool(manifest.get("splits", {}).get(split, {}).get("samples"))
+
+
+class NoLabelsError(ValueError):
+    """The shards carry no class labels, so no classifier (and no IS / FID / mIS / AM) can be had."""
+
+
+def require_labels(manifest: dict[str, Any], data_dir: str) -> list[str]:
+    """The label names, or :class:`NoLabelsError` saying how to get labelled shards."""
+    names = label_names(manifest)
+    if len(names) < 2:
+        source = (manifest.get("labels") or {}).get("source", "?") if isinstance(manifest.get("labels"), dict) else "?"
+        raise NoLabelsError(
+            f"the shards in {data_dir} have no class labels (manifest labels.source={source!r}, "
+            f"{len(names)} label names). Inception score, FID, mIS and AM need a classifier trained on labelled "
+            f"clips: re-make the shards with labels (make shards ... ARGS='prep.labels.from=folder' or "
+            f"prep.labels.from=regex/file), pass --classifier-uri of a classifier trained elsewhere, or request only "
+            f"the label-free metrics: --metrics d_self,d_train,upsampling_noise"
+        )
+    return names
+
+
 def shard_urls(data_dir: str, manifest: dict[str, Any], split: str) -> list[str]:
     """Full paths/URLs of a split's shards, in order."""
     splits = manifest["splits"]

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from pipeline.tracking.previews import contact_sheet, write_wavs
-from wavegan.sampling import generate, interpolate_latents, sample_latents
+from wavegan.latents import sample_latents
+from wavegan.sampling import generate, interpolate_latents
 
 DEFAULT_URI = "models:/wavegan-generator@champion"
 SHEET_ROWS = 16
@@ -84,7 +85,7 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
     from pipeline.tracking.run import tracking_uri as resolve_uri
 
     mlflow.set_tracking_uri(tracking_uri or resolve_uri({}))
-    from pipeline.registry.generator import PickledModelError, load_registered
+    from pipeline.registry.safe_format import PickledModelError, load_registered
 
     uri = model_uri or DEFAULT_URI
     try:

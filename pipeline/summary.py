@@ -18,10 +18,11 @@ from collections.abc import Mapping
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from common.errors import ConfigError
 from common.hydra_cli import run_hydra
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """The model config does not build (e.g. SpecGAN with slice_len 65536); the message says why."""
 
 

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 
+from common.paths import PROJECT_ROOT
 from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.real_data import metric_dict
 from pipeline.evaluate.training import Evaluator
-from pipeline.tracking.run import PROJECT_ROOT
 
 TRAIN_DEFAULTS = [
     "tracking.preview_every=0",

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
+from common.paths import PROJECT_ROOT
 from pipeline.evaluate.training import Evaluator
-from pipeline.tracking.run import PROJECT_ROOT
 from scripts.learning_curve import PER_CLASS, checkpoint_evaluator, make_data, tracking_config
 
 
@@ -56,7 +56,7 @@ def memory_batches(shards: str, batch_size: int, seed: int) -> Iterator[tuple[to
 
 def screen(work: Path, shards: str, name: str, overrides: list[str], args: argparse.Namespace) -> None:
     from bench.core import compose
-    from pipeline.train.config import prepare
+    from pipeline.train.preflight import prepare
     from pipeline.train.state import build_state
     from pipeline.train.step import IterationConfig, train_iteration
 

@@ -1,4 +1,4 @@
-"""Guards on the project's shape: the model package stays pure, make targets are documented."""
+"""Guards on the project's shape: the model package stays pure, no import circles, make targets are documented."""
 
 import ast
 import subprocess
@@ -58,3 +58,92 @@ def test_common_imports_no_stage():
     for path in (ROOT / "common").rglob("*.py"):
         bad = imported_top_level_modules(path) & {"pipeline", "data_prep", "wavegan"}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}: common/ is shared by every stage"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Import circles: every import counts, those inside functions too (they still tie the two modules together)
+
+PACKAGES = ("common", "data_prep", "wavegan", "pipeline")
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path, packages=PACKAGES) -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its file (``from a import b`` counts as a.b when b is a
+    module, else as a)."""
+    files = {module_name(p, root): p for pkg in packages for p in (root / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base for alias in node.names]
+            else:
+                continue
+            edges.update(t for t in targets if t in files and t != name)
+        graph[name] = edges
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles():
+    cycles = import_cycles(import_graph(ROOT))
+    assert not cycles, "import circles (every import counts, those inside functions too): " + "; ".join(
+        " <-> ".join(c) for c in cycles)
+
+
+def test_the_circle_check_catches_a_planted_circle(tmp_path):
+    pkg = tmp_path / "pipeline" / "stage"
+    pkg.mkdir(parents=True)
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pipeline.stage.b import helper\n")
+    (pkg / "b.py").write_text("def helper():\n    from . import c\n")  # inside a function, relative
+    (pkg / "c.py").write_text("def later():\n    from pipeline.stage import a\n")
+    (pkg / "d.py").write_text("import pipeline.stage.a\n")  # imports into the circle, not part of it
+    assert import_cycles(import_graph(tmp_path, ("pipeline",))) == [
+        ["pipeline.stage.a", "pipeline.stage.b", "pipeline.stage.c"]]

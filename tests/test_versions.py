@@ -39,9 +39,7 @@ def test_every_lock_entry_carries_hashes_and_satisfies_pyproject():
 
 
 def test_registered_models_require_the_locked_versions():
-    from pipeline.registry.generator import (
-        REQUIREMENTS,  # the generator's and the classifier's (pipeline.registry.log_safe_model)
-    )
+    from pipeline.registry.safe_format import REQUIREMENTS  # the generator's and the classifier's
 
     pins = as_pins(REQUIREMENTS)
     assert {"torch", "torchaudio", "numpy", "mlflow"} <= set(pins)

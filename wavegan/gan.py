@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from .latents import sample_latents
 from .models import WaveGANDiscriminator, WaveGANGenerator
 from .specgan import SLICE_LEN, SpecGANDiscriminator, SpecGANGenerator, SpectrogramTransform
 
@@ -50,8 +51,6 @@ class GAN(nn.Module):
     def sample_latents(self, n: int, generator: torch.Generator | None = None,
                        device: torch.device | str | None = None) -> Tensor:
         """n latent vectors from Uniform(-1, 1), on ``device`` (default: the model's)."""
-        from .sampling import sample_latents  # sampling imports this module
-
         if device is None:
             device = next(self.generator.parameters()).device
         return sample_latents(n, self.latent_dim, generator=generator, device=device)

@@ -149,7 +149,8 @@ def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, f
 
 def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from data_prep.loader import read_manifest
-    from pipeline.registry.classifier import NoLabelsError, ensure_classifier, label_names
+    from data_prep.manifest import NoLabelsError, label_names
+    from pipeline.registry.classifier import ensure_classifier
     from pipeline.tracking.run import tracking_uri
 
     overrides = [o for o in args.overrides if not o.startswith("tracking.")]

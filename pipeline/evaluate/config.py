@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common.paths import CONF_DIR
 from wavegan.metrics import (
     ALL_METRICS,
     UNLABELED_METRICS,
 )
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class EvalError(ValueError):

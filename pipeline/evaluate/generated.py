@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.evaluate.config import EvalError
-from wavegan.sampling import generate, sample_latents
+from wavegan.latents import sample_latents
+from wavegan.sampling import generate
 
 # ----------------------------------------------------------------------------------------------------
 # Generated audio

@@ -177,7 +177,8 @@ def build_reference(data_dir: str, classifier: EvalClassifier | None, *, metrics
                     log: Callable[[str], None] = print) -> Reference:
     """Load the real train and test clips of ``data_dir`` (the valid split stands in for a missing test split)."""
     from data_prep.loader import read_manifest
-    from pipeline.registry.classifier import has_split, label_names, load_clips
+    from data_prep.manifest import has_split, label_names
+    from pipeline.registry.classifier import load_clips
 
     manifest = read_manifest(data_dir)
     test_split = next((s for s in ("test", "valid") if has_split(manifest, s)), None)

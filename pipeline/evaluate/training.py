@@ -69,7 +69,8 @@ class Evaluator:
     def prepare(self, device: torch.device | str = "cpu") -> Reference:
         if self.reference is None:
             from data_prep.loader import read_manifest
-            from pipeline.registry.classifier import ensure_classifier, label_names
+            from data_prep.manifest import label_names
+            from pipeline.registry.classifier import ensure_classifier
 
             t0 = time.perf_counter()
             labelled = len(label_names(read_manifest(self.data_dir))) >= 2 or bool(self.classifier_uri)
@@ -168,9 +169,10 @@ def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> d
     """Driver side, before the workers start: check the eval settings against the data and make sure the
     classifier exists (trained and registered here, once, not inside a worker). Returns a new config whose
     ``eval.classifier_uri`` pins that version, so every worker loads exactly it (``config`` is left as it was)."""
+    from common.errors import ConfigError
     from data_prep.loader import read_manifest
-    from pipeline.registry.classifier import ensure_classifier, label_names
-    from pipeline.train.config import ConfigError
+    from data_prep.manifest import label_names
+    from pipeline.registry.classifier import ensure_classifier
 
     eval_cfg = config.get("eval") or {}
     stopper = EarlyStopping.from_config(config)

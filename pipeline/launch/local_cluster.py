@@ -35,7 +35,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from common.paths import PROJECT_ROOT
+
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".cluster"
 MARKER = "WAVEGAN_LOCAL_CLUSTER"
 START_TIMEOUT_S = 180

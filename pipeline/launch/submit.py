@@ -36,9 +36,9 @@ import sys
 import time
 from pathlib import Path
 
+from common.paths import PROJECT_ROOT
 from common.versions import project_requirements
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PATH_KEYS = ("data.dir", "train.storage_path", "tracking.artifact_root")
 # gitignore syntax, relative to the repository root: what must not travel with the code
 EXCLUDES = ["/.venv", "/data", "/outputs", "/ray_results", "/mlruns", "/mlartifacts", "/mlflow.db", "/.git",

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from data_prep.loader import iterate_split, read_manifest
+from data_prep.manifest import NoLabelsError, has_split, label_names, require_labels
 from wavegan.classifier import (
     EvalClassifier,
     _evaluate,
@@ -39,10 +40,6 @@ from wavegan.classifier import (
 
 MODEL_NAME = "wavegan-classifier"
 KIND_TAG = "wavegan.kind"  # "classifier" on the classifier's training runs
-
-
-class NoLabelsError(ValueError):
-    """The shards carry no class labels, so no classifier (and no IS / FID / mIS / AM) can be had."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -74,10 +71,6 @@ class Clips:
             yield (self.pcm[idx].float() / 32768.0).unsqueeze(1), self.labels[idx]
 
 
-def has_split(manifest: dict, split: str) -> bool:
-    return bool(manifest.get("splits", {}).get(split, {}).get("samples"))
-
-
 def load_clips(data_dir: str, split: str, max_clips: int | None = None, batch_size: int = 256) -> Clips:
     """The first ``max_clips`` clips (all when None) of a split, in shard order (deterministic)."""
     pcm, labels, n = [], [], 0
@@ -92,25 +85,6 @@ def load_clips(data_dir: str, split: str, max_clips: int | None = None, batch_si
     if not pcm:
         raise ValueError(f"split {split!r} of {data_dir} has no clips")
     return Clips(torch.cat(pcm), torch.cat(labels))
-
-
-def label_names(manifest: dict) -> list[str]:
-    labels = manifest.get("labels") or {}
-    return list(labels.get("names") or []) if isinstance(labels, dict) else list(labels)
-
-
-def require_labels(manifest: dict, data_dir: str) -> list[str]:
-    names = label_names(manifest)
-    if len(names) < 2:
-        source = (manifest.get("labels") or {}).get("source", "?") if isinstance(manifest.get("labels"), dict) else "?"
-        raise NoLabelsError(
-            f"the shards in {data_dir} have no class labels (manifest labels.source={source!r}, "
-            f"{len(names)} label names). Inception score, FID, mIS and AM need a classifier trained on labelled "
-            f"clips: re-make the shards with labels (make shards ... ARGS='prep.labels.from=folder' or "
-            f"prep.labels.from=regex/file), pass --classifier-uri of a classifier trained elsewhere, or request only "
-            f"the label-free metrics: --metrics d_self,d_train,upsampling_noise"
-        )
-    return names
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -196,7 +170,7 @@ def load_classifier(
         name, version = get_model_name_and_version(mlflow_client, uri)
         info = _version_info(mlflow_client.get_model_version(name, version), name)
         info.uri = uri
-    from pipeline.registry.generator import PickledModelError, load_registered
+    from pipeline.registry.safe_format import PickledModelError, load_registered
 
     try:
         model = load_registered(uri, map_location=device)[0]
@@ -303,7 +277,7 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, dev
 
         model = model.cpu().eval()
         example = torch.zeros(2, 1, kwargs["slice_len"])
-        from pipeline.registry.generator import log_safe_model, signature_for
+        from pipeline.registry.safe_format import log_safe_model, signature_for
 
         with torch.no_grad():
             signature = signature_for(example.numpy(), model(example).numpy())

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
+from common.paths import PROJECT_ROOT
 from pipeline.tracking.spool import deliver, send, spill, spool_uri
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUN_NAME_TAG = "wavegan.ray_run"  # ties an MLflow run to its Ray Train run (name + storage path)
 
 
@@ -270,7 +270,7 @@ def _open_run(config: dict) -> str:
         found = mlflow_client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{key}'",
                                           max_results=1, order_by=["attributes.start_time DESC"])
     except Exception as exc:
-        from pipeline.train.config import ConfigError
+        from common.errors import ConfigError
 
         raise ConfigError(f"cannot reach MLflow at {uri} ({type(exc).__name__}: {str(exc)[:300]}). Start it "
                           f"(make mlflow-ui), fix MLFLOW_TRACKING_URI, or train without tracking: "

@@ -15,7 +15,8 @@ import argparse
 import os
 import sys
 
-from pipeline.tracking.run import PROJECT_ROOT, tracking_uri
+from common.paths import PROJECT_ROOT
+from pipeline.tracking.run import tracking_uri
 
 
 def command(host: str, port: int, backend: str, artifacts: str) -> list[str]:

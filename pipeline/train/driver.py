@@ -18,8 +18,9 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from common.errors import ConfigError
 from common.hydra_cli import CONF_DIR
-from pipeline.train.config import ConfigError, prepare
+from pipeline.train.preflight import prepare
 
 log = logging.getLogger("pipeline.train")
 

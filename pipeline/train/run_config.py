@@ -17,9 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config value or input that cannot work; the message says what to change."""
+from common.errors import ConfigError
 
 
 def _require(section: Mapping[str, Any], group: str, key: str) -> Any:
@@ -169,7 +167,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the driver derived (``pipeline.train.config.prepare``) before any worker started."""
+    """What the driver derived (``pipeline.train.preflight.prepare``) before any worker started."""
 
     total_steps: int
     batches_per_epoch: int
@@ -180,7 +178,7 @@ class Plan:
         missing = [k for k in ("total_steps", "batches_per_epoch", "steps_per_epoch") if k not in cfg]
         if missing:
             raise ConfigError(f"the config lacks the derived values {missing}: run it through "
-                              "pipeline.train.config.prepare (python -m pipeline.train does)")
+                              "pipeline.train.preflight.prepare (python -m pipeline.train does)")
         return cls(total_steps=int(cfg["total_steps"]), batches_per_epoch=int(cfg["batches_per_epoch"]),
                    steps_per_epoch=float(cfg["steps_per_epoch"]))
 

@@ -17,8 +17,8 @@ from torch import Tensor
 from pipeline.train.run_config import LossConfig, StepSettings
 from pipeline.train.state import TrainState, derived_seed, unwrap
 from wavegan.ema import ema_update
+from wavegan.latents import sample_latents
 from wavegan.losses import clip_weights, critic_loss, generator_loss, lr_factor, scale_lr
-from wavegan.sampling import sample_latents
 
 AMP_MODES = ("none", "bf16")
 BF16_REFUSED = (

@@ -16,11 +16,12 @@ import soundfile as sf
 import torch
 import yaml
 
+from common.errors import ConfigError
 from pipeline.generate import Generator, LabelError
 from pipeline.generate import run as generate_clips
 from pipeline.tracking.previews import write_preview
-from pipeline.train.config import ConfigError, check_num_classes
 from pipeline.train.driver import ResourceError, check_cluster_fits, placeable_workers
+from pipeline.train.preflight import check_num_classes
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
 
@@ -57,7 +58,7 @@ def test_conditional_model_on_unlabelled_shards_is_refused():
 
 
 def test_wrong_num_classes_through_make_train(tone_shards, tmp_path):
-    """The command the issue reported crashing (TypeError in pipeline/train/config.py) now says what to set."""
+    """The command the issue reported crashing (TypeError in pipeline/train/preflight.py) now says what to set."""
     proc = subprocess.run(train_command(tone_shards, tmp_path / "ray", f"sqlite:///{tmp_path}/mlflow.db",
                                         "model.num_classes=3"),
                           cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)

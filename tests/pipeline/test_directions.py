@@ -5,8 +5,8 @@ import torch
 
 from pipeline.evaluate.config import EvalError
 from pipeline.evaluate.training import EarlyStopping
+from wavegan.latents import sample_latents
 from wavegan.metrics import HIGHER_IS_BETTER, directions_note, higher_is_better, is_better, metric_name
-from wavegan.sampling import sample_latents
 
 
 def test_logged_and_per_label_names_go_the_way_of_their_metric():

@@ -76,7 +76,8 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
     from mlflow import MlflowClient
     from ray.train import Checkpoint
 
-    from pipeline.registry.generator import load_registered, register_generator
+    from pipeline.registry.generator import register_generator
+    from pipeline.registry.safe_format import load_registered
     from pipeline.tracking.run import experiment_id
 
     state = new_state()

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from common.errors import ConfigError
 from data_prep.demo_data import build as build_demo
 from data_prep.loader import read_manifest
 from data_prep.shard import ShardSettings, make_shards
@@ -24,7 +25,6 @@ from pipeline.evaluate.generated import generate_audio
 from pipeline.evaluate.real_data import Reference
 from pipeline.evaluate.training import EarlyStopping, Evaluator, prepare_training_eval
 from pipeline.registry.classifier import MODEL_NAME, ensure_classifier, find_classifier, load_clips
-from pipeline.train.config import ConfigError
 from pipeline.train.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.classifier import EvalClassifier

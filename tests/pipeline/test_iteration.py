@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.train.config import ConfigError, prepare
+from common.errors import ConfigError
+from pipeline.train.preflight import prepare
 from pipeline.train.step import Draws, IterationConfig, check_amp
 
 

@@ -36,8 +36,8 @@ def test_a_missing_key_is_named_not_defaulted():
 
 
 def test_registering_the_best_checkpoint_scores_every_checkpoint_and_ranks_by_the_metric(tone_shards):
-    from pipeline.train.config import prepare
     from pipeline.train.driver import checkpoint_config
+    from pipeline.train.preflight import prepare
 
     last = prepare(compose("preset=tiny", f"data.dir={tone_shards}"))
     assert last["eval"]["every"] == 0 and checkpoint_config(last).checkpoint_score_attribute is None

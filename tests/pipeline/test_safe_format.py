@@ -155,7 +155,7 @@ PROBE = """
 import json, os, sys
 import numpy as np
 import mlflow
-from pipeline.registry.generator import load_registered
+from pipeline.registry.safe_format import load_registered
 
 loading, found = False, []
 sys.addaudithook(lambda event, args: found.append(f"{args[0]}.{args[1]}") if loading and event == "pickle.find_class"
@@ -183,7 +183,7 @@ def test_registered_version_loads_without_unpickling_and_old_pickles_need_opt_in
 
     import mlflow
 
-    from pipeline.registry.generator import PickledModelError, load_registered, log_safe_model, signature_for
+    from pipeline.registry.safe_format import PickledModelError, load_registered, log_safe_model, signature_for
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)

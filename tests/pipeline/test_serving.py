@@ -92,7 +92,7 @@ def test_floats_and_playable_wav(server, trained):
     import mlflow
     import torch
 
-    from pipeline.registry.generator import load_registered
+    from pipeline.registry.safe_format import load_registered
 
     status, floats = server.post({"inputs": latents(2)})
     assert status == 200
@@ -146,7 +146,7 @@ def test_registered_specgan_serves(tmp_path):
     import torch
     import yaml
 
-    from pipeline.registry.generator import log_safe_model, signature_for
+    from pipeline.registry.safe_format import log_safe_model, signature_for
     from wavegan import build_gan
     from wavegan.gan import LatentToAudio
 

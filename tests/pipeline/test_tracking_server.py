@@ -24,7 +24,7 @@ import soundfile as sf
 from mlflow import MlflowClient
 
 from data_prep.loader import read_manifest
-from pipeline.registry.classifier import label_names
+from data_prep.manifest import label_names
 from pipeline.tracking.run import BufferedLogger, client, experiment_id
 from pipeline.train.state import load_checkpoint
 

@@ -35,7 +35,7 @@ def test_a_partial_of_the_note_counts_and_the_neighbouring_note_does_not():
 def checkpoint(shards, directory, *overrides: str):
     """A checkpoint folder of an untrained cpu-demo run on the tones, written the way training writes it."""
     from bench.core import compose
-    from pipeline.train.config import prepare
+    from pipeline.train.preflight import prepare
     from pipeline.train.state import build_state, save_state
 
     cfg = prepare(compose("preset=cpu-demo", f"data.dir={shards}", *overrides))

@@ -1,4 +1,5 @@
-"""Driver-side checks and derived values, computed once before any worker starts.
+"""Preflight of a training run: checks against the shards and the cluster, and the values derived from them,
+computed once on the driver before any worker starts.
 
 Everything a worker needs ends up in one plain dict, a new one (the caller's is left as it was): the
 resolved Hydra config plus the values derived here (``total_steps``, ``batches_per_epoch``,
@@ -13,9 +14,9 @@ import math
 import os
 from pathlib import Path
 
+from common.errors import ConfigError
 from data_prep.loader import read_manifest
-from pipeline.registry.classifier import label_names as label_names_of
-from pipeline.train.run_config import ConfigError
+from data_prep.manifest import label_names as label_names_of
 from pipeline.train.step import check_amp
 
 
