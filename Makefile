@@ -15,7 +15,8 @@ OUT        ?= data/shards/$(notdir $(SRC))
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock system-deps demo demo-chain lint test test-fast demo-data shards train train-cluster cluster-up cluster-down \
+.PHONY: help setup lock system-deps demo demo-chain lint test test-fast demo-data shards classifier train train-cluster \
+        cluster-up cluster-down \
         mlflow-ui promote generate serve eval bench summary clean
 
 help: ## list every target with one line each
@@ -74,6 +75,12 @@ demo-data: setup ## make demo datasets: DEMO_KIND=auto|digits|tones (auto picks 
 shards: setup ## audio folder -> WebDataset shards + manifest: make shards SRC=path/to/audio OUT=data/shards/name
 	$(PY) -m data_prep.shard src=$(SRC) out=$(OUT) $(ARGS)
 
+DATA       ?= $(OUT)
+EVAL       ?= auto
+
+classifier: setup ## train + register the evaluation classifier of a shard folder, once: make classifier DATA=data/shards/digits EVAL=cpu
+	$(PY) -m pipeline.evaluate.classifier --data-dir $(DATA) --config $(EVAL) $(ARGS)
+
 train: setup ## train locally on Ray (in-process): make train ARGS="preset=tiny data.dir=data/shards/digits"
 	$(PY) -m pipeline.train $(ARGS)
 
@@ -116,7 +123,7 @@ bench: setup ## measure the pipeline and write BENCHMARKS.md (ARGS=--quick for a
 DEMO_PRESET ?= cpu-demo
 DEMO_STEPS  ?= 1000
 
-demo: setup ## the whole chain on demo data: data -> shards -> train -> register -> eval -> promote -> generate
+demo: setup ## the whole chain on demo data: data -> shards -> classifier -> train -> register -> eval -> promote -> generate
 	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS=espeak-ng || true
 	@command -v espeak-ng >/dev/null || [ "$(DEMO_KIND)" != auto ] || echo "[demo] espeak-ng is not installed" \
 	  "(see above), so the demo uses synthetic tones instead of spoken digits" >&2
@@ -125,6 +132,7 @@ demo: setup ## the whole chain on demo data: data -> shards -> train -> register
 demo-chain: # the steps of `make demo`, in a make of their own so that SRC sees espeak-ng once installed
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT)
+	$(PY) -m pipeline.evaluate.classifier --data-dir $(OUT) --config cpu
 	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.steps=$(DEMO_STEPS) data.dir=$(OUT) $(ARGS)
 	$(PY) -m pipeline.evaluate --model-uri models:/wavegan-generator/latest --config cpu
 	$(PY) -m pipeline.promote --version latest || echo "[demo] the gate kept the current champion"

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.tracking.client import Tracking
 from pipeline.tracking.previews import contact_sheet, write_wavs
 from wavegan.latents import sample_latents
 from wavegan.sampling import generate, interpolate_latents
@@ -72,7 +73,7 @@ class Generator:
 
 
 def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
-                   tracking_uri: str | None = None) -> Generator:
+                   tracking: Tracking | None = None) -> Generator:
     """The LatentToAudio module of a registry URI (or run/artifact URI), or of a checkpoint folder, with its
     label names (the registered model's ``label_names`` metadata, or the checkpoint's config)."""
     if checkpoint:
@@ -82,15 +83,13 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
         return Generator(model, list(config.get("label_names") or []) if model.num_classes else [])
     import mlflow
 
-    from pipeline.tracking.run import tracking_uri as resolve_uri
-
-    mlflow.set_tracking_uri(tracking_uri or resolve_uri({}))
     from pipeline.registry.safe_format import PickledModelError, load_registered
 
     uri = model_uri or DEFAULT_URI
     try:
-        model = load_registered(uri)[0]
-        metadata = mlflow.models.get_model_info(uri).metadata or {}
+        with (tracking or Tracking()).global_uri():  # models:/ URIs resolve through MLflow's process-wide URI
+            model = load_registered(uri)[0]
+            metadata = mlflow.models.get_model_info(uri).metadata or {}
     except PickledModelError as exc:
         raise SystemExit(str(exc)) from None
     except Exception as exc:  # MlflowException for unknown names/versions/aliases

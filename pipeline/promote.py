@@ -21,10 +21,9 @@ import json
 import math
 import sys
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.tracking.run import tracking_uri
+from pipeline.tracking.client import Tracking
 from wavegan.metrics import is_better
 
 DEFAULT_MODEL, DEFAULT_ALIAS, DEFAULT_METRIC = "wavegan-generator", "champion", "is_mean"
@@ -40,7 +39,7 @@ def history_tag(alias: str) -> str:
 
 class Registry:
     def __init__(self, model: str, uri: str | None = None):
-        self.client, self.model = MlflowClient(uri or tracking_uri({})), model
+        self.client, self.model = Tracking(uri).client, model
         try:
             self.registered = self.client.get_registered_model(model)
         except MlflowException as exc:

@@ -37,9 +37,11 @@ from pathlib import Path
 import torch
 
 from common.paths import PROJECT_ROOT
+from pipeline.evaluate.classifier import classifier_stage
 from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.real_data import metric_dict
 from pipeline.evaluate.training import Evaluator
+from pipeline.tracking.client import Tracking
 
 TRAIN_DEFAULTS = [
     "tracking.preview_every=0",
@@ -103,36 +105,37 @@ def train(work: Path, shards: str, args: argparse.Namespace, tracking_uri: str, 
     return start, proc.returncode
 
 
-def tracking_config(work: Path, uri: str) -> dict:
-    """The MLflow settings of a curve's work dir: its store and, for a local store, its artifact folder."""
-    return {"uri": uri, "artifact_root": str(work / "mlartifacts"), "experiment": "wavegan"}
+def tracking_of(work: Path, uri: str) -> Tracking:
+    """The MLflow store of a curve's work dir and, for a local store, its artifact folder."""
+    return Tracking(uri, artifact_root=str(work / "mlartifacts"))
 
 
-def checkpoint_evaluator(shards: str, tracking_cfg: dict, eval_config: str, n: int, splits: int,
+def checkpoint_evaluator(shards: str, tracking: Tracking, eval_config: str, n: int, splits: int,
                          overrides: tuple[str, ...] | list[str] = (), log=print) -> Evaluator:
-    """The training-time Evaluator, scoring ``n`` clips from fixed latents (IS over ``splits``) at every call."""
+    """The training-time Evaluator, scoring ``n`` clips from fixed latents (IS over ``splits``) at every call,
+    with the classifier of ``make classifier`` for these shards (run here as its own step when missing)."""
     eval_cfg = load_eval_config(eval_config, [f"n_generated_during_training={n}",
                                               f"is_splits_during_training={splits}", *overrides])
-    return Evaluator(eval_cfg, shards, tracking_cfg, every=1, log=log)
+    info = classifier_stage(eval_cfg, shards, tracking, config_name=eval_config, log=log)
+    return Evaluator(eval_cfg, shards, tracking, every=1, classifier_uri=info.uri, log=log)
 
 
 def score(work: Path, shards: str, run_name: str, start: float, args: argparse.Namespace, tracking_uri: str) -> dict:
     from mlflow.entities import Metric
 
     from pipeline.registry.generator import generator_from_checkpoint
-    from pipeline.tracking.run import client
-    from pipeline.train.state import load_checkpoint
+    from pipeline.train.state import load_checkpoint, mlflow_of
     from wavegan import build_gan
     from wavegan.metrics import REAL_TEST, REAL_TRAIN
 
-    tracking_cfg = tracking_config(work, tracking_uri)
-    evaluator = checkpoint_evaluator(shards, tracking_cfg, args.eval_config, args.n, args.splits, args.eval_overrides)
+    tracking = tracking_of(work, tracking_uri)
+    evaluator = checkpoint_evaluator(shards, tracking, args.eval_config, args.n, args.splits, args.eval_overrides)
     checkpoints = sorted((work / "ray" / run_name).glob("checkpoint_*/state.pt"),
                          key=lambda p: load_checkpoint(p.parent)["step"])
     if not checkpoints:
         raise SystemExit(f"[curve] no checkpoints in {work / 'ray' / run_name}: see {work / 'train.log'}")
     first = load_checkpoint(checkpoints[0].parent)
-    config, run_id = first["config"], first["config"]["tracking"].get("run_id")
+    config, run_id = first["config"], mlflow_of(first).get("run_id")
     torch.manual_seed(int(config["train"].get("seed", 0)))
     has_ema = load_checkpoint(checkpoints[0].parent).get("generator_ema") is not None
     initial = evaluator(build_gan(config["model"]), 0)
@@ -148,7 +151,7 @@ def score(work: Path, shards: str, run_name: str, start: float, args: argparse.N
     reference = evaluator.reference
     real = {name: metric_dict(reference.rows[name]) for name in (REAL_TRAIN, REAL_TEST)}
     if run_id:
-        mlflow_client, now = client(tracking_cfg), int(time.time() * 1000)
+        mlflow_client, now = tracking.client, int(time.time() * 1000)
         mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, p["step"]) for p in points
                                                  for k, v in p.items() if k.startswith("eval/")])
     return {

@@ -34,11 +34,11 @@ import torch
 
 from common.paths import PROJECT_ROOT
 from pipeline.evaluate.training import Evaluator
-from scripts.learning_curve import PER_CLASS, checkpoint_evaluator, make_data, tracking_config
+from scripts.learning_curve import PER_CLASS, checkpoint_evaluator, make_data, tracking_of
 
 
 def evaluator(work: Path, shards: str, args: argparse.Namespace) -> Evaluator:
-    return checkpoint_evaluator(shards, tracking_config(work, f"sqlite:///{work / 'mlflow.db'}"), "cpu", args.n,
+    return checkpoint_evaluator(shards, tracking_of(work, f"sqlite:///{work / 'mlflow.db'}"), "cpu", args.n,
                                 args.splits, log=lambda line: print(line, flush=True))
 
 

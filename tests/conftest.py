@@ -64,6 +64,12 @@ def train_command(shards: Path, storage: Path, tracking_uri: str, *overrides: st
             f"tracking.artifact_root={storage.parent / 'mlartifacts'}", *overrides]
 
 
+def classifier_command(shards: Path, storage: Path, tracking_uri: str, config: str = "cpu") -> list[str]:
+    """``make classifier`` for ``shards`` into the same MLflow store as :func:`train_command`'s."""
+    return [sys.executable, "-m", "pipeline.evaluate.classifier", f"--data-dir={shards}", f"--config={config}",
+            f"tracking.uri={tracking_uri}", f"tracking.artifact_root={storage.parent / 'mlartifacts'}"]
+
+
 def run_env() -> dict[str, str]:
     """The user's environment minus anything pointing at another Ray cluster or MLflow server."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}

@@ -6,8 +6,8 @@
     python -m pipeline.evaluate --checkpoint DIR --config cpu n_nn=200 tracking.uri=sqlite:///tmp/mlflow.db
 
 Prints real (train), real (test) and the model: inception score +- std over splits, FID, mIS, AM
-(all from the registered ``wavegan-classifier`` whose data fingerprint matches the shards; trained
-and registered first when there is none), and |D|self, |D|train relative to the real test set.
+(all from the registered ``wavegan-classifier`` whose data fingerprint matches the shards: ``make classifier``
+trains it once per shard folder), and |D|self, |D|train relative to the real test set.
 The numbers go to the model's MLflow run (metrics ``eval/is_mean``, ``eval/fid``, ..., the table
 as ``eval/step_<step>/table1.txt``) and, for a registered model, to model-version tags
 ``eval.is_mean``, ``eval.fid``, ... that a promotion gate can read.
@@ -31,10 +31,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.evaluate.config import EvalError, load_eval_config, load_tracking_config, resolve_metrics
+from common.errors import ConfigError
+from pipeline.evaluate.config import EvalError, eval_settings, resolve_metrics
 from pipeline.evaluate.generated import generate_audio, generated_labels
 from pipeline.evaluate.real_data import build_reference, metric_dict, reported
 from pipeline.generate import LabelError, split_labels
+from pipeline.tracking.client import Tracking
 from wavegan.classifier import classify
 from wavegan.metrics import (
     ALL_METRICS,
@@ -53,19 +55,20 @@ DEFAULT_MODEL_URI = "models:/wavegan-generator@champion"
 class Source:
     """The model under evaluation and where its results go."""
 
-    def __init__(self, generator, label: str, *, step: int | None = None, run_id: str | None = None,
-                 version: tuple[str, str] | None = None, data_dir: str | None = None, fingerprint: str | None = None):
+    def __init__(self, generator, label: str, tracking: Tracking, *, step: int | None = None,
+                 run_id: str | None = None, version: tuple[str, str] | None = None, data_dir: str | None = None,
+                 fingerprint: str | None = None):
         self.generator = generator  # pipeline.generate.Generator: the model and its label names
         self.model, self.label, self.step, self.run_id = generator.model, label, step, run_id
+        self.tracking = tracking  # the MLflow store the model and its results live in
         self.version, self.data_dir, self.fingerprint = version, data_dir, fingerprint
 
 
-def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: dict,
+def resolve_source(model_uri: str | None, checkpoint: str | None, tracking: Tracking,
                    explicit: set[str] = frozenset()) -> Source:
-    """Load the generator; for a checkpoint, ``tracking_cfg`` takes the store and experiment it was trained
-    with (unless set in ``explicit``), so results land in its run."""
+    """Load the generator; a checkpoint's results go to the store and experiment it was trained with (unless
+    ``uri`` / ``experiment`` are in ``explicit``), so they land in its run."""
     from pipeline.generate import Generator, load_generator
-    from pipeline.tracking.run import client, tracking_uri
 
     if checkpoint:
         from pipeline.registry.generator import generator_from_checkpoint
@@ -80,17 +83,17 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: 
             model, config = generator_from_checkpoint(checkpoint)
         except FileNotFoundError as exc:
             raise EvalError(str(exc)) from exc
-        tracking = config.get("tracking") or {}
-        for key in ("uri", "experiment"):  # a checkpoint remembers its MLflow store and run
-            if tracking.get(key) and key not in explicit:
-                tracking_cfg[key] = tracking[key]
+        mlflow = config["mlflow"]  # a checkpoint remembers its MLflow store and run
+        uri = tracking.uri if "uri" in explicit or not mlflow.get("uri") else mlflow["uri"]
+        experiment = (mlflow.get("experiment") if "experiment" not in explicit else None) or tracking.experiment
         generator = Generator(model, list(config.get("label_names") or []) if model.num_classes else [])
-        return Source(generator, f"checkpoint step {config.get('step')}", step=config.get("step"),
-                      run_id=tracking.get("run_id"), data_dir=(config.get("data") or {}).get("dir"),
+        return Source(generator, f"checkpoint step {config.get('step')}", Tracking(uri, experiment),
+                      step=config.get("step"), run_id=mlflow.get("run_id"),
+                      data_dir=(config.get("data") or {}).get("dir"),
                       fingerprint=(config.get("data_manifest") or {}).get("fingerprint"))
     uri = model_uri or DEFAULT_MODEL_URI
-    generator = load_generator(uri, tracking_uri=tracking_uri(tracking_cfg))
-    mlflow_client = client(tracking_cfg)
+    generator = load_generator(uri, tracking=tracking)
+    mlflow_client = tracking.client
     run_id, version, step, fingerprint, label = None, None, None, None, uri
     if uri.startswith("models:/"):
         from mlflow.store.artifact.utils.models import get_model_name_and_version
@@ -108,19 +111,17 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking_cfg: 
             data_dir = mlflow_client.get_run(run_id).data.params.get("data.dir")
         except Exception:  # the run may live in another store; --data-dir then says where the data is
             data_dir = None
-    return Source(generator, label, step=None if step is None else int(step), run_id=run_id, version=version,
-                  data_dir=data_dir, fingerprint=fingerprint)
+    return Source(generator, label, tracking, step=None if step is None else int(step), run_id=run_id,
+                  version=version, data_dir=data_dir, fingerprint=fingerprint)
 
 
-def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, float]], text: str, *,
+def log_results(source: Source, table: dict[str, dict[str, float]], text: str, *,
                 classifier_uri: str | None, n: int, fingerprint: str | None, run_id: str | None = None,
                 classifier_config: str | None = None) -> list[str]:
-    """Metrics, table and tags into MLflow; returns what was written, for the console."""
+    """Metrics, table and tags into MLflow (the model's store); returns what was written, for the console."""
     from mlflow.entities import Metric
 
-    from pipeline.tracking.run import client
-
-    mlflow_client = client(tracking_cfg)
+    mlflow_client = source.tracking.client
     row = table[source.label]
     step = int(source.step or 0)
     done = []
@@ -148,28 +149,18 @@ def log_results(tracking_cfg: dict, source: Source, table: dict[str, dict[str, f
 
 
 def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
-    from data_prep.loader import read_manifest
-    from data_prep.manifest import NoLabelsError, label_names
-    from pipeline.registry.classifier import ensure_classifier
-    from pipeline.tracking.run import tracking_uri
+    from data_prep.manifest import NoLabelsError, label_names, read_manifest
+    from pipeline.evaluate.classifier import lookup_classifier
+    from pipeline.registry.classifier import load_classifier
 
-    overrides = [o for o in args.overrides if not o.startswith("tracking.")]
-    tracking_overrides = [o.removeprefix("tracking.") for o in args.overrides if o.startswith("tracking.")]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    config_name = args.config
-    if config_name == "auto":
-        config_name = "default" if device.startswith("cuda") else "cpu"
-        log(f"[eval] classifier config: {config_name}" + ("" if config_name == "default" else
-            " (no GPU: the paper-size classifier trains for hours on a CPU; --config default uses it anyway)"))
-    cfg = load_eval_config(config_name, overrides)
-    tracking_cfg = load_tracking_config(tracking_overrides)
-    explicit = {o.split("=", 1)[0] for o in tracking_overrides}
+    config_name, cfg, tracking, explicit = eval_settings(args.config, args.overrides, device, log)
     n = int(args.n if args.n is not None else cfg.get("n_generated", 2000))
     seed = int(args.seed if args.seed is not None else cfg.get("seed", 0))
     if n < 2:
         raise EvalError(f"--n must be at least 2, got {n}")
 
-    source = resolve_source(args.model_uri, args.checkpoint, tracking_cfg, explicit)
+    source = resolve_source(args.model_uri, args.checkpoint, tracking, explicit)
     try:
         label_ids = source.generator.label_ids(args.labels)
     except LabelError as exc:
@@ -191,7 +182,7 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     labelled = len(label_names(manifest)) >= 2 or bool(args.classifier_uri)
     metrics = resolve_metrics(args.metrics, labelled, data_dir, log)
     log(f"[eval] model: {source.label}" + (f" (MLflow run {source.run_id}" + (f", step {source.step})"
-        if source.step is not None else ")") if source.run_id else "") + f"; MLflow store {tracking_uri(tracking_cfg)}")
+        if source.step is not None else ")") if source.run_id else "") + f"; MLflow store {source.tracking.uri}")
     if source.fingerprint and fingerprint and source.fingerprint != fingerprint:
         log(f"[eval] note: the model was trained on other shards (fingerprint {source.fingerprint[:12]}) than "
             f"{data_dir} ({fingerprint[:12]})")
@@ -199,10 +190,11 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     classifier, classifier_uri = None, None
     if any(m in CLASSIFIER_METRICS for m in metrics):
         try:
-            classifier, info = ensure_classifier(cfg, data_dir, tracking_cfg, classifier_uri=args.classifier_uri,
-                                                 retrain=args.retrain_classifier, device=device, log=log)
+            found = lookup_classifier(cfg, data_dir, source.tracking, classifier_uri=args.classifier_uri,
+                                      config_name=config_name)
         except NoLabelsError as exc:
             raise EvalError(str(exc)) from exc
+        classifier, info = load_classifier(found.uri, source.tracking, device)
         classifier_uri = info.uri
         log(f"[eval] classifier: {info.describe()}")
     splits = int(cfg.get("is_splits", 10))
@@ -229,7 +221,7 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     if "label_accuracy" in row:
         print(format_label_scores(row), flush=True)
     if not args.no_log:
-        done = log_results(tracking_cfg, source, table, text, classifier_uri=classifier_uri, n=n,
+        done = log_results(source, table, text, classifier_uri=classifier_uri, n=n,
                            fingerprint=fingerprint, run_id=args.log_to_run, classifier_config=config_name)
         log("[eval] logged to MLflow: " + "; ".join(done) if done else
             "[eval] not logged to MLflow: no run for this model (pass --log-to-run RUN_ID)")
@@ -271,13 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class-conditional model: labels to generate and score, by name or id (default: all)")
     parser.add_argument("--classifier-uri", help="use this classifier (models:/... or runs:/...) instead of the "
                                                  "registered one matching the data")
-    parser.add_argument("--retrain-classifier", action="store_true", help="train and register a new classifier")
     parser.add_argument("--config", default="auto",
                         help="conf/eval/<name>.yaml: default (the paper's classifier), cpu (a small one that trains in "
                              "minutes on a CPU), or auto (the default: default on a GPU, cpu without one)")
     parser.add_argument("--log-to-run", metavar="RUN_ID", help="MLflow run to log into (default: the model's run)")
-    parser.add_argument("--no-log", action="store_true",
-                        help="do not log the results (a classifier that has to be trained is still registered)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the results")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--json", help="also write the table as JSON to this path")
@@ -298,6 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return evaluate(args)
-    except EvalError as exc:
+    except (EvalError, ConfigError) as exc:  # ConfigError: no classifier registered for the shards
         print(f"error: {exc}", file=sys.stderr)
         return 2

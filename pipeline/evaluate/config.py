@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.paths import CONF_DIR
+from pipeline.tracking.client import Tracking
 from wavegan.metrics import (
     ALL_METRICS,
     UNLABELED_METRICS,
@@ -20,13 +21,18 @@ class EvalError(ValueError):
 # Config
 
 
+def eval_config_names() -> list[str]:
+    """The options of conf/eval/."""
+    return sorted(p.stem for p in (CONF_DIR / "eval").glob("*.yaml"))
+
+
 def load_eval_config(name: str = "default", overrides: Sequence[str] = ()) -> dict:
     """``conf/eval/<name>.yaml`` (a name or a path) with ``key=value`` dot-list overrides, as a plain dict."""
     from omegaconf import OmegaConf
 
     path = Path(name) if name.endswith((".yaml", ".yml")) else CONF_DIR / "eval" / f"{name}.yaml"
     if not path.exists():
-        choices = sorted(p.stem for p in (CONF_DIR / "eval").glob("*.yaml"))
+        choices = eval_config_names()
         raise EvalError(f"no eval config {path}; choose one of {choices} or give a .yaml path")
     cfg = OmegaConf.load(path)
     if "defaults" in cfg:  # the one Hydra feature the group files use: `defaults: [default, _self_]`
@@ -64,3 +70,19 @@ def resolve_metrics(requested: str | Sequence[str] | None, labelled: bool, data_
     if unknown or not names:
         raise EvalError(f"unknown metrics {unknown or names}; choose from {', '.join(ALL_METRICS)} or auto")
     return tuple(m for m in ALL_METRICS if m in names)
+
+
+def eval_settings(config_name: str, overrides: Sequence[str], device: str,
+                  log: Callable[[str], None] = print) -> tuple[str, dict, Tracking, set[str]]:
+    """What ``make eval`` and ``make classifier`` run with: the eval config's name (``auto``: default on a GPU,
+    cpu without one), that config with its ``key=value`` overrides, the tracking object of the ``tracking.*``
+    overrides, and the tracking keys those set explicitly."""
+    eval_overrides = [o for o in overrides if not o.startswith("tracking.")]
+    tracking_overrides = [o.removeprefix("tracking.") for o in overrides if o.startswith("tracking.")]
+    if config_name == "auto":
+        config_name = "default" if device.startswith("cuda") else "cpu"
+        log(f"[eval] classifier config: {config_name}" + ("" if config_name == "default" else
+            " (no GPU: the paper-size classifier trains for hours on a CPU; --config default uses it anyway)"))
+    cfg = load_eval_config(config_name, eval_overrides)
+    tracking = Tracking.from_config(load_tracking_config(tracking_overrides))
+    return config_name, cfg, tracking, {o.split("=", 1)[0] for o in tracking_overrides}

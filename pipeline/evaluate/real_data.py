@@ -178,7 +178,7 @@ def build_reference(data_dir: str, classifier: EvalClassifier | None, *, metrics
     """Load the real train and test clips of ``data_dir`` (the valid split stands in for a missing test split)."""
     from data_prep.loader import read_manifest
     from data_prep.manifest import has_split, label_names
-    from pipeline.registry.classifier import load_clips
+    from pipeline.evaluate.clips import load_clips
 
     manifest = read_manifest(data_dir)
     test_split = next((s for s in ("test", "valid") if has_split(manifest, s)), None)

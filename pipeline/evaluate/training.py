@@ -1,5 +1,5 @@
 """Evaluation during training (rank 0): the scheduled :class:`Evaluator`, :class:`EarlyStopping`, and the driver's
-set-up of both (:func:`prepare_training_eval`)."""
+check of both before Ray starts (:func:`prepare_training_eval`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 from pipeline.evaluate.config import EvalError, resolve_metrics
 from pipeline.evaluate.generated import generate_audio
 from pipeline.evaluate.real_data import Reference, build_reference, metric_dict, metric_source
+from pipeline.tracking.client import Tracking
 from wavegan.metrics import (
     CLASSIFIER_METRICS,
     HIGHER_IS_BETTER,
@@ -34,9 +35,9 @@ class Evaluator:
     so the curve shows the model and not the draw).
     """
 
-    def __init__(self, eval_cfg: dict, data_dir: str, tracking_cfg: dict, *, every: int, total_steps: int | None = None,
+    def __init__(self, eval_cfg: dict, data_dir: str, tracking: Tracking, *, every: int, total_steps: int | None = None,
                  classifier_uri: str | None = None, log: Callable[[str], None] = print):
-        self.cfg, self.data_dir, self.tracking_cfg = eval_cfg, data_dir, tracking_cfg
+        self.cfg, self.data_dir, self.tracking = eval_cfg, data_dir, tracking
         self.every, self.total_steps = every, total_steps
         self.classifier_uri = classifier_uri or eval_cfg.get("classifier_uri")
         self.log = log
@@ -47,15 +48,15 @@ class Evaluator:
         self.classifier_info = None
 
     @classmethod
-    def from_config(cls, cfg: dict, log: Callable[[str], None] = print) -> Evaluator:
-        """From the resolved training config: ``cfg["eval"]`` (conf/eval), ``data.dir``, ``tracking``,
-        ``train.log_every`` (``eval.every`` is rounded up to a multiple of it) and ``total_steps``."""
+    def from_config(cls, cfg: dict, tracking: Tracking, log: Callable[[str], None] = print) -> Evaluator:
+        """From the resolved training config: ``cfg["eval"]`` (conf/eval; the driver pinned ``classifier_uri``),
+        ``data.dir``, ``train.log_every`` (``eval.every`` is rounded up to a multiple of it) and ``total_steps``."""
         eval_cfg = dict(cfg.get("eval") or {})
         every = int(eval_cfg.get("every") or 0)
         log_every = max(1, int(cfg.get("train", {}).get("log_every", 1)))
         if every > 0:
             every = math.ceil(every / log_every) * log_every
-        return cls(eval_cfg, cfg["data"]["dir"], cfg.get("tracking") or {}, every=every,
+        return cls(eval_cfg, cfg["data"]["dir"], tracking, every=every,
                    total_steps=cfg.get("total_steps"), log=log)
 
     @property
@@ -68,9 +69,9 @@ class Evaluator:
 
     def prepare(self, device: torch.device | str = "cpu") -> Reference:
         if self.reference is None:
-            from data_prep.loader import read_manifest
-            from data_prep.manifest import label_names
-            from pipeline.registry.classifier import ensure_classifier
+            from data_prep.manifest import label_names, read_manifest
+            from pipeline.evaluate.classifier import lookup_classifier
+            from pipeline.registry.classifier import load_classifier
 
             t0 = time.perf_counter()
             labelled = len(label_names(read_manifest(self.data_dir))) >= 2 or bool(self.classifier_uri)
@@ -78,9 +79,8 @@ class Evaluator:
                                       labelled, self.data_dir, self.log)
             classifier = None
             if any(m in CLASSIFIER_METRICS for m in metrics):
-                classifier, self.classifier_info = ensure_classifier(
-                    self.cfg, self.data_dir, self.tracking_cfg, classifier_uri=self.classifier_uri, device=device,
-                    log=self.log)
+                found = lookup_classifier(self.cfg, self.data_dir, self.tracking, classifier_uri=self.classifier_uri)
+                classifier, self.classifier_info = load_classifier(found.uri, self.tracking, device)
             n_real = self.cfg.get("n_real_during_training", self.cfg.get("n_real"))
             self.reference = build_reference(
                 self.data_dir, classifier, metrics=metrics, splits=self.splits,
@@ -165,14 +165,14 @@ class EarlyStopping:
             self.best, self.best_step, self.bad = state.get("best"), state.get("best_step"), int(state.get("bad", 0))
 
 
-def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> dict:
-    """Driver side, before the workers start: check the eval settings against the data and make sure the
-    classifier exists (trained and registered here, once, not inside a worker). Returns a new config whose
-    ``eval.classifier_uri`` pins that version, so every worker loads exactly it (``config`` is left as it was)."""
+def prepare_training_eval(config: dict, tracking: Tracking, log: Callable[[str], None] = print) -> dict:
+    """Driver side, before Ray starts: check the eval settings against the data and look up the registered
+    classifier (``make classifier`` trains it; a missing one stops the run here, naming that command). Returns a
+    new config whose ``eval.classifier_uri`` pins that version, so every worker loads exactly it (``config`` is
+    left as it was)."""
     from common.errors import ConfigError
-    from data_prep.loader import read_manifest
-    from data_prep.manifest import label_names
-    from pipeline.registry.classifier import ensure_classifier
+    from data_prep.manifest import label_names, read_manifest
+    from pipeline.evaluate.classifier import lookup_classifier
 
     eval_cfg = config.get("eval") or {}
     stopper = EarlyStopping.from_config(config)
@@ -197,8 +197,7 @@ def prepare_training_eval(config: dict, log: Callable[[str], None] = print) -> d
                           f"which this data cannot give (metrics: {', '.join(metrics)}); the inception score needs "
                           f"labelled shards. Set registry.metric=eval/<one of those>, or registry.checkpoint=last")
     if any(m in CLASSIFIER_METRICS for m in metrics):
-        _model, info = ensure_classifier(eval_cfg, data_dir, config["tracking"],
-                                         classifier_uri=eval_cfg.get("classifier_uri"), log=log)
+        info = lookup_classifier(eval_cfg, data_dir, tracking, classifier_uri=eval_cfg.get("classifier_uri"))
         log(f"[eval] evaluating every {eval_cfg['every']} steps with {info.describe()}")
         return {**config, "eval": {**eval_cfg, "classifier_uri": info.uri}}
     return config

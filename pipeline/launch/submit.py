@@ -124,14 +124,14 @@ def job_overrides(
 
     cfg = compose(overrides)  # first: a bad override fails before the slower imports
 
-    from pipeline.tracking.run import tracking_uri
+    from pipeline.tracking.client import resolve_uri
 
     places = {key: OmegaConf.select(cfg, key) for key in PATH_KEYS}
     places = {key: absolute_local(str(value), base) for key, value in places.items() if value is not None}
     env = {}
     if tracking_uri_arg != "cluster" and cfg.tracking.get("enabled", True):
         tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
-        uri = absolute_tracking_uri(tracking_uri_arg or tracking_uri(tracking), base)
+        uri = absolute_tracking_uri(tracking_uri_arg or resolve_uri(tracking.get("uri")), base)
         if is_file_store(uri):  # artifacts where `make train` keeps them, not in the job's temporary copy of the repo
             places.setdefault("tracking.artifact_root", str(PROJECT_ROOT / "mlartifacts"))
         env["MLFLOW_TRACKING_URI"] = uri

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from pipeline.registry.safe_format import log_safe_model, signature_for
-from pipeline.tracking.run import client
-from pipeline.train.state import load_checkpoint
+from pipeline.tracking.client import Tracking
+from pipeline.train.state import load_checkpoint, mlflow_of
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio
 from wavegan.latents import sample_latents
@@ -39,7 +39,8 @@ def generator_from_checkpoint(directory: str, weights: str = "auto") -> tuple[La
 
     ``weights``: ``auto`` = the EMA weights when the run kept an EMA (``train.ema.decay``), else the
     trained ones; ``ema``; ``online`` = the trained generator. ``config["generator_weights"]`` says
-    which were loaded (``ema`` or ``online``).
+    which were loaded (``ema`` or ``online``), ``config["mlflow"]`` the store, experiment and run it was
+    tracked in (empty when untracked).
     """
     if weights not in GENERATOR_WEIGHTS:
         raise ValueError(f"generator weights must be one of {GENERATOR_WEIGHTS}, got {weights!r}")
@@ -54,7 +55,7 @@ def generator_from_checkpoint(directory: str, weights: str = "auto") -> tuple[La
     gan.generator.load_state_dict(ema if use_ema else state["generator"])
     if gan.transform is not None:
         gan.transform.load_state_dict(state["transform"])
-    return LatentToAudio(gan).eval(), {**config, "step": state["step"],
+    return LatentToAudio(gan).eval(), {**config, "step": state["step"], "mlflow": mlflow_of(state),
                                        "generator_weights": "ema" if use_ema else "online"}
 
 
@@ -66,18 +67,18 @@ def generator_metadata(saved: dict, model: LatentToAudio) -> dict:
             "num_classes": model.num_classes, "label_names": names, "generator_weights": saved["generator_weights"]}
 
 
-def register_generator(config: dict, checkpoint) -> str | None:
-    """Log the generator of ``checkpoint`` into the training's MLflow run and register it; return the version."""
+def register_generator(config: dict, checkpoint, run: Tracking) -> str | None:
+    """Log the generator of ``checkpoint`` into the training's MLflow run (``run``) and register it; return the
+    version (None when ``registry.register`` is off or the run is untracked)."""
     import mlflow
 
-    registry, tracking = config.get("registry") or {}, config["tracking"]
-    if not registry.get("register", True) or not tracking.get("run_id"):
+    registry = config.get("registry") or {}
+    if not registry.get("register", True) or not run.run_id:
         return None
     with checkpoint.as_directory() as directory:
         model, saved = generator_from_checkpoint(directory, registry.get("weights", "auto"))
     name = registry["model_name"]
-    mlflow_client = client(tracking)
-    existing = _registered_version(mlflow_client, name, tracking["run_id"], saved["step"], saved["generator_weights"])
+    existing = _registered_version(run.client, name, run.run_id, saved["step"], saved["generator_weights"])
     if existing is not None:  # a re-run of a finished training: nothing new to register
         return existing
     conditional = model.num_classes > 0
@@ -87,8 +88,7 @@ def register_generator(config: dict, checkpoint) -> str | None:
         audio = model(z) if labels is None else model(z, labels)
     metadata = generator_metadata(saved, model)
     example = z.numpy().astype(np.float32)
-    mlflow.set_tracking_uri(tracking["uri"])
-    with mlflow.start_run(run_id=tracking["run_id"]):
+    with run.global_uri(), mlflow.start_run(run_id=run.run_id):  # log_model logs into the active run
         info = log_safe_model(
             model, {"kind": "generator", "model": saved["model"], "serving": dict(registry.get("serving") or {})},
             name="generator", registered_model_name=name, step=saved["step"],
@@ -96,12 +96,12 @@ def register_generator(config: dict, checkpoint) -> str | None:
             input_example=(example, {"labels": ["0"]}) if conditional else example, metadata=metadata,
         )
     version = str(info.registered_model_version)
-    tags = {"run_id": tracking["run_id"], "step": saved["step"], "model": saved["model"]["name"],
+    tags = {"run_id": run.run_id, "step": saved["step"], "model": saved["model"]["name"],
             "num_classes": model.num_classes,
             "data.fingerprint": (config.get("data_manifest") or {}).get("fingerprint"),
             "sample_rate": model.sample_rate, "generator_weights": saved["generator_weights"]}
     for key, value in tags.items():
-        mlflow_client.set_model_version_tag(name, version, key, str(value))
+        run.client.set_model_version_tag(name, version, key, str(value))
     return version
 
 

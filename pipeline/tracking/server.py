@@ -16,7 +16,7 @@ import os
 import sys
 
 from common.paths import PROJECT_ROOT
-from pipeline.tracking.run import tracking_uri
+from pipeline.tracking.client import resolve_uri
 
 
 def command(host: str, port: int, backend: str, artifacts: str) -> list[str]:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="tracking store (default: the project's sqlite:///.../mlflow.db, or MLFLOW_TRACKING_URI)")
     parser.add_argument("--artifacts", default=str(PROJECT_ROOT / "mlartifacts"), help="artifact folder or URI")
     args = parser.parse_args(argv)
-    backend = args.backend_store_uri or tracking_uri({})
+    backend = args.backend_store_uri or resolve_uri()
     if backend.startswith("http"):
         parser.error(f"the tracking URI is a server already ({backend}): open it in a browser instead")
     print(f"MLflow UI on http://{args.host}:{args.port} over {backend}", flush=True)

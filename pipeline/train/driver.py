@@ -1,9 +1,10 @@
 """``make train`` / ``python -m pipeline.train``: WaveGAN / SpecGAN on Ray Train, tracked in MLflow.
 
-The driver resolves the Hydra config into a plain dict (``${hydra:...}`` interpolations do not
-resolve inside Ray workers), checks it against the shards' manifest, opens the MLflow run, and
-hands everything to a ``TorchTrainer``. Re-running with the same ``train.run_name`` and
-``train.storage_path`` resumes from the last checkpoint, in the same MLflow run.
+The driver reads as the flow: preflight (the config against the shards, the model, the evaluation
+classifier, all before Ray starts) -> connect (start or join Ray, refuse a request it can never hold)
+-> open the tracked MLflow run -> launch the ``TorchTrainer`` -> register the generator -> finish.
+Re-running with the same ``train.run_name`` and ``train.storage_path`` resumes from the last checkpoint,
+in the same MLflow run.
 
     python -m pipeline.train preset=tiny data.dir=data/shards/digits
     python -m pipeline.train --help        # Hydra's help: config groups and every key
@@ -11,7 +12,6 @@ hands everything to a ``TorchTrainer``. Re-running with the same ``train.run_nam
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -19,102 +19,22 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
-from common.hydra_cli import CONF_DIR
+from common.paths import CONF_DIR
+from pipeline.launch.resources import check_resources, check_this_machine_fits, worker_resources
 from pipeline.train.preflight import prepare
 
-log = logging.getLogger("pipeline.train")
 
+def preflight(config: dict):
+    """The run's config with everything derived from the shards and the classifier pinned, and the process's
+    tracking object; nothing here starts Ray. A config that cannot work fails here (ConfigError)."""
+    from pipeline.evaluate.training import prepare_training_eval  # MLflow's imports take seconds: after the checks
+    from pipeline.summary import summarize
+    from pipeline.tracking.client import Tracking
 
-class ResourceError(ConfigError):
-    """The Ray cluster can never hold the requested workers."""
-
-
-def worker_resources(cluster: dict) -> dict[str, float]:
-    """What one training worker asks Ray for (ScalingConfig.resources_per_worker)."""
-    resources = {"CPU": float(cluster.get("cpus_per_worker", 1))}
-    if cluster.get("use_gpu"):
-        resources["GPU"] = 1.0
-    return resources
-
-
-def placeable_workers(per_worker: dict[str, float], nodes: list[dict[str, float]]) -> int:
-    """How many workers of ``per_worker`` fit on ``nodes`` (each node's total resources), one node each at most."""
-    total = 0
-    for node in nodes:
-        total += min(int(node.get(k, 0.0) // v) if v > 0 else 10**9 for k, v in per_worker.items())
-    return total
-
-
-def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items()))
-
-
-def check_cluster_fits(per_worker: dict[str, float], num_workers: int, nodes: list[dict[str, float]],
-                       autoscaler_max: dict[str, float] | None) -> str | None:
-    """None when ``num_workers`` x ``per_worker`` can run on this cluster, else a log line (autoscaler) or raise.
-
-    Static cluster: the workers must fit on the alive nodes now. Autoscaling cluster (``autoscaler_max``
-    from its config): Ray's autoscaler config says only the most of each resource the cluster can grow
-    to, not which node types would hold a worker, so the request is checked against the totals (current
-    and that maximum, whichever is larger) and otherwise left to Ray Train's start timeout.
-    """
-    fits = placeable_workers(per_worker, nodes)
-    if fits >= num_workers:
-        return None
-    wanted = {k: v * num_workers for k, v in per_worker.items()}
-    have = {k: sum(n.get(k, 0.0) for n in nodes) for k in per_worker}
-    if autoscaler_max:
-        most = {k: max(have[k], float(autoscaler_max.get(k, 0))) for k in per_worker}
-        if all(wanted[k] <= most[k] for k in per_worker):
-            return (f"the cluster holds {fits} of {num_workers} workers ({_fmt(per_worker)} each) now; its autoscaler "
-                    f"can grow it to {_fmt(most)}, so training waits for new nodes")
-        where = f"the cluster has {_fmt(have)} now and its autoscaler can grow it to at most {_fmt(most)}"
-    else:
-        largest = max(nodes, key=lambda n: tuple(n.get(k, 0.0) for k in per_worker), default={})
-        where = (f"the Ray cluster has {_fmt(have)} on {len(nodes)} node(s) (largest: "
-                 f"{_fmt({k: largest.get(k, 0.0) for k in per_worker})}) and no autoscaler")
-    fixes = ["cluster=local (CPU workers on this machine)"]
-    if fits >= 1:
-        fixes.append(f"cluster.num_workers={fits} (train.batch_size must divide by it)")
-    if "GPU" in per_worker:
-        fixes.append("cluster.use_gpu=false")
-    if per_worker.get("CPU", 0) > 1:
-        fixes.append("cluster.cpus_per_worker=1")
-    raise ResourceError(f"training asks for {num_workers} worker(s) x {_fmt(per_worker)} ({_fmt(wanted)} in all), "
-                        f"but {where}: it can place {fits}. Use " + ", or ".join(fixes))
-
-
-def check_resources(cluster: dict) -> None:
-    """Refuse, before any trainer starts, a worker request the connected Ray cluster can never meet."""
-    import ray
-    from ray._private.state import state as ray_state  # what Ray Train's own worker-group check reads
-
-    per_worker = worker_resources(cluster)
-    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
-    try:
-        autoscaler_max = ray_state.get_max_resources_from_cluster_config()
-    except Exception as exc:  # an older GCS or a cluster without that record: judge by the nodes alone
-        log.info("no autoscaler config readable (%s): checking against the current nodes only", exc)
-        autoscaler_max = None
-    note = check_cluster_fits(per_worker, int(cluster["num_workers"]), nodes, autoscaler_max)
-    if note:
-        print(f"[train] {note}", flush=True)
-
-
-def check_this_machine_fits(cluster: dict) -> None:
-    """Refuse, before starting a local Ray, GPU workers this machine has no GPUs for.
-
-    A Ray started here gets this machine's GPUs, so there is no need to wait for it to say so. CPUs are
-    left to :func:`check_resources` once Ray runs: Ray's own count (cgroup limits) can be below
-    ``os.cpu_count()``.
-    """
-    per_worker = worker_resources(cluster)
-    if "GPU" not in per_worker:
-        return
-    import torch
-
-    this_machine = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
-    check_cluster_fits(per_worker, int(cluster["num_workers"]), [this_machine], None)
+    config = prepare(config)  # model.num_classes=auto is resolved here
+    print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
+    tracking = Tracking.from_config(config["tracking"])
+    return prepare_training_eval(config, tracking), tracking
 
 
 def connect(cluster: dict) -> None:
@@ -141,27 +61,41 @@ def connect(cluster: dict) -> None:
     check_resources(cluster)
 
 
+def open_tracked_run(config: dict, tracking):
+    """``tracking`` for this training's MLflow run (new, or continued on resume); as it is when tracking is off."""
+    from pipeline.tracking.run import open_run
+
+    run = open_run(tracking, config) if config["tracking"].get("enabled", True) else tracking
+    print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
+          f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
+          f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
+          f"MLflow run {run.run_id}", flush=True)
+    return run
+
+
 class TrainingFailed(RuntimeError):
     """Ray Train gave up: worker or worker-group start failures beyond their limits; the message says why."""
 
 
-def launch(config: dict):
+def launch(config: dict, run):
     """Run the TorchTrainer on the connected Ray cluster to the end; return Ray's Result.
 
     A worker group that cannot start (placement or start-up failures) is retried at most
     ``train.controller_failure_limit`` times (Ray Train's controller failure limit), then the run ends
     with the reason; ``train.max_failures`` bounds restarts after worker failures during training.
+    Afterwards the driver sends what rank 0 kept when MLflow did not answer at the end of training.
     """
     import ray
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from pipeline.tracking.worker import console
     from pipeline.train.loop import train_loop_per_worker
 
     cluster, train = config["cluster"], config["train"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config={"config": config, "tracking": run.handle()},
         scaling_config=ScalingConfig(num_workers=int(cluster["num_workers"]), use_gpu=bool(cluster.get("use_gpu")),
                                      resources_per_worker=worker_resources(cluster)),
         run_config=RunConfig(
@@ -173,10 +107,14 @@ def launch(config: dict):
             logging_config=LoggingConfig(log_level=str(config["tracking"]["ray_log_level"])),
         ),
     )
+    wait_s = float(config["tracking"]["unsent_wait_s"])
     try:
-        return trainer.fit()
+        result = trainer.fit()
     except ray.train.TrainingFailedError as exc:  # V2 raises what V1 returned in Result.error
+        run.deliver_spilled(wait_s, console)
         raise TrainingFailed(str(exc)) from exc
+    run.deliver_spilled(wait_s, console)  # what rank 0 kept when MLflow did not answer at the end of training
+    return result
 
 
 def checkpoint_config(config: dict):
@@ -209,60 +147,49 @@ def registered_checkpoint(config: dict, result):
     return best
 
 
-def run(config: dict) -> int:
-    """The whole driver side; returns the process exit code."""
-    from pipeline.summary import summarize
-
-    config = prepare(config)  # model.num_classes=auto is resolved here
-    print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
-    connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
-
-    # MLflow's imports take seconds: only once the run can go ahead
-    from pipeline.evaluate.training import prepare_training_eval
+def register(config: dict, result, run) -> int:
+    """Register the generator of a run that ended well; the exit code (and why not, on stderr)."""
     from pipeline.registry.generator import register_generator
-    from pipeline.tracking.run import deliver_spilled, finish_run, start_run
 
-    config = prepare_training_eval(config)  # eval during training: find (or train once) the classifier here
-    config = {**config, "tracking": start_run(config)}
-    print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
-          f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
-          f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
-          f"MLflow run {config['tracking']['run_id']}", flush=True)
-    try:
-        result = launch(config)
-    except TrainingFailed as exc:
-        deliver_spilled(config)
-        finish_run(config, "FAILED")
-        print(f"[train] training failed: {exc}", file=sys.stderr)
-        return 1
-    deliver_spilled(config)  # what rank 0 kept when MLflow did not answer at the end of training
     metrics = result.metrics or {}
     if metrics.get("diverged"):
-        finish_run(config, "FAILED")
         last = result.checkpoint.path if result.checkpoint else "none"
         print(f"[train] stopped at step {metrics.get('step')}: a loss became NaN/Inf. Last good checkpoint: {last}. "
               "Lower optim.lr, or check the data (make shards reports clips with NaN/Inf).", file=sys.stderr)
         return 2
     if result.checkpoint is None:
-        finish_run(config, "FAILED")
         print("[train] training ended without a checkpoint", file=sys.stderr)
         return 1
     print(f"[train] done at step {metrics.get('step')}; checkpoint {result.checkpoint.path}", flush=True)
-    version = register_generator(config, registered_checkpoint(config, result))
+    version = register_generator(config, registered_checkpoint(config, result), run)
     if version is not None:
         print(f"[train] registered {config['registry']['model_name']} version {version}", flush=True)
-    finish_run(config, "FINISHED")
     return 0
+
+
+def run(config: dict) -> int:
+    """The whole driver side: preflight -> connect -> open the tracked run -> launch -> register -> finish.
+    Returns the process exit code."""
+    config, tracking = preflight(config)
+    connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
+    tracked = open_tracked_run(config, tracking)
+    try:
+        result = launch(config, tracked)
+    except TrainingFailed as exc:
+        print(f"[train] training failed: {exc}", file=sys.stderr)
+        code = 1
+    else:
+        code = register(config, result, tracked)
+    tracked.finish("FINISHED" if code == 0 else "FAILED")
+    return code
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from pipeline.summary import ModelConfigError
-
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
         code = run(config)
-    except (ConfigError, ModelConfigError) as exc:
+    except ConfigError as exc:  # also pipeline.summary's ModelConfigError and the missing classifier
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)

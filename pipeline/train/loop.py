@@ -21,7 +21,8 @@ import torch.distributed as dist
 
 from data_prep.loader import build_loader
 from pipeline.evaluate.training import EarlyStopping, EvalError, Evaluator
-from pipeline.tracking.run import console, open_worker_tracker
+from pipeline.tracking.client import Tracking
+from pipeline.tracking.worker import console, open_worker_tracker
 from pipeline.train.run_config import RunConfig, TrainConfig
 from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
 from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration
@@ -94,7 +95,10 @@ def _quiet_ray_train_reports(level: str) -> None:
     logging.getLogger(context.__file__).setLevel(level)
 
 
-def train_loop_per_worker(cfg: dict) -> None:
+def train_loop_per_worker(loop_config: dict) -> None:
+    """``loop_config``: ``config``, the run's resolved config (what checkpoints keep), and ``tracking``, the
+    driver's :meth:`Tracking.handle` (the MLflow store and run that rank 0 logs to)."""
+    cfg, tracking = loop_config["config"], Tracking.from_handle(loop_config["tracking"])
     _quiet_ray_train_reports(str(cfg["tracking"]["ray_log_level"]))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -111,7 +115,8 @@ def train_loop_per_worker(cfg: dict) -> None:
         with checkpoint.as_directory() as directory:
             state.load_state_dict(load_checkpoint(directory, map_location=device))
         resumed_from = state.step
-    state.mlflow_run_id = cfg["tracking"].get("run_id") or state.mlflow_run_id
+    if tracking.run_id:
+        state.mlflow = {"uri": tracking.uri, "experiment": tracking.experiment, "run_id": tracking.run_id}
 
     iteration = IterationConfig.from_config(cfg)
     local_batch = iteration.global_batch // world
@@ -123,12 +128,13 @@ def train_loop_per_worker(cfg: dict) -> None:
         labelled_only=state.gan.num_classes > 0,  # real clips carry their labels into the critic
     )
     batches = endless(loader)
-    tracker = open_worker_tracker(cfg, rank, state, device)
+    tracker = open_worker_tracker(cfg, tracking, rank, state, device)
     if resumed_from is not None:
         tracker.note(f"resumed from checkpoint at step {resumed_from}")
 
     total, log_every, ckpt_every = run.plan.total_steps, run.train.log_every, run.train.checkpoint_every
-    evaluator = Evaluator.from_config(cfg, log=console)  # cheap; due() is the same on every rank, only rank 0 calls it
+    # cheap to build; due() is the same on every rank, only rank 0 calls it
+    evaluator = Evaluator.from_config(cfg, tracking, log=console)
     stopper = EarlyStopping.from_config(cfg)
     best_metric = cfg["registry"]["metric"] if cfg["registry"].get("checkpoint") == "best" else None
     if stopper is not None:

@@ -53,7 +53,7 @@ class TrainState:
     opt_d: torch.optim.Optimizer
     step: int = 0                 # completed generator iterations
     batches_seen: int = 0         # real batches this rank has drawn (data-stream position)
-    mlflow_run_id: str | None = None
+    mlflow: dict[str, Any] = field(default_factory=dict)  # the MLflow store, experiment and run it logs to
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. best metric so far
     ema: nn.Module | None = None  # EMA of the generator's weights (plain module, never trained), or None
 
@@ -79,7 +79,7 @@ class TrainState:
 
     def json_state(self) -> dict[str, Any]:
         """Counters and bookkeeping: what ``state.json`` holds (beside the resolved config)."""
-        return {"step": self.step, "batches_seen": self.batches_seen, "mlflow_run_id": self.mlflow_run_id,
+        return {"step": self.step, "batches_seen": self.batches_seen, "mlflow": self.mlflow,
                 "extra": self.extra}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -94,7 +94,7 @@ class TrainState:
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
         self.batches_seen = int(state["batches_seen"])
-        self.mlflow_run_id = state.get("mlflow_run_id")
+        self.mlflow = mlflow_of(state)
         self.extra = dict(state.get("extra") or {})
 
 
@@ -175,6 +175,17 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
         raise ValueError(f"{path} (step {tensors.get('step')}) and {json_path} (step {document['step']}) come "
                          f"from different saves: use another checkpoint")
     return {**tensors, **document}
+
+
+def mlflow_of(state: dict[str, Any]) -> dict[str, Any]:
+    """A loaded checkpoint's MLflow store, experiment and run (``uri``, ``experiment``, ``run_id``; empty when the
+    run was not tracked). Checkpoints written before this key kept the run id and, in the config, the store."""
+    if "mlflow" in state:
+        return dict(state["mlflow"] or {})
+    tracking = (state.get("config") or {}).get("tracking") or {}
+    old = {"uri": tracking.get("uri"), "experiment": tracking.get("experiment"),
+           "run_id": state.get("mlflow_run_id") or tracking.get("run_id")}
+    return old if old["run_id"] else {}
 
 
 def derived_seed(seed: int, step: int, substep: int) -> int:

@@ -137,7 +137,7 @@ def test_training_metrics_are_read_from_ray_output_and_snapshot():
 
 def test_the_progress_line_reads_well_and_make_bench_still_reads_it():
     from bench.training import _printed_metrics
-    from pipeline.tracking.run import progress_line
+    from pipeline.tracking.worker import progress_line
 
     metrics = {"d_loss": -1.5, "g_loss": 0.25, "steps_per_s": 0.5, "clips_per_s": 32.0, "data_wait_frac": 0.0}
     line = progress_line(100, 400, metrics)

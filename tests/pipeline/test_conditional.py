@@ -19,8 +19,8 @@ import yaml
 from common.errors import ConfigError
 from pipeline.generate import Generator, LabelError
 from pipeline.generate import run as generate_clips
+from pipeline.launch.resources import ResourceError, check_cluster_fits, placeable_workers
 from pipeline.tracking.previews import write_preview
-from pipeline.train.driver import ResourceError, check_cluster_fits, placeable_workers
 from pipeline.train.preflight import check_num_classes
 from wavegan import build_gan
 from wavegan.gan import LatentToAudio

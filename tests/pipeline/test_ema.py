@@ -78,7 +78,7 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
 
     from pipeline.registry.generator import register_generator
     from pipeline.registry.safe_format import load_registered
-    from pipeline.tracking.run import experiment_id
+    from pipeline.tracking.client import Tracking
 
     state = new_state()
     iterate(state, n=2)
@@ -86,7 +86,8 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
     tracking = {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "artifacts"),
                 "experiment": "wavegan"}
     client = MlflowClient(tracking["uri"])
-    tracking["run_id"] = client.create_run(experiment_id(tracking)).info.run_id
+    store = Tracking.from_config(tracking)
+    run = store.for_run(client.create_run(store.experiment_id).info.run_id)
     directory = tmp_path / "checkpoint"
     directory.mkdir()
     config = {"model": model_cfg, "tracking": tracking,
@@ -98,14 +99,14 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
         mlflow.set_tracking_uri(tracking["uri"])
         return params(load_registered(f"models:/wavegan-generator/{version}")[0].generator)
 
-    assert register_generator(config, checkpoint) == "1"
+    assert register_generator(config, checkpoint, run) == "1"
     assert client.get_model_version("wavegan-generator", "1").tags["generator_weights"] == "ema"
     for key, value in registered_weights("1").items():
         assert torch.equal(value, state.ema.state_dict()[key])
-    assert register_generator(config, checkpoint) == "1", "the same weights from the same run and step: no-op"
+    assert register_generator(config, checkpoint, run) == "1", "the same weights from the same run and step: no-op"
 
     config["registry"]["weights"] = "online"  # the trained generator stays available
-    assert register_generator(config, checkpoint) == "2"
+    assert register_generator(config, checkpoint, run) == "2"
     assert client.get_model_version("wavegan-generator", "2").tags["generator_weights"] == "online"
     for key, value in registered_weights("2").items():
         assert torch.equal(value, state.gan.generator.state_dict()[key])

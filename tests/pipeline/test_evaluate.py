@@ -1,5 +1,6 @@
-"""Evaluation: the registered classifier, ``python -m pipeline.evaluate`` (Table 1 + MLflow), the training-time
-evaluator, and unlabelled data. A real MLflow SQLite store in a temporary folder, small demo tones."""
+"""Evaluation: the classifier stage (``python -m pipeline.evaluate.classifier``), ``python -m pipeline.evaluate``
+(Table 1 + MLflow), the training-time evaluator, and unlabelled data. A real MLflow SQLite store in a temporary
+folder, small demo tones."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ from common.errors import ConfigError
 from data_prep.demo_data import build as build_demo
 from data_prep.loader import read_manifest
 from data_prep.shard import ShardSettings, make_shards
+from pipeline.evaluate import classifier as classifier_cli
+from pipeline.evaluate.classifier import ClassifierMissing, classifier_stage, lookup_classifier
 from pipeline.evaluate.cli import main
+from pipeline.evaluate.clips import load_clips
 from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.generated import generate_audio
 from pipeline.evaluate.real_data import Reference
 from pipeline.evaluate.training import EarlyStopping, Evaluator, prepare_training_eval
-from pipeline.registry.classifier import MODEL_NAME, ensure_classifier, find_classifier, load_clips
+from pipeline.registry.classifier import MODEL_NAME, find_classifier, load_classifier
+from pipeline.tracking.client import Tracking
 from pipeline.train.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.classifier import EvalClassifier
@@ -74,15 +79,23 @@ def store_args(eval_store: dict) -> list[str]:
     return [f"tracking.uri={eval_store['uri']}", f"tracking.artifact_root={eval_store['artifact_root']}"]
 
 
+def tracking_of(eval_store: dict) -> Tracking:
+    return Tracking.from_config(eval_store)
+
+
 @pytest.fixture(scope="module")
 def classifier_trained(data, eval_store):
-    """The classifier, classifier_trained and registered on first use (what the first evaluation of a dataset does)."""
+    """The classifier, trained and registered by the classifier stage (what ``make classifier`` runs)."""
     torch.set_num_threads(1)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     cfg = load_eval_config("cpu", OVERRIDES)
     lines: list[str] = []
-    model, info = ensure_classifier(cfg, data["labelled"], eval_store, log=lines.append)
-    return cfg, model, info, lines
+    tracking = tracking_of(eval_store)
+    with pytest.raises(ClassifierMissing) as missing:  # nothing registered yet: every user of it stops here
+        lookup_classifier(cfg, data["labelled"], tracking, config_name="cpu")  # as make eval --config cpu asks
+    info = classifier_stage(cfg, data["labelled"], tracking, config_name="cpu", log=lines.append)
+    model, _ = load_classifier(info.uri, tracking)
+    return cfg, model, info, lines, str(missing.value)
 
 
 def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: str | None, step: int = 7,
@@ -92,14 +105,15 @@ def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: st
     gan = build_gan(model)
     loss = yaml.safe_load((ROOT / "conf/loss/wgan-gp.yaml").read_text())
     opt_g, opt_d = build_optimizers(loss, gan.generator, gan.discriminator)
+    mlflow_run = {"uri": eval_store["uri"], "experiment": eval_store["experiment"], "run_id": run_id} if run_id else {}
     state = TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d, step=step,
-                       mlflow_run_id=run_id)
+                       mlflow=mlflow_run)
     manifest = read_manifest(data_dir)
     config = {
         "model": model,
         "loss": loss,
         "data": {"dir": data_dir},
-        "tracking": {**eval_store, "run_id": run_id},
+        "tracking": eval_store,
         "label_names": manifest["labels"]["names"],
         "data_manifest": {"fingerprint": manifest["fingerprint"]},
         "registry": {"register": True, "model_name": "wavegan-generator"},
@@ -110,18 +124,19 @@ def make_checkpoint(directory: Path, data_dir: str, eval_store: dict, run_id: st
 
 
 def training_run(eval_store: dict, data_dir: str) -> str:
-    from pipeline.tracking.run import client, experiment_id
-
-    mlflow_client = client(eval_store)
-    run = mlflow_client.create_run(experiment_id(eval_store), run_name="tiny")
+    tracking = tracking_of(eval_store)
+    mlflow_client = tracking.client
+    run = mlflow_client.create_run(tracking.experiment_id, run_name="tiny")
     mlflow_client.log_param(run.info.run_id, "data.dir", data_dir)
     return run.info.run_id
 
 
 def test_classifier_trained_registered_and_reused(classifier_trained, data, eval_store):
-    cfg, model, info, lines = classifier_trained
+    cfg, model, info, lines, missing = classifier_trained
     manifest = read_manifest(data["labelled"])
-    assert info.trained_now and any("training one now" in line for line in lines)
+    # before the stage ran, the lookup named the command that trains it, with these shards and this eval config
+    assert f"make classifier DATA={data['labelled']} EVAL=cpu" in missing, missing
+    assert info.trained_now and any(line.startswith("[eval] training wavegan-classifier") for line in lines)
     assert info.test_accuracy is not None and info.test_accuracy >= 0.9, lines
     assert info.labels == manifest["labels"]["names"] and model.n_classes == len(info.labels)
 
@@ -141,16 +156,20 @@ def test_classifier_trained_registered_and_reused(classifier_trained, data, eval
     assert len(history) == int(run.data.metrics["epochs_run"]) and sorted(m.step for m in history)[0] == 0
     assert mlflow_client.get_experiment(run.info.experiment_id).name == "wavegan"  # the training experiment
 
-    # a second evaluation of the same shards finds it: no training, same version
-    again: list[str] = []
-    model2, info2 = ensure_classifier(cfg, data["labelled"], eval_store, log=again.append)
-    assert not info2.trained_now and info2.version == info.version and not again
+    # the stage run again, through its command (make classifier), finds it: no training, same version
+    assert classifier_cli.main(["--data-dir", data["labelled"], "--config", "cpu", *OVERRIDES,
+                                *store_args(eval_store)]) == 0
+    assert lookup_classifier(cfg, data["labelled"], tracking_of(eval_store)).version == info.version
+    model2, info2 = load_classifier(info.uri, tracking_of(eval_store))
+    assert not info2.trained_now and info2.version == info.version
     assert float(model2.temperature) == float(model.temperature)
     assert len(mlflow_client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
     audio = load_clips(data["labelled"], "test").audio()
     with torch.no_grad():
         assert torch.equal(model2(audio[:4]), model.eval()(audio[:4]))
-    assert find_classifier(eval_store, "another-fingerprint")[0] is None
+    assert find_classifier(tracking_of(eval_store), "another-fingerprint")[0] is None
+    # shards without labels: the stage refuses, saying how to get labels
+    assert classifier_cli.main(["--data-dir", data["unlabelled"], "--config", "cpu", *store_args(eval_store)]) == 2
 
 
 def test_cli_on_a_checkpoint_prints_table1_and_logs_to_its_run(classifier_trained, data, eval_store, tmp_path):
@@ -170,7 +189,7 @@ def test_cli_on_a_checkpoint_prints_table1_and_logs_to_its_run(classifier_traine
         assert column in header.split()
     rows = [line for line in out.splitlines() if line.startswith(("real (train)", "real (test)", "checkpoint step 7"))]
     assert len(rows) == 3 and all(" +- " in row for row in rows), out
-    assert "training one now" not in out  # the registered classifier is reused
+    assert "training" not in out  # the registered classifier is reused
     assert f"models:/{MODEL_NAME}/{classifier_trained[2].version}" in out
 
     mlflow_client = mlflow.MlflowClient(eval_store["uri"])
@@ -180,7 +199,7 @@ def test_cli_on_a_checkpoint_prints_table1_and_logs_to_its_run(classifier_traine
         assert key in metrics, sorted(metrics)
     assert 1.0 <= metrics["eval/is_mean"] <= 10.0
     assert [m.step for m in mlflow_client.get_metric_history(run_id, "eval/is_mean")] == [7]
-    table = mlflow.artifacts.load_text(f"runs:/{run_id}/eval/step_00000007/table1.txt")
+    table = Path(mlflow_client.download_artifacts(run_id, "eval/step_00000007/table1.txt", str(tmp_path))).read_text()
     assert "real (test)" in table and "checkpoint step 7" in table
 
 
@@ -198,7 +217,7 @@ def test_registered_generator_gets_eval_tags_for_the_promotion_gate(
             yield str(checkpoint)
 
     config = load_checkpoint(checkpoint)["config"]
-    version = register_generator(config, Checkpoint())
+    version = register_generator(config, Checkpoint(), tracking_of(eval_store).for_run(run_id))
     code = main(["--model-uri", f"models:/wavegan-generator/{version}", "--n", "30", "--config", "cpu",
                  *OVERRIDES, *store_args(eval_store)])
     out = capsys.readouterr().out
@@ -258,12 +277,13 @@ def test_evaluator_during_training(classifier_trained, data, eval_store):
         "total_steps": 11,
     }
     lines: list[str] = []
-    cfg = prepare_training_eval(cfg, log=lines.append)  # driver side: finds the classifier, pins its URI
+    tracking = tracking_of(eval_store)
+    cfg = prepare_training_eval(cfg, tracking, log=lines.append)  # driver side: finds the classifier, pins its URI
     assert cfg["eval"]["classifier_uri"] == classifier_trained[2].uri and not any("training" in line for line in lines)
-    evaluator = Evaluator.from_config(cfg, log=lines.append)
+    evaluator = Evaluator.from_config(cfg, tracking, log=lines.append)
     assert evaluator.every == 6  # rounded up to a multiple of train.log_every
     assert [s for s in range(13) if evaluator.due(s)] == [6, 11, 12]
-    assert not Evaluator.from_config({**cfg, "eval": {**cfg["eval"], "every": 0}}).due(6)
+    assert not Evaluator.from_config({**cfg, "eval": {**cfg["eval"], "every": 0}}, tracking).due(6)
 
     torch.manual_seed(1)
     gan = build_gan(MODEL).train()
@@ -281,7 +301,10 @@ def test_evaluator_during_training(classifier_trained, data, eval_store):
     unlabelled = {**cfg, "data": {"dir": data["unlabelled"]}, "eval": {**cfg["eval"], "classifier_uri": None},
                   "train": {"log_every": 2, "early_stop": {"metric": "eval/is_mean", "mode": "max", "patience": 2}}}
     with pytest.raises(ConfigError, match="eval/is_mean"):
-        prepare_training_eval(unlabelled, log=lines.append)
+        prepare_training_eval(unlabelled, tracking, log=lines.append)
+    other = {**cfg, "eval": {**cfg["eval"], "classifier_uri": None, "seed": 5}}  # settings no classifier was made for
+    with pytest.raises(ClassifierMissing, match="make classifier DATA="):
+        prepare_training_eval(other, tracking, log=lines.append)
 
 
 def test_early_stopping():

@@ -49,17 +49,19 @@ def versions(trained):
     from ray.train import Checkpoint
 
     from pipeline.registry.generator import register_generator
-    from pipeline.train.state import load_checkpoint
+    from pipeline.tracking.client import Tracking
+    from pipeline.train.state import load_checkpoint, mlflow_of
 
     client = MlflowClient(trained["uri"])
-    config = load_checkpoint(trained["checkpoint"])["config"]
-    config["tracking"]["uri"] = trained["uri"]
+    state = load_checkpoint(trained["checkpoint"])
+    config, original_run = state["config"], mlflow_of(state)["run_id"]
+    store = Tracking(trained["uri"])
     checkpoint = Checkpoint.from_directory(str(trained["checkpoint"]))
-    original_run = config["tracking"]["run_id"]
-    assert register_generator(config, checkpoint) == "1", "re-registering the same run and step must be a no-op"
+    assert register_generator(config, checkpoint, store.for_run(original_run)) == "1", \
+        "re-registering the same run and step must be a no-op"
     for expected in ("2", "3"):
-        config["tracking"]["run_id"] = client.create_run(client.get_run(original_run).info.experiment_id).info.run_id
-        assert register_generator(config, checkpoint) == expected
+        other = client.create_run(client.get_run(original_run).info.experiment_id).info.run_id
+        assert register_generator(config, checkpoint, store.for_run(other)) == expected
     return client
 
 

@@ -36,7 +36,8 @@ def trained_state(step: int = 3) -> TrainState:
     gan.discriminator(gan.generator(torch.rand(2, 16) * 2 - 1)).mean().backward()
     opt_g.step(), opt_d.step()
     return TrainState(gan=gan, G=gan.generator, D=gan.discriminator, opt_g=opt_g, opt_d=opt_d, step=step,
-                      batches_seen=11, mlflow_run_id="abc", extra={"early_stop": {"best": 2.5, "bad": 1}})
+                      batches_seen=11, mlflow={"uri": "sqlite:///x.db", "experiment": "e", "run_id": "abc"},
+                      extra={"early_stop": {"best": 2.5, "bad": 1}})
 
 
 def test_checkpoint_round_trip_under_weights_only(tmp_path):
@@ -51,7 +52,7 @@ def test_checkpoint_round_trip_under_weights_only(tmp_path):
     for p in restored.gan.generator.parameters():
         p.data.zero_()
     restored.load_state_dict(load_checkpoint(tmp_path))
-    assert (restored.step, restored.batches_seen, restored.mlflow_run_id) == (3, 11, "abc")
+    assert (restored.step, restored.batches_seen, restored.mlflow["run_id"]) == (3, 11, "abc")
     assert restored.extra == {"early_stop": {"best": 2.5, "bad": 1}}
     for a, b in zip(
         state.gan.generator.state_dict().values(), restored.gan.generator.state_dict().values(), strict=True

@@ -25,7 +25,8 @@ from mlflow import MlflowClient
 
 from data_prep.loader import read_manifest
 from data_prep.manifest import label_names
-from pipeline.tracking.run import BufferedLogger, client, experiment_id
+from pipeline.tracking.client import Tracking
+from pipeline.tracking.worker import BufferedLogger
 from pipeline.train.state import load_checkpoint
 
 from ..conftest import ROOT, checkpoints, damaged_copy, finish, run_env, start, train_command, wait_for
@@ -99,10 +100,10 @@ def test_records_logged_while_the_server_is_away_reach_it_in_order_once_it_is_ba
     server = MlflowServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", tmp_path / "server.log")
     server.start()
     try:
-        tracking = {"uri": server.uri, "experiment": "resend"}
-        run_id = client(tracking).create_run(experiment_id(tracking)).info.run_id
+        tracking = Tracking(server.uri, "resend")
+        run_id = tracking.client.create_run(tracking.experiment_id).info.run_id
         server.stop()
-        logger = BufferedLogger(tracking, run_id, retry_s=0.5)
+        logger = BufferedLogger(tracking.for_run(run_id), retry_s=0.5)
         for step in (10, 20, 30):
             logger.submit("metrics", [mlflow.entities.Metric("d_loss", step / 100, step, step)])
         wait_for(lambda: logger.failing_since is not None, 60, "the sender to find the server away")

@@ -5,11 +5,23 @@ Each test runs `python -m pipeline.train` as a user would, in its own process gr
 
 from __future__ import annotations
 
+import subprocess
+
 import psutil
 import pytest
 from mlflow import MlflowClient
 
-from ..conftest import checkpoints, finish, kill_group, start, train_command, wait_for
+from ..conftest import (
+    ROOT,
+    checkpoints,
+    classifier_command,
+    finish,
+    kill_group,
+    run_env,
+    start,
+    train_command,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +59,8 @@ def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, tmp_path)
     `pipeline.train` start costs about 100 s of Ray start-up on two cores.)"""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     storage, log = tmp_path / "ray", tmp_path / "first.log"
+    subprocess.run(classifier_command(tone_shards, storage, uri), cwd=ROOT, env=run_env(), check=True,
+                   capture_output=True, timeout=600)  # make classifier: the stage before training that evaluates
     cmd = train_command(tone_shards, storage, uri, "cluster.num_workers=2", "train.steps=60", "eval=cpu",
                         "registry.checkpoint=best", "train.keep_checkpoints=1")
     proc = start(cmd, log)

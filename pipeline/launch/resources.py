@@ -1,0 +1,106 @@
+"""Will the Ray cluster hold the requested training workers? Checked before any trainer starts.
+
+Ray Train would otherwise wait for resources that never come; these checks refuse the request at once, with
+the fixes that would make it fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from common.errors import ConfigError
+
+log = logging.getLogger("pipeline.launch")
+
+
+class ResourceError(ConfigError):
+    """The Ray cluster can never hold the requested workers."""
+
+
+def worker_resources(cluster: dict) -> dict[str, float]:
+    """What one training worker asks Ray for (ScalingConfig.resources_per_worker)."""
+    resources = {"CPU": float(cluster.get("cpus_per_worker", 1))}
+    if cluster.get("use_gpu"):
+        resources["GPU"] = 1.0
+    return resources
+
+
+def placeable_workers(per_worker: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many workers of ``per_worker`` fit on ``nodes`` (each node's total resources), one node each at most."""
+    total = 0
+    for node in nodes:
+        total += min(int(node.get(k, 0.0) // v) if v > 0 else 10**9 for k, v in per_worker.items())
+    return total
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items()))
+
+
+def check_cluster_fits(per_worker: dict[str, float], num_workers: int, nodes: list[dict[str, float]],
+                       autoscaler_max: dict[str, float] | None) -> str | None:
+    """None when ``num_workers`` x ``per_worker`` can run on this cluster, else a log line (autoscaler) or raise.
+
+    Static cluster: the workers must fit on the alive nodes now. Autoscaling cluster (``autoscaler_max``
+    from its config): Ray's autoscaler config says only the most of each resource the cluster can grow
+    to, not which node types would hold a worker, so the request is checked against the totals (current
+    and that maximum, whichever is larger) and otherwise left to Ray Train's start timeout.
+    """
+    fits = placeable_workers(per_worker, nodes)
+    if fits >= num_workers:
+        return None
+    wanted = {k: v * num_workers for k, v in per_worker.items()}
+    have = {k: sum(n.get(k, 0.0) for n in nodes) for k in per_worker}
+    if autoscaler_max:
+        most = {k: max(have[k], float(autoscaler_max.get(k, 0))) for k in per_worker}
+        if all(wanted[k] <= most[k] for k in per_worker):
+            return (f"the cluster holds {fits} of {num_workers} workers ({_fmt(per_worker)} each) now; its autoscaler "
+                    f"can grow it to {_fmt(most)}, so training waits for new nodes")
+        where = f"the cluster has {_fmt(have)} now and its autoscaler can grow it to at most {_fmt(most)}"
+    else:
+        largest = max(nodes, key=lambda n: tuple(n.get(k, 0.0) for k in per_worker), default={})
+        where = (f"the Ray cluster has {_fmt(have)} on {len(nodes)} node(s) (largest: "
+                 f"{_fmt({k: largest.get(k, 0.0) for k in per_worker})}) and no autoscaler")
+    fixes = ["cluster=local (CPU workers on this machine)"]
+    if fits >= 1:
+        fixes.append(f"cluster.num_workers={fits} (train.batch_size must divide by it)")
+    if "GPU" in per_worker:
+        fixes.append("cluster.use_gpu=false")
+    if per_worker.get("CPU", 0) > 1:
+        fixes.append("cluster.cpus_per_worker=1")
+    raise ResourceError(f"training asks for {num_workers} worker(s) x {_fmt(per_worker)} ({_fmt(wanted)} in all), "
+                        f"but {where}: it can place {fits}. Use " + ", or ".join(fixes))
+
+
+def check_resources(cluster: dict) -> None:
+    """Refuse, before any trainer starts, a worker request the connected Ray cluster can never meet."""
+    import ray
+    from ray._private.state import state as ray_state  # what Ray Train's own worker-group check reads
+
+    per_worker = worker_resources(cluster)
+    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    try:
+        autoscaler_max = ray_state.get_max_resources_from_cluster_config()
+    except Exception as exc:  # an older GCS or a cluster without that record: judge by the nodes alone
+        log.info("no autoscaler config readable (%s): checking against the current nodes only", exc)
+        autoscaler_max = None
+    note = check_cluster_fits(per_worker, int(cluster["num_workers"]), nodes, autoscaler_max)
+    if note:
+        print(f"[train] {note}", flush=True)
+
+
+def check_this_machine_fits(cluster: dict) -> None:
+    """Refuse, before starting a local Ray, GPU workers this machine has no GPUs for.
+
+    A Ray started here gets this machine's GPUs, so there is no need to wait for it to say so. CPUs are
+    left to :func:`check_resources` once Ray runs: Ray's own count (cgroup limits) can be below
+    ``os.cpu_count()``.
+    """
+    per_worker = worker_resources(cluster)
+    if "GPU" not in per_worker:
+        return
+    import torch
+
+    this_machine = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    check_cluster_fits(per_worker, int(cluster["num_workers"]), [this_machine], None)

@@ -1,0 +1,184 @@
+"""Rank 0's side of tracking: console lines, metrics and audio previews into the driver's MLflow run.
+
+Rank 0 logs through ``BufferedLogger``, a background sender that never blocks training: when the tracking
+server is unreachable, records wait in a bounded queue and go out, in order, once it answers again; what is
+still unsent at the end is spilled beside the checkpoints (:mod:`pipeline.tracking.spool`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections import deque
+from typing import Any
+
+import torch
+
+from pipeline.tracking.client import Tracking
+from pipeline.tracking.spool import send, spill
+
+
+class BufferedLogger:
+    """Sends MLflow records from a background thread, retrying until the server takes them.
+
+    ``maxlen`` bounds the records held while the server is away; past it the oldest are dropped
+    with a warning (at the default, about a week of metrics at one record per log interval).
+    """
+
+    def __init__(self, tracking: Tracking, maxlen: int = 100_000, retry_s: float = 2.0):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # we retry ourselves, off the hot path
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        self.client, self.run_id, self.retry_s = tracking.client, tracking.run_id, retry_s
+        self.pending: deque = deque(maxlen=maxlen)
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closing = False
+        self.dropped = 0
+        self.failing_since: float | None = None
+        self.thread = threading.Thread(target=self._run, name="mlflow-logger", daemon=True)
+        self.thread.start()
+
+    def submit(self, kind: str, *payload: Any) -> None:
+        with self.lock:
+            if len(self.pending) == self.pending.maxlen:
+                self.dropped += 1
+            self.pending.append((kind, payload))
+        self.wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(timeout=self.retry_s)
+            self.wake.clear()
+            while True:
+                with self.lock:
+                    if not self.pending:
+                        break
+                    kind, payload = self.pending[0]
+                try:
+                    send(self.client, self.run_id, kind, payload)
+                except Exception as exc:  # server down, network, 5xx: keep the record, try later
+                    if self.failing_since is None:
+                        self.failing_since = time.time()
+                        warnings.warn(f"MLflow unreachable ({type(exc).__name__}: {str(exc)[:200]}); "
+                                      f"training goes on and records are kept until it answers", stacklevel=1)
+                    break
+                with self.lock:
+                    self.pending.popleft()
+                if self.failing_since is not None:
+                    console(f"MLflow reachable again after {time.time() - self.failing_since:.0f} s; "
+                            f"sending the records kept meanwhile")
+                    self.failing_since = None
+            if self.closing and not self.pending:
+                return
+            if self.closing and self.failing_since is not None and time.time() > self.deadline:
+                return
+
+    def close(self, timeout_s: float) -> int:
+        """Flush what is pending (waiting up to ``timeout_s`` for the server); return records not sent."""
+        self.deadline = time.time() + timeout_s
+        self.closing = True
+        self.wake.set()
+        self.thread.join(timeout=timeout_s + self.retry_s + 15)
+        if self.dropped:
+            warnings.warn(f"{self.dropped} MLflow records were dropped: the buffer was full", stacklevel=1)
+        return len(self.pending)
+
+    def take_pending(self) -> list[tuple[str, tuple]]:
+        """The records not sent (after ``close``), in order; the logger no longer holds them."""
+        with self.lock:
+            records = list(self.pending)
+            self.pending.clear()
+        return records
+
+
+def console(line: str) -> None:
+    """One line on the console, from the driver or a Ray Train worker.
+
+    Inside a worker, Ray Train 2.60 replaces ``print`` with a version that writes the text to stdout *and*
+    logs it through the root logger, whose console handler writes it again to stderr: every worker line
+    reached the driver's console twice. Writing to ``sys.stdout`` itself sends it once.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class NullTracker:
+    """What ranks other than 0 get: every call is a no-op."""
+
+    def note(self, message: str) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def maybe_preview(self, state) -> None: ...
+    def close(self) -> None: ...
+
+
+class WorkerTracker(NullTracker):
+    """Rank 0's view: console lines, metrics and audio previews into the driver's MLflow run."""
+
+    def __init__(self, cfg: dict, tracking: Tracking, state, device: torch.device):
+        self.cfg, self.device, self.spool = cfg, device, tracking.spool
+        self.logger = BufferedLogger(tracking) if tracking.run_id else None
+        settings = cfg["tracking"]
+        self.preview_every = int(settings.get("preview_every") or 0)
+        n, seed = int(settings.get("preview_count", 8)), int(settings.get("preview_seed", 1234))
+        classes = state.gan.num_classes
+        if classes:  # a few clips of every label, so each label can be heard
+            n = classes * int(settings["preview_per_label"])
+        gen = torch.Generator().manual_seed(seed)  # the same latents at every preview: progress is audible
+        self.preview_z = state.gan.sample_latents(n, generator=gen, device="cpu")
+        self.preview_labels = torch.arange(classes).repeat_interleave(n // classes) if classes else None
+        self.label_names = cfg.get("label_names") or None
+
+    def note(self, message: str) -> None:
+        console(f"[train] {message}")
+        if self.logger:
+            self.logger.submit("tag", "wavegan.last_note", message[:500])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        console(progress_line(step, int(self.cfg["total_steps"]), metrics))
+        if self.logger:
+            now = int(time.time() * 1000)
+            self.logger.submit("metrics", [Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def maybe_preview(self, state) -> None:
+        if not (self.logger and self.preview_every) or state.step % self.preview_every:
+            return
+        from pipeline.tracking.previews import write_preview
+
+        directory = tempfile.mkdtemp(prefix="wavegan-preview-")
+        title = f"step {state.step}" + (" (EMA generator)" if state.ema is not None else "")
+        write_preview(state.sampler, self.preview_z, self.preview_labels, directory, title=title,
+                      label_names=self.label_names)
+        self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
+
+    def close(self) -> None:
+        if self.logger and self.logger.close(timeout_s=float(self.cfg["tracking"]["flush_wait_s"])):
+            records = self.logger.take_pending()
+            try:
+                folder = spill(self.logger.run_id, records, self.spool)
+            except OSError as exc:  # the run's storage refuses too: say what is lost, do not fail the training
+                console(f"[train] MLflow still unreachable and {self.spool} not writable "
+                        f"({type(exc).__name__}: {exc}): {len(records)} records not sent")
+                return
+            console(f"[train] MLflow still unreachable: {len(records)} records kept in {folder}; the driver "
+                    f"sends them once the server answers")
+
+
+def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:
+    """``[train] step 200/1000 (20%) d_loss=-1.2 ... steps_per_s=3.1 clips_per_s=96 data_wait_frac=0 ETA 0:04:18``
+    (``key=value`` pairs, which ``make bench`` reads back)."""
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("d_loss", "g_loss", "wasserstein", "steps_per_s",
+                                                      "clips_per_s", "data_wait_frac") if k in metrics)
+    rate = metrics.get("steps_per_s") or 0.0
+    eta = str(datetime.timedelta(seconds=round((total - step) / rate))) if rate > 0 else "?"
+    return f"[train] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} ETA {eta}"
+
+
+def open_worker_tracker(cfg: dict, tracking: Tracking, rank: int, state, device: torch.device) -> NullTracker:
+    return WorkerTracker(cfg, tracking, state, device) if rank == 0 else NullTracker()
