@@ -12,8 +12,9 @@
    the training is interrupted and the checkpoints written so far are scored); the load average is
    sampled every minute;
 3. scores a freshly initialised generator (step 0) and every checkpoint with the training-time
-   :class:`pipeline.evaluate.training.Evaluator` (the classifier registered for these shards, trained on first
-   use; ``--n`` clips from the same latents each time): the trained ("online") generator and, when the
+   :class:`pipeline.evaluate.training.Evaluator` (the classifier registered for these shards: the classifier
+   stage of ``make classifier`` runs first, before training, when none is; ``--n`` clips from the same latents
+   each time): the trained ("online") generator and, when the
    run keeps one (``train.ema.decay``), the EMA generator. It logs them into the training's MLflow run
    (``eval/*`` for the generator that would be registered: the EMA when there is one; ``eval_online/*``
    for the trained one) and prints a Markdown table: step, minutes since the start, IS and FID of both,
@@ -120,7 +121,7 @@ def checkpoint_evaluator(shards: str, tracking: Tracking, eval_config: str, n: i
     return Evaluator(eval_cfg, shards, tracking, every=1, classifier_uri=info.uri, log=log)
 
 
-def score(work: Path, shards: str, run_name: str, start: float, args: argparse.Namespace, tracking_uri: str) -> dict:
+def score(work: Path, run_name: str, start: float, args: argparse.Namespace, evaluator: Evaluator) -> dict:
     from mlflow.entities import Metric
 
     from pipeline.registry.generator import generator_from_checkpoint
@@ -128,8 +129,6 @@ def score(work: Path, shards: str, run_name: str, start: float, args: argparse.N
     from wavegan import build_gan
     from wavegan.metrics import REAL_TEST, REAL_TRAIN
 
-    tracking = tracking_of(work, tracking_uri)
-    evaluator = checkpoint_evaluator(shards, tracking, args.eval_config, args.n, args.splits, args.eval_overrides)
     checkpoints = sorted((work / "ray" / run_name).glob("checkpoint_*/state.pt"),
                          key=lambda p: load_checkpoint(p.parent)["step"])
     if not checkpoints:
@@ -151,7 +150,7 @@ def score(work: Path, shards: str, run_name: str, start: float, args: argparse.N
     reference = evaluator.reference
     real = {name: metric_dict(reference.rows[name]) for name in (REAL_TRAIN, REAL_TEST)}
     if run_id:
-        mlflow_client, now = tracking.client, int(time.time() * 1000)
+        mlflow_client, now = evaluator.tracking.client, int(time.time() * 1000)
         mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, p["step"]) for p in points
                                                  for k, v in p.items() if k.startswith("eval/")])
     return {
@@ -220,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     tracking_uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
     shards = make_data(work, args.data, args.per_class or PER_CLASS[args.data])
     loads: list = []
+    evaluator = checkpoint_evaluator(shards, tracking_of(work, tracking_uri), args.eval_config, args.n, args.splits,
+                                     args.eval_overrides)  # the classifier exists before training scores with it
     if args.score_only:
         run_name = args.score_only
         start = json.loads((work / f"{run_name}.start.json").read_text())["start"]
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         start, code = train(work, shards, args, tracking_uri, run_name, loads)
         (work / f"{run_name}.start.json").write_text(json.dumps({"start": start}))
         print(f"[curve] training ended (rc {code}) after {(time.time() - start) / 60:.1f} min", flush=True)
-    result = score(work, shards, run_name, start, args, tracking_uri)
+    result = score(work, run_name, start, args, evaluator)
     result["run_name"] = run_name
     result["load_during_training"] = loads  # (minutes, 1-min load average) on this machine
     result["load_average"] = os.getloadavg()  # after scoring

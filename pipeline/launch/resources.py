@@ -1,4 +1,4 @@
-"""Will the Ray cluster hold the requested training workers? Checked before any trainer starts.
+"""Start or join Ray, and check that it can hold the requested training workers before any trainer starts.
 
 Ray Train would otherwise wait for resources that never come; these checks refuse the request at once, with
 the fixes that would make it fit.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from common.errors import ConfigError
 
@@ -104,3 +105,27 @@ def check_this_machine_fits(cluster: dict) -> None:
 
     this_machine = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
     check_cluster_fits(per_worker, int(cluster["num_workers"]), [this_machine], None)
+
+
+def connect(cluster: dict) -> None:
+    """Start (or join) Ray and refuse at once a worker request it can never meet."""
+    address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
+    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a Ray this process already uses
+    if not address and not joined:
+        check_this_machine_fits(cluster)  # before paying for Ray's import and start
+    import ray
+
+    if not ray.is_initialized():
+        if not address:  # the raylet reads RayConfig overrides from RAY_<name> variables when it starts
+            os.environ.setdefault("RAY_worker_niceness", str(int(cluster["worker_niceness"])))
+            # One machine cannot be preempted node by node: Ray Train's preemption watcher (an actor polling
+            # node drain states, ~8 CPU-s to start on two cores) has nothing to watch in a Ray started here.
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        # A local Ray (no address) is given loopback (Ray 2.60 still opens its gRPC ports on every interface:
+        # README, "Network exposure"), and its workers log a timeout of Ray Train's periodic resource request in
+        # one line (pipeline/train/ray_worker_setup.py).
+        local = {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1",
+                 "include_dashboard": bool(cluster["dashboard"]),
+                 "runtime_env": {"worker_process_setup_hook": "pipeline.train.ray_worker_setup.setup"}}
+        ray.init(address=address, configure_logging=False, **({} if address else local))
+    check_resources(cluster)

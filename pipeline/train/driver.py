@@ -12,7 +12,6 @@ in the same MLflow run.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import hydra
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
 from common.paths import CONF_DIR
-from pipeline.launch.resources import check_resources, check_this_machine_fits, worker_resources
+from pipeline.launch.resources import connect, worker_resources
 from pipeline.train.preflight import prepare
 
 
@@ -35,30 +34,6 @@ def preflight(config: dict):
     print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
     tracking = Tracking.from_config(config["tracking"])
     return prepare_training_eval(config, tracking), tracking
-
-
-def connect(cluster: dict) -> None:
-    """Start (or join) Ray and refuse at once a worker request it can never meet."""
-    address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
-    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a Ray this process already uses
-    if not address and not joined:
-        check_this_machine_fits(cluster)  # before paying for Ray's import and start
-    import ray
-
-    if not ray.is_initialized():
-        if not address:  # the raylet reads RayConfig overrides from RAY_<name> variables when it starts
-            os.environ.setdefault("RAY_worker_niceness", str(int(cluster["worker_niceness"])))
-            # One machine cannot be preempted node by node: Ray Train's preemption watcher (an actor polling
-            # node drain states, ~8 CPU-s to start on two cores) has nothing to watch in a Ray started here.
-            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        # A local Ray (no address) is given loopback (Ray 2.60 still opens its gRPC ports on every interface:
-        # README, "Network exposure"), and its workers log a timeout of Ray Train's periodic resource request in
-        # one line (pipeline/train/ray_worker_setup.py).
-        local = {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1",
-                 "include_dashboard": bool(cluster["dashboard"]),
-                 "runtime_env": {"worker_process_setup_hook": "pipeline.train.ray_worker_setup.setup"}}
-        ray.init(address=address, configure_logging=False, **({} if address else local))
-    check_resources(cluster)
 
 
 def open_tracked_run(config: dict, tracking):

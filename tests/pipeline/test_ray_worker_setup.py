@@ -8,7 +8,7 @@ import psutil
 import pytest
 import ray
 
-from pipeline.train.driver import connect
+from pipeline.launch.resources import connect
 from pipeline.train.ray_worker_setup import AUTOSCALING_CLIENT_LOGGER
 
 LOCAL = {"address": None, "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "worker_niceness": 0,
