@@ -302,8 +302,8 @@ class OtherLoad:
 
         times = psutil.cpu_times()
         # all but idle and iowait; Linux counts guest time inside user time already
-        idle = ("idle", "iowait", "guest", "guest_nice")
-        return sum(getattr(times, name) for name in times._fields if name not in idle)
+        not_busy = ("idle", "iowait", "guest", "guest_nice")
+        return sum(times) - sum(getattr(times, name, 0.0) for name in not_busy)
 
     def _scan(self, initial: bool = False) -> None:
         import psutil
