@@ -232,7 +232,8 @@ def compose(*overrides: str) -> dict:
 
 
 def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo (empty off Linux)."""
+    """The first processor's fields of /proc/cpuinfo (empty off Linux): psutil has neither the CPU model nor its
+    flags, and bench/gpu.py runs where only torch is installed."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -275,7 +276,7 @@ BENCH_MARK = "WAVEGAN_BENCH_ID"  # set in the environment: every process this be
 class OtherLoad:
     """How much of the machine's CPU other processes used while a section ran.
 
-    Busy CPU time of the whole machine (/proc/stat, steal included) minus the CPU time of this process and
+    Busy CPU time of the whole machine (steal included) minus the CPU time of this process and
     of every process carrying this run's ``WAVEGAN_BENCH_ID`` environment mark (the training subprocesses
     and everything they start: Ray's daemons and workers, loader processes), sampled every second so that
     processes ending before the section does still count as ours; over wall time x cores. Approximate: a
@@ -287,8 +288,7 @@ class OtherLoad:
         import uuid
 
         os.environ.setdefault(BENCH_MARK, uuid.uuid4().hex)
-        self._mark = f"{BENCH_MARK}={os.environ[BENCH_MARK]}".encode()
-        self._tick = os.sysconf("SC_CLK_TCK")
+        self._mark = os.environ[BENCH_MARK]
         self._own: dict[int, list[float]] = {}  # pid -> [cpu seconds at first sight (0 if born later), last]
         self._start_busy, self._start_t = self._busy(), time.perf_counter()
         self._scan(initial=True)
@@ -296,53 +296,41 @@ class OtherLoad:
         self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
         self._thread.start()
 
-    def _busy(self) -> float | None:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-        except (OSError, ValueError, IndexError):
-            return None
-        return (sum(fields) - fields[3] - fields[4]) / self._tick  # all but idle and iowait
+    @staticmethod
+    def _busy() -> float:
+        import psutil  # here, not at the top: bench.core also runs where only torch is installed (bench/gpu.py)
 
-    def _cpu(self, pid: int) -> float | None:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
-        except (OSError, ValueError, IndexError):
-            return None
+        times = psutil.cpu_times()
+        # all but idle and iowait; Linux counts guest time inside user time already
+        not_busy = ("idle", "iowait", "guest", "guest_nice")
+        return sum(times) - sum(getattr(times, name, 0.0) for name in not_busy)
 
     def _scan(self, initial: bool = False) -> None:
+        import psutil
+
         me = os.getpid()
-        try:
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
-            return
-        for pid in pids:
-            if pid != me and pid not in self._own:
-                try:
-                    if self._mark not in Path(f"/proc/{pid}/environ").read_bytes():
-                        continue
-                except OSError:
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != me and proc.pid not in self._own and proc.environ().get(BENCH_MARK) != self._mark:
                     continue
-            cpu = self._cpu(pid)
-            if cpu is None:
+                times = proc.cpu_times()
+            except psutil.Error:  # gone meanwhile, or not ours to read
                 continue
-            if pid in self._own:
-                self._own[pid][1] = cpu
+            cpu = times.user + times.system
+            if proc.pid in self._own:
+                self._own[proc.pid][1] = cpu
             else:
-                self._own[pid] = [cpu if initial else 0.0, cpu]
+                self._own[proc.pid] = [cpu if initial else 0.0, cpu]
 
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
             self._scan()
 
-    def share(self) -> float | None:
+    def share(self) -> float:
         self._stop.set()
         self._thread.join(timeout=10)
         self._scan()
         busy = self._busy()
-        if busy is None or self._start_busy is None:
-            return None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         wall = max(time.perf_counter() - self._start_t, 1e-9)
         own = sum(last - first for first, last in self._own.values())
@@ -383,14 +371,9 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+def _memory_gib() -> float:
+    """Physical memory (MemTotal), from the standard library: bench/gpu.py runs where only torch is installed."""
+    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

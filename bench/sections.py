@@ -15,7 +15,7 @@ from bench.core import (
 
 
 def section_data(device: torch.device, sizes: Sizes, log: Callable[[str], None], workdir: Path):
-    from data_prep.bench import bench_loader, bench_shard_writing
+    from data_prep.throughput import bench_loader, bench_shard_writing
 
     rows, details = [], {}
     for rate in (16000, 44100):

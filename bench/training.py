@@ -93,15 +93,15 @@ def plain_loop_subprocess(overrides: list[str], iterations: int, warmup: int, ch
 # --------------------------------------------------------------------------------------------- Ray path
 def make_training_shards(base: Path, n_clips: int) -> Path:
     """``n_clips`` one-clip WAV files turned into shards by the real ``data_prep`` writer."""
-    from data_prep.bench import _noise_tone
     from data_prep.config import PrepConfig, SplitConfig
     from data_prep.shard import ShardSettings, make_shards
+    from data_prep.throughput import noise_tone
 
     src, out = base / "train_src", base / "train_shards"
     src.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     for i in range(n_clips):
-        sf.write(src / f"clip_{i:05d}.wav", _noise_tone(16384, 16000, rng), 16000, subtype="PCM_16")
+        sf.write(src / f"clip_{i:05d}.wav", noise_tone(16384, 16000, rng), 16000, subtype="PCM_16")
     prep = PrepConfig(first_slice=True, pad_end=True, split=SplitConfig(valid=0.0, test=0.0), samples_per_shard=128)
     make_shards(ShardSettings(src=str(src), out=str(out), prep=prep, workers=1, overwrite=True, progress=False))
     return out

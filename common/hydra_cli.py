@@ -143,7 +143,7 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     Raises UsageError for a ``--flag`` Hydra does not know, naming our equivalent when it is a
     flag of the reference CLI.
     """
-    from hydra._internal.utils import get_args_parser
+    from common.private_api import hydra_args_parser as get_args_parser
 
     parser = get_args_parser()
     known = {s for action in parser._actions for s in action.option_strings}

@@ -33,7 +33,7 @@ import torch
 import webdataset as wds
 
 from data_prep.manifest import read_manifest, shard_urls
-from data_prep.shards import npy_header
+from data_prep.shard_writer import npy_header
 from data_prep.tarstream import TarSamples
 
 __all__ = ["build_loader", "iterate_split", "read_manifest", "ShardLoader"]

@@ -29,7 +29,7 @@ from data_prep.engines import ENGINES, run_jobs
 from data_prep.labels import LabelError, LabelPlan, resolve_labels
 from data_prep.manifest import ManifestBuilder, fingerprint
 from data_prep.process import FileJob, FileResult
-from data_prep.shards import SplitShardWriter, encode_clip
+from data_prep.shard_writer import SplitShardWriter, encode_clip
 from data_prep.sources import (
     SPLITS,
     SourceError,

@@ -18,7 +18,7 @@ import tempfile
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from data_prep.shards import partial_name
+from data_prep.shard_writer import partial_name
 
 MANIFEST = "manifest.json"
 # Written when a run starts and removed when its manifest is committed: shards

@@ -1,6 +1,7 @@
 """Guards on the project's shape: the model package stays pure, no import circles, make targets are documented."""
 
 import ast
+import re
 import subprocess
 from pathlib import Path
 
@@ -147,3 +148,66 @@ def test_the_circle_check_catches_a_planted_circle(tmp_path):
     (pkg / "d.py").write_text("import pipeline.stage.a\n")  # imports into the circle, not part of it
     assert import_cycles(import_graph(tmp_path, ("pipeline",))) == [
         ["pipeline.stage.a", "pipeline.stage.b", "pipeline.stage.c"]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Private APIs of ray, hydra, mlflow, omegaconf, webdataset: in common/private_api.py only (and its test)
+
+# the module, its test, and this file (which spells such names to test the check)
+PRIVATE_API_FILES = {ROOT / "common" / "private_api.py", ROOT / "tests" / "common" / "test_private_api.py",
+                     Path(__file__).resolve()}
+SCANNED = ("common", "data_prep", "wavegan", "pipeline", "bench", "scripts", "tests")
+DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def is_private(dotted: str) -> bool:
+    """``ray._private.state``, ``hydra._internal.utils``, ``mlflow._helper``: a part after the package's name
+    starts with one underscore."""
+    parts = dotted.split(".")
+    return parts[0] in ORCHESTRATION and any(p.startswith("_") and not p.startswith("__") for p in parts[1:])
+
+
+def private_uses(path: Path) -> list[str]:
+    """Where ``path`` reaches into a private module or name of the orchestration packages: imports (those inside
+    functions too, and names imported from a public module), attribute chains (``ray._private.worker``, through
+    an ``import webdataset as wds`` alias too) and strings that spell one (a logger name, ``import_module``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    aliases = {alias.asname: alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names if alias.asname}
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}  # a.b of a.b.c
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] if is_private(node.module) else [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Attribute) and id(node) not in inner and DOTTED.fullmatch(text := ast.unparse(node)):
+            head, _, rest = text.partition(".")
+            names = [f"{aliases.get(head, head)}.{rest}"]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED.fullmatch(node.value):
+            names = [node.value]
+        else:
+            continue
+        found += [f"line {node.lineno}: {name}" for name in names if is_private(name)]
+    return sorted(set(found))
+
+
+def test_private_apis_of_the_orchestration_packages_are_used_in_one_place():
+    uses = {str(path.relative_to(ROOT)): private_uses(path) for pkg in SCANNED
+            for path in sorted((ROOT / pkg).rglob("*.py")) if path not in PRIVATE_API_FILES}
+    offenders = {name: found for name, found in uses.items() if found}
+    assert not offenders, ("private APIs of ray/hydra/mlflow/omegaconf/webdataset belong in common/private_api.py "
+                           f"(one function each, with why and the versions checked): {offenders}")
+
+
+def test_the_private_api_check_catches_every_kind_of_use(tmp_path):
+    source = tmp_path / "planted.py"
+    source.write_text(
+        "import logging\nimport ray\nimport ray.train\nimport webdataset as wds\nfrom hydra import compose\n"
+        "from mlflow import _private_helper\n"
+        "def f():\n"
+        "    from ray._private.state import state\n"
+        "    return ray._private.worker, wds._tar_internals, logging.getLogger('ray.train.v2._internal.x')\n")
+    assert private_uses(source) == ["line 6: mlflow._private_helper", "line 8: ray._private.state",
+                                    "line 9: ray._private.worker", "line 9: ray.train.v2._internal.x",
+                                    "line 9: webdataset._tar_internals"]

@@ -35,6 +35,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from common.paths import PROJECT_ROOT
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".cluster"
@@ -100,10 +102,16 @@ class Proc:
 
 
 def _label(cmdline: list[str]) -> str:
-    """A short name: gcs_server, raylet, dashboard.py, ray.util.client.server, ray::IDLE, python -c."""
-    if len(cmdline) == 1:  # a process title (ray::IDLE, ray-dashboard-JobHead-0) or a bare binary
-        title = cmdline[0].split()[0]
-        return "ray-dashboard-module" if title.startswith("ray-dashboard-") else Path(title).name
+    """A short name: gcs_server, raylet, dashboard.py, ray.util.client.server, ray::IDLE, python -c.
+
+    A process title set with setproctitle (``ray::IDLE``, ``ray-dashboard-JobHead-0 (<command line>)``) is one
+    argument, or several when psutil splits a title that fills the whole argument area at its spaces.
+    """
+    title = cmdline[0].split()[0]
+    if title.startswith("ray-dashboard-"):
+        return "ray-dashboard-module"
+    if len(cmdline) == 1:  # a process title or a bare binary
+        return Path(title).name
     for flag, label in (("-m", None), ("-c", "python -c")):
         if flag in cmdline[1:-1]:
             return label or cmdline[cmdline.index(flag) + 1]
@@ -115,21 +123,15 @@ def cluster_processes(state_dir: Path) -> list[Proc]:
     """Live processes of the cluster: those whose environment carries its marker, and their descendants.
 
     Descendants count too because Ray's agents and workers rewrite their process title
-    (setproctitle), which can blank what /proc shows of their environment.
+    (setproctitle), which can blank what the kernel shows of their environment.
     """
-    marker = f"{MARKER}={state_dir}".encode()
     table: dict[int, tuple[int, list[str], bool]] = {}  # pid -> (parent pid, command line, marked)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for proc in psutil.process_iter(["ppid", "cmdline", "environ", "status"]):
+        info = proc.info  # an attribute psutil may not read (not our process, a zombie) is None
+        cmdline = [arg for arg in info["cmdline"] or () if arg]
+        if proc.pid == os.getpid() or info["environ"] is None or not cmdline or info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = [a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
-            marked = marker in (entry / "environ").read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if cmdline and stat[0] != "Z":
-            table[int(entry.name)] = (int(stat[1]), cmdline, marked)
+        table[proc.pid] = (info["ppid"], cmdline, info["environ"].get(MARKER) == str(state_dir))
     ours = {pid for pid, (_parent, _cmd, marked) in table.items() if marked}
     grew = True
     while grew:

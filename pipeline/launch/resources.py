@@ -77,12 +77,13 @@ def check_cluster_fits(per_worker: dict[str, float], num_workers: int, nodes: li
 def check_resources(cluster: dict) -> None:
     """Refuse, before any trainer starts, a worker request the connected Ray cluster can never meet."""
     import ray
-    from ray._private.state import state as ray_state  # what Ray Train's own worker-group check reads
+
+    from common.private_api import autoscaler_max_resources
 
     per_worker = worker_resources(cluster)
     nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
     try:
-        autoscaler_max = ray_state.get_max_resources_from_cluster_config()
+        autoscaler_max = autoscaler_max_resources()
     except Exception as exc:  # an older GCS or a cluster without that record: judge by the nodes alone
         log.info("no autoscaler config readable (%s): checking against the current nodes only", exc)
         autoscaler_max = None

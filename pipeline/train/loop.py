@@ -90,9 +90,9 @@ def _quiet_ray_train_reports(level: str) -> None:
     """Ray Train 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result ...:
     TrainingReport(...)") under a logger named by its file path, which ``RunConfig(logging_config=...)``
     does not reach: set that logger's level here, in the worker, to the same ``tracking.ray_log_level``."""
-    from ray.train.v2._internal.execution import context
+    from common.private_api import ray_train_report_logger_name
 
-    logging.getLogger(context.__file__).setLevel(level)
+    logging.getLogger(ray_train_report_logger_name()).setLevel(level)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:

@@ -148,17 +148,14 @@ def _require_shared(path: str, key: str) -> None:
 
 
 def _filesystem_type(path: str) -> str | None:
-    best, fs_type = "", None
-    target = str(Path(path).resolve())
-    try:
-        with open("/proc/mounts") as mounts:
-            for line in mounts:
-                _dev, mount_point, kind, *_ = line.split()
-                if target.startswith(mount_point) and len(mount_point) > len(best):
-                    best, fs_type = mount_point, kind
-    except OSError:
-        return None
-    return fs_type
+    """The type of the filesystem ``path`` is on: that of the deepest mount point above it (None if none is)."""
+    import psutil
+
+    target = Path(path).resolve()
+    # a later mount on the same mount point hides the earlier ones: the last entry wins
+    types = {Path(mount.mountpoint): mount.fstype for mount in psutil.disk_partitions(all=True)}
+    holders = [point for point in types if point == target or point in target.parents]
+    return types[max(holders, key=lambda point: len(point.parts))] if holders else None
 
 
 def spectrogram_moments(data_dir: str, split: str, max_clips: int) -> dict[str, list[float]]:

@@ -1,17 +1,15 @@
 """Per-process setup of the Ray workers when ``pipeline.train`` starts Ray itself (``worker_process_setup_hook``).
 
 Ray imports this module in every worker process of the job (Ray Train's controller and its training
-workers), before any actor code runs, so it keeps to the standard library.
+workers), before any actor code runs, so it keeps to the standard library (``common.private_api`` loads
+nothing else).
 """
 
 from __future__ import annotations
 
 import logging
 
-# Ray Train's controller re-sends its resource request to the autoscaling coordinator every 20 s and waits 5 s
-# for the answer; on a busy machine (two cores, a worker group starting) that wait times out and the warning
-# comes with the whole GetTimeoutError traceback, although its own text says it is safe to ignore.
-AUTOSCALING_CLIENT_LOGGER = "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client"
+from common.private_api import autoscaling_client_logger_name
 
 
 class TracebackToOneLine(logging.Filter):
@@ -25,4 +23,7 @@ class TracebackToOneLine(logging.Filter):
 
 
 def setup() -> None:
-    logging.getLogger(AUTOSCALING_CLIENT_LOGGER).addFilter(TracebackToOneLine())
+    # Ray Train's controller re-sends its resource request to the autoscaling coordinator every 20 s and waits 5 s
+    # for the answer; on a busy machine (two cores, a worker group starting) that wait times out and the warning
+    # comes with the whole GetTimeoutError traceback, although its own text says it is safe to ignore.
+    logging.getLogger(autoscaling_client_logger_name()).addFilter(TracebackToOneLine())

@@ -69,3 +69,32 @@ def test_up_refuses_a_port_in_use_before_starting_anything(tmp_path):
     assert up.returncode == 1
     assert f"port {port} (GCS) is already in use" in up.stderr and "--port" in up.stderr
     assert cluster_processes(tmp_path) == []
+
+
+def test_cluster_processes_are_the_marked_ones_and_their_descendants(tmp_path):
+    """A marked process and its child, whose environment is empty, are the cluster; a process of another state
+    directory is not."""
+    spawn = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+             "time.sleep(60)'], env={}); print(child.pid, flush=True); time.sleep(60)")
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    procs = [subprocess.Popen([sys.executable, "-c", spawn], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "WAVEGAN_LOCAL_CLUSTER": str(state)}) for state in (ours, other)]
+    try:
+        child = int(procs[0].stdout.readline())
+        found = cluster_processes(ours)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert [(p.pid, p.label) for p in found] == sorted([(procs[0].pid, "python -c"), (child, "python -c")])
+
+
+def test_labels_of_ray_process_titles():
+    from pipeline.launch.local_cluster import _label
+
+    assert _label(["ray::IDLE"]) == "ray::IDLE"
+    assert _label(["/venv/lib/ray/core/src/ray/raylet/raylet", "--node_id=abc"]) == "raylet"
+    assert _label(["/usr/bin/python3", "-m", "ray.util.client.server", "--port=1"]) == "ray.util.client.server"
+    title = "ray-dashboard-JobHead-0 (/usr/bin/python3 -u /venv/ray/dashboard/dashboard.py --host=127.0.0.1)"
+    assert _label([title]) == "ray-dashboard-module"
+    assert _label(title.split(" ")) == "ray-dashboard-module"  # psutil splits a title that fills argv at spaces

@@ -3,7 +3,6 @@ manifests carry what KubeRay requires, and all of them agree with each other and
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
@@ -13,7 +12,8 @@ import jsonschema
 import pytest
 import ray
 import yaml
-from ray.autoscaler._private.util import prepare_config, validate_config
+
+from common.private_api import validate_launcher_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -69,7 +69,7 @@ def test_launcher_config_passes_rays_own_validation():
     config = launcher_config()
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
     jsonschema.validate(config, schema)  # as written: no unknown or misspelled keys
-    validate_config(prepare_config(copy.deepcopy(config)))  # as `ray up` checks it, defaults filled in
+    validate_launcher_config(config)  # as `ray up` checks it, defaults filled in
 
 
 def test_launcher_commands_are_valid_bash():

@@ -36,3 +36,20 @@ def test_cluster_run_on_node_local_storage_fails_before_ray_starts(shards, tmp_p
     assert str(storage) in result.stderr or str(shards) in result.stderr  # names the offending path
     assert time.time() - started < 120
     assert not (tmp_path / "mlflow.db").exists()  # stopped before the MLflow run was opened
+
+
+def test_filesystem_type_is_that_of_the_deepest_mount_above_the_path(monkeypatch):
+    from types import SimpleNamespace
+
+    import psutil
+
+    from pipeline.train.preflight import _filesystem_type
+
+    mounts = [("/", "ext4"), ("/data", "nfs4"), ("/data/scratch", "tmpfs"), ("/data2", "xfs"), ("/data", "cifs")]
+    monkeypatch.setattr(psutil, "disk_partitions", lambda all=False: [
+        SimpleNamespace(device="dev", mountpoint=point, fstype=kind, opts="rw") for point, kind in mounts])
+    assert _filesystem_type("/data/shards") == "cifs"  # mounted over the nfs4 one
+    assert _filesystem_type("/data2/shards") == "xfs"  # not under /data
+    assert _filesystem_type("/data/scratch/x") == "tmpfs"
+    assert _filesystem_type("/data") == "cifs"
+    assert _filesystem_type("/home") == "ext4"

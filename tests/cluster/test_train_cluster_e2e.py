@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -39,8 +40,7 @@ def worker_raylet(state) -> int:
     """PID of the raylet of worker node w1 (its temp dir is <temp_root>/w1)."""
     for proc in cluster_processes(Path(state.state_dir)):
         if proc.label == "raylet":
-            cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().decode(errors="replace")
-            if f"{state.temp_root}/w1" in cmdline:
+            if f"{state.temp_root}/w1" in " ".join(psutil.Process(proc.pid).cmdline()):
                 return proc.pid
     return 0
 

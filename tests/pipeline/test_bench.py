@@ -149,7 +149,7 @@ def test_gpu_section_modules_import_nothing_but_torch():
     """The GPU machines have torch and torchaudio only: the GPU script's imports must not need more."""
     code = ("import sys; import bench.gpu, pipeline.train.step, pipeline.train.state; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'ray', 'mlflow', 'hydra', 'omegaconf', 'webdataset', 'yaml', 'soundfile', 'data_prep'}))")
+            "{'ray', 'mlflow', 'hydra', 'omegaconf', 'webdataset', 'yaml', 'soundfile', 'psutil', 'data_prep'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -8,8 +8,8 @@ import psutil
 import pytest
 import ray
 
+from common.private_api import autoscaling_client_logger_name
 from pipeline.launch.resources import connect
-from pipeline.train.ray_worker_setup import AUTOSCALING_CLIENT_LOGGER
 
 LOCAL = {"address": None, "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "worker_niceness": 0,
          "dashboard": False}
@@ -19,7 +19,7 @@ def log_a_timeout() -> str:
     """What Ray Train's autoscaling client logs when its request times out, as a console handler writes it."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    logger = logging.getLogger(AUTOSCALING_CLIENT_LOGGER)
+    logger = logging.getLogger(autoscaling_client_logger_name())
     logger.addHandler(handler)
     try:
         try:

@@ -21,7 +21,8 @@ _FILE_SECONDS = 10.0
 _BATCH = 64
 
 
-def _noise_tone(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+def noise_tone(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A random-pitch tone plus noise, int16: the synthetic audio these measurements (and bench/training.py) use."""
     t = np.arange(n) / rate
     x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(n)
     return (x * 32767).astype(np.int16)
@@ -41,7 +42,7 @@ def bench_shard_writing(tmpdir: str, seconds_of_audio: float, input_rate: int) -
     per_file = int(seconds_of_audio * input_rate / n_files)
     for i in range(n_files):
         sf.write(
-            os.path.join(src, f"clip_{i:05d}.wav"), _noise_tone(per_file, input_rate, rng), input_rate, subtype="PCM_16"
+            os.path.join(src, f"clip_{i:05d}.wav"), noise_tone(per_file, input_rate, rng), input_rate, subtype="PCM_16"
         )
     settings = ShardSettings(src=src, out=out, prep=PrepConfig(), workers=1, overwrite=True, progress=False)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -75,7 +76,7 @@ def bench_loader(tmpdir: str, n_clips: int) -> dict:
     paths = []
     for i in range(n_clips):
         path = os.path.join(src, f"clip_{i:06d}.wav")
-        sf.write(path, _noise_tone(16384, 16000, rng), 16000, subtype="PCM_16")
+        sf.write(path, noise_tone(16384, 16000, rng), 16000, subtype="PCM_16")
         paths.append(path)
     prep = PrepConfig(first_slice=True, pad_end=True, split=SplitConfig(valid=0.0, test=0.0), samples_per_shard=1024)
     make_shards(ShardSettings(src=src, out=out, prep=prep, workers=1, overwrite=True, progress=False))
