@@ -20,15 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from common.errors import ConfigError
 from common.paths import CONF_DIR
 from pipeline.launch.resources import connect, worker_resources
+from pipeline.tracking.client import Tracking  # MLflow itself is imported on first use
 from pipeline.train.preflight import prepare
 
 
-def preflight(config: dict):
+def preflight(config: dict) -> tuple[dict, Tracking]:
     """The run's config with everything derived from the shards and the classifier pinned, and the process's
     tracking object; nothing here starts Ray. A config that cannot work fails here (ConfigError)."""
     from pipeline.evaluate.training import prepare_training_eval  # MLflow's imports take seconds: after the checks
     from pipeline.summary import summarize
-    from pipeline.tracking.client import Tracking
 
     config = prepare(config)  # model.num_classes=auto is resolved here
     print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
@@ -36,7 +36,7 @@ def preflight(config: dict):
     return prepare_training_eval(config, tracking), tracking
 
 
-def open_tracked_run(config: dict, tracking):
+def open_tracked_run(config: dict, tracking: Tracking) -> Tracking:
     """``tracking`` for this training's MLflow run (new, or continued on resume); as it is when tracking is off."""
     from pipeline.tracking.run import open_run
 
@@ -52,7 +52,7 @@ class TrainingFailed(RuntimeError):
     """Ray Train gave up: worker or worker-group start failures beyond their limits; the message says why."""
 
 
-def launch(config: dict, run):
+def launch(config: dict, run: Tracking):
     """Run the TorchTrainer on the connected Ray cluster to the end; return Ray's Result.
 
     A worker group that cannot start (placement or start-up failures) is retried at most
@@ -122,7 +122,7 @@ def registered_checkpoint(config: dict, result):
     return best
 
 
-def register(config: dict, result, run) -> int:
+def register(config: dict, result, run: Tracking) -> int:
     """Register the generator of a run that ended well; the exit code (and why not, on stderr)."""
     from pipeline.registry.generator import register_generator
 
