@@ -49,7 +49,7 @@ lock: $(UV) ## regenerate requirements.lock from pyproject.toml (ARGS="--upgrade
 SYSTEM_PKGS  ?= espeak-ng sox postgresql
 BROWSER_PKGS ?= chromium chromium-driver
 
-system-deps: ## install the Debian packages the demo and tests use when missing (SYSTEM_PKGS="espeak-ng sox postgresql")
+system-deps: ## install the Debian packages the demo and tests use when missing (SYSTEM_PKGS="espeak-ng sox postgresql"; make test adds BROWSER_PKGS="chromium chromium-driver")
 	@missing=""; for pkg in $(SYSTEM_PKGS); do \
 	  case $$pkg in postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing $$pkg";; \
 	                chromium-driver) command -v chromedriver >/dev/null || missing="$$missing $$pkg";; \

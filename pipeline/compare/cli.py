@@ -157,9 +157,10 @@ def compare(args: argparse.Namespace, log=print) -> int:
     note = (f"{args.n} latent(s), seed {args.seed}: each row is A's and B's clip from the same latent"
             f"{' and label' if labels != [None] else ''}. "
             + ("Blind: the order within each row is shuffled, the key is in a separate file. " if args.blind else "")
-            + ref_note + ".")
+            + ref_note[0].upper() + ref_note[1:] + ".")
     stem = f"{a.slug}_vs_{b.slug}" + ("_blind" if args.blind else "")
-    html = render(f"{a.slug} vs {b.slug}", header_lines(a, b), groups, reference, note, swapped)
+    html = render(f"{a.slug} vs {b.slug}", header_lines(a, b), groups, reference, note,
+                  (f"A · {a.slug}", f"B · {b.slug}"), swapped)
     args.out.mkdir(parents=True, exist_ok=True)
     page = args.out / f"{stem}.html"
     page.write_text(html, encoding="utf-8")

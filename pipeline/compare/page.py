@@ -32,6 +32,7 @@ h3 { font-size: .95rem; margin: 0 0 .4rem; color: var(--muted); }
 .note { color: var(--muted); font-size: .85rem; }
 .table { overflow-x: auto; } table { border-collapse: collapse; width: 100%; font-size: .85rem; }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { overflow-wrap: normal; }
 .row { background: var(--card); border-radius: .5rem; padding: .6rem; margin: .6rem 0; }
 .pair { display: grid; gap: .6rem; grid-template-columns: repeat(auto-fit, minmax(min(100%, 15rem), 1fr)); }
 figure { margin: 0; min-width: 0; }
@@ -69,10 +70,12 @@ def figure(clip: Clip, caption: str, css_class: str = "") -> str:
 
 
 def render(title: str, header: list[tuple[str, str, str]], groups: list[tuple[str | None, list[Row]]],
-           reference: list[tuple[str, Clip]], note: str, swapped: list[bool] | None = None) -> str:
+           reference: list[tuple[str, Clip]], note: str, names: tuple[str, str] = ("A", "B"),
+           swapped: list[bool] | None = None) -> str:
     """The page. ``header``: (field, A's value, B's value) lines; ``groups``: rows under an optional heading
-    (a label name); ``reference``: (caption, clip) of real clips; ``swapped``: blind mode, one flag per row
-    (in order) saying whether B's clip goes first; the clips are then captioned 1 and 2 only."""
+    (a label name); ``reference``: (caption, clip) of real clips; ``names``: the captions of A's and B's clips;
+    ``swapped``: blind mode, one flag per row (in order) saying whether B's clip goes first; the clips are
+    then captioned 1 and 2 only."""
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(a)}</td><td>{escape(b)}</td></tr>" for k, a, b in header)
     parts = [f'<h1>{escape(title)}</h1><p class="note">{escape(note)}</p>',
              f'<div class="table"><table><thead><tr><th></th><th>A</th><th>B</th></tr></thead>'
@@ -83,7 +86,7 @@ def render(title: str, header: list[tuple[str, str, str]], groups: list[tuple[st
             parts.append(f"<h2>{escape(heading)}</h2>")
         for row in rows:
             if swapped is None:
-                cells = figure(row.a, "A", "a") + figure(row.b, "B", "b")
+                cells = figure(row.a, names[0], "a") + figure(row.b, names[1], "b")
             else:
                 first, second = (row.b, row.a) if next(flags) else (row.a, row.b)
                 cells = figure(first, "1") + figure(second, "2")

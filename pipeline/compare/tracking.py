@@ -33,7 +33,8 @@ def registered_version(tracking_cfg: dict, name: str, ref: str):
             known, aliases = [], []
         raise CompareError(f"models:/{name}{ref if ref.startswith('@') else '/' + ref} not found in "
                            f"{tracking_uri(tracking_cfg)}: versions {known or 'none'}, aliases {aliases or 'none'} "
-                           f"({str(exc).splitlines()[0][:200]})") from None
+                           f"({str(exc).splitlines()[0][:200]}); name another model with A= / B=, or give the "
+                           f"alias to a version first (make promote VERSION=N)") from None
 
 
 def run_details(tracking_cfg: dict, run_id: str | None) -> dict | None:

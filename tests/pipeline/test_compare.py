@@ -302,7 +302,7 @@ def test_page_plays_in_a_browser_offline_on_a_phone_and_in_the_dark(browser, com
     browser.get(compared["page"].as_uri())
     state = browser.execute_async_script(MEDIA_STATE)
     check_playable(state, 2 * len(LABELS), "file://")
-    assert {"A", "B"} <= set(state["captions"])
+    assert state["captions"][:2] == ["A · v1", "B · v3"]
     tops = "return [...document.querySelector('section.row').querySelectorAll('figure')].map(f => f.offsetTop)"
     wide = browser.execute_script(tops)
     assert wide[0] == wide[1], "side by side on a wide screen"
@@ -373,3 +373,23 @@ def test_logged_page_plays_in_the_mlflow_ui(browser, compared, world, ui_server)
     finally:
         browser.switch_to.default_content()
     check_playable(state, 2 * len(LABELS), "blob:")  # the UI hands the artifact to a sandboxed frame
+
+
+# ----------------------------------------------------------------------------------------------------
+# A training run by name: the real Ray run of tests/pipeline/conftest.py (shared with the registry tests)
+
+
+@pytest.mark.slow
+def test_a_run_name_resolves_to_the_checkpoint_training_registers(trained, capsys, tmp_path):
+    storage = f"train.storage_path={trained['base'] / 'ray'}"
+    store = [f"tracking.uri={trained['uri']}"]
+    code = compare_main(["--a", str(trained["checkpoint"]), "--b", "tiny", "--out", str(tmp_path), storage, *store])
+    err = capsys.readouterr().err
+    assert code == 2 and f"same model ({trained['checkpoint'].resolve()})" in err, err  # the run's last checkpoint
+    best = "registry.checkpoint=best"
+    code = compare_main(["--a", "1", "--b", "tiny", "--out", str(tmp_path), storage, best, *store])
+    err = capsys.readouterr().err
+    assert code == 2 and "no checkpoint scored by registry.metric=eval/is_mean" in err, err
+    code = compare_main(["--a", "1", "--b", "nope", "--out", str(tmp_path), storage, *store])
+    err = capsys.readouterr().err
+    assert code == 2 and "'nope' is neither a model URI" in err and "runs there: ['tiny']" in err, err
