@@ -102,7 +102,8 @@ def run_checkpoint(run_dir: Path, choice: str, metric: str) -> Path:
         raise CompareError(f"the training run {run_dir} has no checkpoint yet")
     try:
         chosen = registered_checkpoint({"registry": {"checkpoint": choice, "metric": metric}}, result)
-    except (KeyError, StopIteration, ValueError) as exc:
+    except (RuntimeError, KeyError, StopIteration) as exc:  # Ray: RuntimeError "Invalid metric name ..."
         raise CompareError(f"registry.checkpoint=best: the run {run_dir} has no checkpoint scored by "
-                           f"registry.metric={metric} ({exc!r}); use registry.checkpoint=last") from None
+                           f"registry.metric={metric} ({exc}); use registry.checkpoint=last, or a metric the run "
+                           f"reported") from None
     return Path(chosen.path)

@@ -171,7 +171,7 @@ def test_conditional_rows_are_headed_by_label_and_share_latents(world, compared)
 def test_page_is_logged_to_b_run_and_tagged_on_b_version(world, compared):
     client = world["client"]
     logged = [a.path for a in client.list_artifacts(world["runs"]["3"], "compare")]
-    assert logged == ["compare/v1_vs_v3.html"]
+    assert "compare/v1_vs_v3.html" in logged
     assert not client.list_artifacts(world["runs"]["1"], "compare"), "nothing goes to A's run"
     uri = client.get_model_version(MODEL_NAME, "3").tags["compare.vs.v1"]
     assert uri.endswith("/compare/v1_vs_v3.html") and uri in compared["stdout"]
@@ -209,6 +209,17 @@ def test_bare_checkpoint_goes_to_outputs_compare_and_logs_nothing(world, capsys,
     assert code == 0, out
     assert (tmp_path / "outputs/compare/v2_vs_bare-step12.html").is_file()
     assert "has no MLflow run" in out and logged_state() == before
+
+
+def test_checkpoint_with_a_run_logs_to_that_run_without_a_tag(world, capsys, tmp_path):
+    client = world["client"]
+    tags = dict(client.get_model_version(MODEL_NAME, "3").tags)
+    code, out, _ = run_compare(world, capsys, "--a", "1", "--b", str(world["root"] / "ckpt3"), "--n", "1",
+                               "--reference", "0", "--label", "c4", "--out", str(tmp_path))
+    assert code == 0, out
+    logged = [a.path for a in client.list_artifacts(world["runs"]["3"], "compare")]
+    assert "compare/v1_vs_ckpt3-step7.html" in logged and "tag" not in out.split("logged to", 1)[1]
+    assert dict(client.get_model_version(MODEL_NAME, "3").tags) == tags, "a checkpoint is no registered version"
 
 
 # ----------------------------------------------------------------------------------------------------
