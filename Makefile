@@ -15,9 +15,8 @@ OUT        ?= data/shards/$(notdir $(SRC))
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock system-deps demo demo-chain lint test test-fast demo-data shards classifier train train-cluster \
-        cluster-up cluster-down \
-        mlflow-ui promote generate serve eval bench summary clean
+.PHONY: help setup lock system-deps demo demo-chain lint test test-fast test-deps demo-data shards classifier train \
+        train-cluster cluster-up cluster-down mlflow-ui promote compare generate serve eval bench summary clean
 
 help: ## list every target with one line each
 	@echo "WaveGAN pipeline. Usage: make <target> [VAR=value ...]"
@@ -47,11 +46,13 @@ lock: $(UV) ## regenerate requirements.lock from pyproject.toml (ARGS="--upgrade
 	  --custom-compile-command "make lock" -q -o $(LOCK) $(ARGS)
 	@echo "requirements.lock written; run make setup to install it, make test, then commit both files"
 
-SYSTEM_PKGS ?= espeak-ng sox postgresql
+SYSTEM_PKGS  ?= espeak-ng sox postgresql
+BROWSER_PKGS ?= chromium chromium-driver
 
-system-deps: ## install the Debian packages the demo and tests use when missing (SYSTEM_PKGS="espeak-ng sox postgresql")
+system-deps: ## install the Debian packages the demo and tests use when missing (SYSTEM_PKGS="espeak-ng sox postgresql"; make test adds BROWSER_PKGS="chromium chromium-driver")
 	@missing=""; for pkg in $(SYSTEM_PKGS); do \
 	  case $$pkg in postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+	                chromium-driver) command -v chromedriver >/dev/null || missing="$$missing $$pkg";; \
 	                *) command -v $$pkg >/dev/null || missing="$$missing $$pkg";; esac; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
@@ -63,7 +64,10 @@ system-deps: ## install the Debian packages the demo and tests use when missing 
 lint: setup ## ruff check over the whole tree (rules in pyproject.toml [tool.ruff])
 	$(VENV)/bin/ruff check .
 
-test: setup system-deps lint ## run lint, then the whole test suite (the command CI runs)
+test-deps: # what the tests need from Debian: SYSTEM_PKGS plus a headless browser (compare page test), not for the demo
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS="$(SYSTEM_PKGS) $(BROWSER_PKGS)"
+
+test: setup test-deps lint ## run lint, then the whole test suite (the command CI runs)
 	$(PY) -m pytest $(ARGS)
 
 test-fast: setup ## run the tests not marked slow
@@ -96,10 +100,14 @@ cluster-down: setup ## stop the local Ray cluster started by cluster-up
 mlflow-ui: setup ## MLflow server on 127.0.0.1:5000 over the local store (HOST=, PORT= to change)
 	$(PY) -m pipeline.tracking.server $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
-promote: setup ## give a registered version an alias: make promote MODEL=wavegan-generator VERSION=3 [ALIAS=champion]
+promote: setup ## give a registered version an alias: make promote MODEL=wavegan-generator VERSION=3 [ALIAS=champion] [REQUIRE_COMPARISON=1]
 	$(PY) -m pipeline.promote $(if $(MODEL),--model $(MODEL)) $(if $(VERSION),--version $(VERSION)) \
 	  $(if $(ALIAS),--alias $(ALIAS)) $(if $(BEST_BY),--best-by $(BEST_BY)) $(if $(filter 1,$(FORCE)),--force) \
-	  $(if $(filter 1,$(ROLLBACK)),--rollback) $(ARGS)
+	  $(if $(filter 1,$(ROLLBACK)),--rollback) $(if $(filter 1,$(REQUIRE_COMPARISON)),--require-comparison) $(ARGS)
+
+compare: setup ## listen to two models side by side (one HTML page, logged to B's run): make compare [A=@champion] [B=latest] [N=4] [BLIND=1]
+	$(PY) -m pipeline.compare $(if $(A),--a $(A)) $(if $(B),--b $(B)) $(if $(N),--n $(N)) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(LABELS),--label $(LABELS)) $(if $(filter 1,$(BLIND)),--blind) $(if $(OUT_DIR),--out $(OUT_DIR)) $(ARGS)
 
 generate: setup ## write WAVs from a model: make generate [MODEL_URI=models:/wavegan-generator@champion] N=16 SEED=0 [LABEL=seven | LABELS=zero,seven]
 	$(PY) -m pipeline.generate $(if $(MODEL_URI),--model-uri $(MODEL_URI)) $(if $(N),--n $(N)) \

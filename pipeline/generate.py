@@ -36,10 +36,14 @@ class LabelError(ValueError):
 
 @dataclass
 class Generator:
-    """A loaded generator (z, labels) -> audio and the names of its label ids ([] when unconditional)."""
+    """A loaded generator (z, labels) -> audio and the names of its label ids ([] when unconditional).
+
+    ``info`` is what the model says about itself: a registered version's metadata (``model_config``, ``step``,
+    ``generator_weights``, ...) or a checkpoint's config (``model``, ``step``, ``data``, ``tracking``, ...)."""
 
     model: nn.Module
     label_names: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -80,7 +84,7 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
         from pipeline.registry.generator import generator_from_checkpoint
 
         model, config = generator_from_checkpoint(checkpoint)
-        return Generator(model, list(config.get("label_names") or []) if model.num_classes else [])
+        return Generator(model, list(config.get("label_names") or []) if model.num_classes else [], config)
     import mlflow
 
     from pipeline.registry.safe_format import PickledModelError, load_registered
@@ -97,7 +101,7 @@ def load_generator(model_uri: str | None = None, checkpoint: str | None = None,
             f"cannot load {uri}: {str(exc)[:400]}\nList versions in the MLflow UI (make mlflow-ui), "
             f"promote one (make promote MODEL=wavegan-generator VERSION=N), or pass --checkpoint DIR."
         ) from None
-    return Generator(model, [str(n) for n in metadata.get("label_names") or []])
+    return Generator(model, [str(n) for n in metadata.get("label_names") or []], dict(metadata))
 
 
 def split_labels(values: list[str] | None) -> list[str]:

@@ -6,12 +6,17 @@
     python -m pipeline.promote --version 5 --metric label_accuracy   # class-conditional: gate on label accuracy
     python -m pipeline.promote --version 4 --force            # skip the gate
     python -m pipeline.promote --rollback                     # give the alias back to its previous holder
+    python -m pipeline.promote --version 7 --require-comparison   # only once v7 was compared with the champion
 
 The gate refuses a version that has no evaluation metrics, or whose metric is worse than the
 current holder's, unless ``--force``. Evaluation metrics are read from the version's tags
 (``eval.<metric>``, written by ``make eval``) or, failing that, from its run (``eval/<metric>``).
 Each promotion records the previous holder in the registered model's tags, so ``--rollback``
 restores it in one command (repeatedly, back through the history).
+
+A comparison page of the candidate against the current holder (``make compare A=@champion B=7``, tagged
+``compare.vs.v<holder>`` on the candidate) is printed with the promotion; ``--require-comparison`` refuses
+to promote until one exists.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 
 from mlflow.exceptions import MlflowException
 
+from pipeline.compare import comparison_tag
 from pipeline.tracking.client import Tracking
 from wavegan.metrics import is_better
 
@@ -85,8 +91,9 @@ class Registry:
 
 
 def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS, metric: str = DEFAULT_METRIC,
-            best_by: bool = False, force: bool = False) -> str:
-    """Give ``alias`` to ``version`` (or the best version by ``metric``); return a one-line report."""
+            best_by: bool = False, force: bool = False, require_comparison: bool = False) -> str:
+    """Give ``alias`` to ``version`` (or the best version by ``metric``); return a report (one line, plus the
+    comparison page against the current holder when there is one)."""
     if best_by:
         scored = [(registry.metric(v, metric), key) for key, v in registry.versions().items()]
         scored = [(s, v) for s, v in scored if s is not None]
@@ -114,10 +121,15 @@ def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS,
             if held is not None and is_better(metric, held, score):
                 raise PromotionError(f"version {version} has {metric}={score:.4g}, worse than the current "
                                      f"{alias} (version {holder}, {metric}={held:.4g}); use FORCE=1 to promote anyway")
+    page = None if holder is None else candidate.tags.get(comparison_tag(f"v{holder}"))
+    if require_comparison and holder is not None and page is None:
+        raise PromotionError(f"version {version} has not been compared with the current {alias} (version {holder}): "
+                             f"listen first (make compare A=@{alias} B={version}), or drop --require-comparison")
     history = registry.history(alias) + ([holder] if holder is not None else [])
     registry.set_alias(alias, version, history)
     before = f" (was version {holder})" if holder else ""
-    return f"{registry.model}@{alias} -> version {version}{before}"
+    listened = f"\ncomparison with version {holder}: {page}" if page else ""
+    return f"{registry.model}@{alias} -> version {version}{before}{listened}"
 
 
 def rollback(registry: Registry, alias: str = DEFAULT_ALIAS) -> str:
@@ -149,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best-by", metavar="METRIC", help="promote the version with the best METRIC")
     parser.add_argument("--force", action="store_true", help="skip the gate")
     parser.add_argument("--rollback", action="store_true", help="restore the alias's previous holder")
+    parser.add_argument("--require-comparison", action="store_true",
+                        help="refuse unless the version has a comparison page against the alias's holder "
+                             "(make compare)")
     args = parser.parse_args(argv)
     try:
         registry = Registry(args.model)
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             print(rollback(registry, args.alias))
         else:
             print(promote(registry, args.version, args.alias, args.best_by or args.metric, bool(args.best_by),
-                          args.force))
+                          args.force, args.require_comparison))
     except PromotionError as exc:
         print(f"promote: {exc}", file=sys.stderr)
         return 1

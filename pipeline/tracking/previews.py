@@ -1,10 +1,12 @@
 """Audio a person can listen to: 16-bit WAVs plus one figure of their waveforms and spectrograms.
 
-Used for the MLflow previews during training and by ``make generate``.
+Used for the MLflow previews during training, by ``make generate`` and, one small spectrogram per clip
+(:func:`spectrogram_png`), by ``make compare``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -15,6 +17,9 @@ import soundfile as sf
 import torch
 
 from wavegan.sampling import generate
+
+# The spectrogram every figure here draws: 16 ms frames, 8 ms hop at 16 kHz (SpecGAN's STFT), log power.
+SPEC_NFFT, SPEC_OVERLAP, SPEC_CMAP = 256, 128, "magma"
 
 
 def file_label(name: str) -> str:
@@ -69,7 +74,7 @@ def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike
         row[0].plot(t, clip, linewidth=0.5)
         row[0].set_ylim(-1, 1)
         row[0].set_xlim(0, t[-1])
-        row[1].specgram(clip + 1e-9, NFFT=256, Fs=sample_rate, noverlap=128, cmap="magma")
+        row[1].specgram(clip + 1e-9, NFFT=SPEC_NFFT, Fs=sample_rate, noverlap=SPEC_OVERLAP, cmap=SPEC_CMAP)
         for ax in row:
             ax.tick_params(labelsize=6)
     axes[0][0].set_title("waveform", fontsize=8)
@@ -83,6 +88,24 @@ def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def spectrogram_png(clip: np.ndarray, sample_rate: int, colors: int = 64) -> bytes:
+    """One mono clip's log spectrogram as a small PNG (one pixel per STFT bin and frame, low frequencies at the
+    bottom, no axes, ``colors`` palette entries): the right column of :func:`contact_sheet`, for embedding in a
+    page (about 12 KiB for a second of noise, under 1 KiB for a tone; full colour, noise takes ~50 KiB)."""
+    import matplotlib
+    from matplotlib import mlab
+    from PIL import Image
+
+    power, _, _ = mlab.specgram(np.asarray(clip, dtype=np.float64) + 1e-9, NFFT=SPEC_NFFT, Fs=sample_rate,
+                                noverlap=SPEC_OVERLAP)
+    db = 10 * np.log10(power + 1e-12)
+    scaled = np.clip((db - (db.max() - 80)) / 80, 0, 1)[::-1]  # an 80 dB range, low frequencies at the bottom
+    rgb = (matplotlib.colormaps[SPEC_CMAP](scaled)[..., :3] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).quantize(colors).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def write_preview(gan, z: torch.Tensor, labels: torch.Tensor | None, directory: str | os.PathLike,
