@@ -1,28 +1,33 @@
 """Shared helpers of the Hydra entry points (``pipeline.train``, ``pipeline.summary``, ``data_prep.shard``).
 
-``run_hydra(main, config_name, help_name=...)`` replaces the usual ``main()`` call under
+``run_hydra(main, config_name, schema=..., help_name=...)`` replaces the usual ``main()`` call under
 ``if __name__ == "__main__":``. Before Hydra sees the command line it
 
-* checks every override against the composed config (``hydra.compose`` in ``initialize_config_dir``)
-  and, instead of Hydra's "Could not override ..." and a stack-trace hint, prints which key or
-  option is unknown and the nearest valid ones, then exits with status 2::
+* registers the config's schemas (``schema.register()``: dataclasses in Hydra's ConfigStore, which the
+  YAML files extend), composes the config with the overrides (``hydra.compose``), and checks what
+  composition leaves open: values still missing (``???``) and the stage's own ``schema.check``;
+* instead of Hydra's "Could not override ..." and a stack-trace hint, prints which key or option is
+  unknown and the nearest valid ones, or which key holds a value of the wrong type, then exits with
+  status 2::
 
       error: unknown key train.stepz; did you mean train.steps?
       error: unknown preset 'tinyy'; did you mean tiny? options: long, sc09, specgan, tiny
+      error: train.steps=abc: Value 'abc' of type 'str' could not be converted to Integer
 
 * recognises the flags of the reference implementation and its ports (``--epochs 10``,
   ``--d_per_g 5``, ``latent_dim=128``) and names our equivalent (docs/cli.md has the table);
 * selects the command's own ``--help`` page (conf/hydra/help/<help_name>.yaml).
 
-Nothing here imports torch, so a typo is reported in about a second.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from common.paths import CONF_DIR
 
@@ -80,6 +85,9 @@ _SAME_VALUE = {"latent_dim", "wavegan_latent_dim", "epochs", "batch_size", "trai
                "wavegan_genr_upsample", "wavegan_genr_pp_len", "wavegan_disc_phaseshuffle", "data_overlap_ratio",
                "data_num_channels"}
 
+# Groups of the defaults lists that are not the user's choice: Hydra's own, and the schemas (schema/model@model)
+INTERNAL_GROUPS = ("hydra/", "schema/")
+
 _HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                            "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
 
@@ -88,16 +96,27 @@ class UsageError(Exception):
     """A command line that cannot work; the message says what to write instead."""
 
 
+class Schema(Protocol):
+    """A stage's config schemas (``pipeline.schema``, ``data_prep.config``): ``register`` stores them in Hydra's
+    ConfigStore, before any composition; ``check`` raises common.errors.ConfigError, naming the key, for a
+    composed, resolved config that its types cannot catch."""
+
+    def register(self) -> None: ...
+
+    def check(self, config: dict) -> None: ...
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Entry point wrapper
 
 
-def run_hydra(main: Callable[[], Any], config_name: str, *, help_name: str | None = None,
+def run_hydra(main: Callable[[], Any], config_name: str, *, schema: Schema, help_name: str | None = None,
               extra_overrides: Sequence[str] = (), argv: Sequence[str] | None = None,
               command: str | None = None) -> Any:
     """Check the command line, then call the ``@hydra.main`` function ``main``.
 
-    ``config_name``: the primary config in conf/ that ``main`` is decorated with. ``help_name``: the
+    ``config_name``: the primary config in conf/ that ``main`` is decorated with; ``schema``: its schemas
+    (registered here, so ``main``'s composition sees them too). ``help_name``: the
     ``conf/hydra/help/<help_name>.yaml`` page ``--help`` prints (default: the one named like the
     config, if any; else Hydra's). ``extra_overrides`` go before the user's (who can still override
     them), e.g. ``hydra.output_subdir=null`` for a command that writes nothing. ``command`` names the
@@ -105,11 +124,13 @@ def run_hydra(main: Callable[[], Any], config_name: str, *, help_name: str | Non
     Exits with status 2 and a one-paragraph message on a bad override.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    schema.register()
     try:
         flags, overrides = split_argv(argv)
         if not flags.get("config_path") and not flags.get("config_dir") and not flags.get("shell_completion"):
-            check_overrides(flags.get("config_name") or config_name, overrides,
-                            command=command or _command_name(main))
+            showing = any(flags.get(f) for f in ("help", "hydra_help", "cfg", "info"))  # ??? is fine to show
+            check_overrides(flags.get("config_name") or config_name, overrides, schema=schema,
+                            command=command or _command_name(main), complete=not showing)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -195,30 +216,67 @@ def _flag_message(name: str, value: str | None = None) -> str:
 # Override checks
 
 
-def check_overrides(config_name: str, overrides: Sequence[str], *, command: str = "this command") -> None:
-    """Raise UsageError, naming the nearest valid keys / options, if ``overrides`` do not compose."""
+def check_overrides(config_name: str, overrides: Sequence[str], *, schema: Schema, command: str = "this command",
+                    complete: bool = True) -> None:
+    """Raise UsageError, naming the key and the nearest valid keys / options, if ``overrides`` do not compose
+    against ``schema``, or (``complete``: the command is to run, not only show its config) if the composed
+    config misses a value or fails ``schema.check``."""
+    problems = config_problems(config_name, overrides, schema=schema, command=command, complete=complete)
+    if problems:
+        flag = (lambda f: f'{command} ARGS="{f}"') if command.startswith("make ") else (lambda f: f"{command} {f}")
+        raise UsageError("\n".join(problems) + f"\n(show every key and group: {flag('--cfg job')}; "
+                                               f"groups and examples: {flag('--help')})")
+
+
+def config_problems(config_name: str, overrides: Sequence[str], *, schema: Schema, command: str = "this command",
+                    complete: bool = True) -> list[str]:
+    """What :func:`check_overrides` reports, one message per problem (none: the config composes and checks)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
+
+    from common.errors import ConfigError
 
     overrides = list(overrides)
     parsed = _parse(overrides)
+    schema.register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="check"):
         try:
-            compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-            return
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException, ValueError) as exc:
-            failure = exc
-        problems = _diagnose(config_name, parsed, command)
-    if not problems:  # something the diagnosis does not cover: Hydra's own words, minus the stack-trace hint
-        text = str(failure).strip() or type(failure).__name__
-        cause = getattr(failure, "__cause__", None)
-        if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-            text += f"\n{str(cause).strip()}"
-        problems = [text]
-    flag = (lambda f: f'{command} ARGS="{f}"') if command.startswith("make ") else (lambda f: f"{command} {f}")
-    raise UsageError("\n".join(problems) + f"\n(show every key and group: {flag('--cfg job')}; "
-                                           f"groups and examples: {flag('--help')})")
+            return _diagnose(config_name, parsed, command) or [_hydra_message(exc)]
+    if not complete:
+        return []
+    with open_dict(cfg):
+        del cfg["hydra"]
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        return [f"{key} has no value (???): set it, e.g. {command} {key}=..." for key in missing]
+    try:
+        schema.check(OmegaConf.to_container(cfg, resolve=True))
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _hydra_message(failure: Exception) -> str:
+    """Hydra's error in a line, naming the key: ``train.steps=abc: Value 'abc' ... converted to Integer``, or
+    ``model.phaseshuffle_rad: Key ... not in 'SpecGANModel' (in conf/preset/sc09.yaml)``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(failure).strip() or type(failure).__name__
+    for exc in (failure.__cause__, failure):
+        if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
+            value = "" if exc.value is None else f"={exc.value}"
+            return f"{exc.full_key}{value}: {str(exc.msg).strip().splitlines()[0]}"
+    found = re.match(r"In '([^']+)': \w+ raised while composing config:\n(.+)\n\s+full_key: (\S+)", text)
+    if found:
+        return f"{found[3]}: {found[2]} (in conf/{found[1]}.yaml)"
+    cause = failure.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text += f"\n{str(cause).strip()}"
+    return text
 
 
 def _parse(overrides: list[str]) -> list:
@@ -263,7 +321,7 @@ def _diagnose(config_name: str, parsed: list, command: str) -> list[str]:
     loader = GlobalHydra.instance().config_loader()
     base = compose(config_name=config_name, return_hydra_config=True)
     choices = OmegaConf.to_container(base.hydra.runtime.choices)
-    app_groups = sorted(g for g in choices if not g.startswith("hydra/"))
+    app_groups = sorted(g for g in choices if not g.startswith(INTERNAL_GROUPS))
     problems: list[str] = []
     group_overrides: list[str] = []
     key_overrides = []
@@ -426,7 +484,7 @@ def groups_help() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices
-    groups = sorted(g for g in choices if not g.startswith("hydra/"))
+    groups = sorted(g for g in choices if not g.startswith(INTERNAL_GROUPS))
     options = {g: ", ".join(sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))) for g in groups}
     width = max([38, *(len(o) for o in options.values())])
     lines = []
