@@ -170,7 +170,11 @@ def check(config: Mapping[str, Any]) -> None:
     early_stop = config["train"]["early_stop"]
     if early_stop is not None:
         typed(EarlyStop, early_stop, "train.early_stop")
-    LossConfig.from_config(config, strict=True)
+    loss = LossConfig.from_config(config)  # the name, lr_decay and the values' ranges
+    typed(LOSSES[loss.name], config["loss"], "loss")
+    optim_d = config["loss"]["optim_d"]
+    if optim_d is not None and not isinstance(optim_d, Mapping):
+        raise ConfigError(f"loss.optim_d={optim_d!r}: expected null or keys of loss.optim, e.g. {{lr: 4e-4}}")
     model = dict(config["model"])
     if model.get("num_classes") == "auto":
         model["num_classes"] = 0  # stands for any count: preflight puts the shards' label count in its place

@@ -91,7 +91,7 @@ def test_a_wrong_value_in_a_config_file_names_the_key_and_the_file(conf_copy):
 
 @pytest.mark.parametrize("override, message", [
     ("model.num_classes=many", "model.num_classes='many': expected int or auto"),
-    ("loss.lr_decay={start:1,end:soon,final:0.1}", "loss.lr_decay.end='soon': expected int"),
+    ("loss.lr_decay={start:1,end:soon,final:0.1}", "loss.lr_decay={'start': 1, 'end': 'soon', 'final': 0.1}"),
     ("loss.optim_d=fast", "loss.optim_d='fast': expected null or keys of loss.optim"),
     ("train.early_stop={metric:eval/fid,patience:long}", "train.early_stop.patience='long': expected int"),
     ("train.early_stop={metric:eval/fid,patiense:3}", "unknown key train.early_stop.patiense"),

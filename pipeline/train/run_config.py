@@ -29,8 +29,33 @@ def _group(cfg: Mapping[str, Any], group: str) -> Mapping[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# loss/: one schema per loss; ``optim_d`` and ``lr_decay`` are null or a mapping, typed Any for Hydra (OmegaConf
-# 2.3 cannot override a null typed mapping from the command line) and checked by LossConfig.
+# loss/: what the step reads of each loss (the views), then each loss's whole group (the schemas: the optimiser's
+# keys typed, and optim_d). ``optim_d`` and ``lr_decay`` are null or a mapping: typed Any, as OmegaConf 2.3
+# cannot override a null typed mapping from the command line; LossConfig checks lr_decay.
+
+
+@dataclass
+class LossKeys:
+    name: str
+    critic_steps: int
+    optim: dict[str, Any]  # the optimiser's name and keyword arguments
+    lr_decay: Any  # null, or {start, end, final}
+
+
+@dataclass
+class WganGpKeys(LossKeys):
+    gp_weight: float
+
+
+@dataclass
+class WganKeys(LossKeys):
+    clip: float
+
+
+@dataclass
+class R1Keys(LossKeys):
+    r1_weight: float
+    r1_every: int
 
 
 @dataclass
@@ -49,49 +74,31 @@ class RMSpropOptim:
 
 
 @dataclass
-class LrDecay:
-    """``loss.lr_decay``: both lrs x1 until step ``start``, linearly down to x ``final`` at step ``end``."""
-
-    start: int
-    end: int
-    final: float
-
-
-@dataclass
-class LossBase:
-    name: str
-    critic_steps: int
+class WganGpLoss(WganGpKeys):
+    optim: AdamOptim
     optim_d: Any  # null, or keys that replace optim's for D (e.g. {lr: 4e-4})
-    lr_decay: Any  # null, or an LrDecay mapping
 
 
 @dataclass
-class WganGpLoss(LossBase):
-    gp_weight: float
-    optim: AdamOptim
-
-
-@dataclass
-class WganLoss(LossBase):
-    clip: float
+class WganLoss(WganKeys):
     optim: RMSpropOptim
+    optim_d: Any
 
 
 @dataclass
-class DcganLoss(LossBase):
-    r1_weight: float
-    r1_every: int
+class DcganLoss(R1Keys):
     optim: AdamOptim
+    optim_d: Any
 
 
 @dataclass
-class LsganLoss(LossBase):
-    r1_weight: float
-    r1_every: int
+class LsganLoss(R1Keys):
     optim: RMSpropOptim
+    optim_d: Any
 
 
-LOSSES: dict[str, type[LossBase]] = {"wgan-gp": WganGpLoss, "wgan": WganLoss, "dcgan": DcganLoss, "lsgan": LsganLoss}
+LOSSES: dict[str, type[LossKeys]] = {"wgan-gp": WganGpLoss, "wgan": WganLoss, "dcgan": DcganLoss, "lsgan": LsganLoss}
+_VIEWS: dict[str, type[LossKeys]] = {"wgan-gp": WganGpKeys, "wgan": WganKeys, "dcgan": R1Keys, "lsgan": R1Keys}
 
 
 @dataclass(frozen=True)
@@ -109,22 +116,19 @@ class LossConfig:
     r1_every: int | None
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, strict: bool = False) -> LossConfig:
-        """From the run's loss group; ``strict``: a key the loss's schema lacks is an error too."""
+    def from_config(cls, cfg: Mapping[str, Any]) -> LossConfig:
         section = _group(cfg, "loss")
         name = section.get("name")
-        if name not in LOSSES:
-            raise ConfigError(f"loss.name={name!r}: expected one of {', '.join(LOSSES)} (loss=<name> selects one)")
-        loss = typed(LOSSES[name], section, "loss", strict=strict)
+        if name not in _VIEWS:
+            raise ConfigError(f"loss.name={name!r}: expected one of {', '.join(_VIEWS)} (loss=<name> selects one)")
+        loss = typed(_VIEWS[name], section, "loss", strict=False)
         if loss.critic_steps < 1:
             raise ConfigError(f"loss.critic_steps={loss.critic_steps}: the critic needs one step per iteration or more")
-        if loss.optim_d is not None and not isinstance(loss.optim_d, Mapping):
-            raise ConfigError(f"loss.optim_d={loss.optim_d!r}: expected null or keys of loss.optim, e.g. {{lr: 4e-4}}")
         r1_weight, r1_every = getattr(loss, "r1_weight", None), getattr(loss, "r1_every", None)
         if r1_weight is not None and (r1_weight < 0 or r1_every < 1):
             raise ConfigError(f"loss.r1_weight={r1_weight}, loss.r1_every={r1_every}: the weight must be >= 0 "
                               "(0 = off) and the interval >= 1 critic step")
-        return cls(name=name, critic_steps=loss.critic_steps, optim=section["optim"],
+        return cls(name=name, critic_steps=loss.critic_steps, optim=loss.optim,
                    gp_weight=getattr(loss, "gp_weight", None), clip=getattr(loss, "clip", None),
                    lr_decay=_lr_decay(loss.lr_decay), r1_weight=r1_weight, r1_every=r1_every)
 
@@ -133,13 +137,15 @@ def _lr_decay(decay: Any) -> tuple[int, int, float] | None:
     if decay is None:
         return None
     example = "e.g. loss.lr_decay={start:2000,end:5000,final:0.1}, or null for a constant lr"
+    if not isinstance(decay, Mapping) or set(decay) != {"start", "end", "final"}:
+        raise ConfigError(f"loss.lr_decay={decay!r}: expected the keys start, end, final ({example})")
     try:
-        d = typed(LrDecay, decay, "loss.lr_decay")
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} ({example})") from None
-    if not (0 <= d.start < d.end and d.final > 0):
+        start, end, final = int(decay["start"]), int(decay["end"]), float(decay["final"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"loss.lr_decay={decay!r}: {exc} ({example})") from None
+    if not (0 <= start < end and final > 0):
         raise ConfigError(f"loss.lr_decay={decay!r}: needs 0 <= start < end and final > 0 ({example})")
-    return d.start, d.end, d.final
+    return start, end, final
 
 
 # ---------------------------------------------------------------------------------------------------------------
