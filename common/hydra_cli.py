@@ -3,9 +3,10 @@
 ``run_hydra(main, config_name, schema=..., help_name=...)`` replaces the usual ``main()`` call under
 ``if __name__ == "__main__":``. Before Hydra sees the command line it
 
-* registers the config's schemas (``schema.register()``: dataclasses in Hydra's ConfigStore, which the
-  YAML files extend), composes the config with the overrides (``hydra.compose``), and checks what
-  composition leaves open: values still missing (``???``) and the stage's own ``schema.check``;
+* registers the config's schemas (``schema.register()``: dataclasses in Hydra's ConfigStore, put under
+  each group by the primary config's defaults list), composes the config with the overrides
+  (``hydra.compose``: a wrong type or an unknown key fails here), and checks what composition leaves
+  open: values still missing (``???``) and the stage's own ``schema.check``;
 * instead of Hydra's "Could not override ..." and a stack-trace hint, prints which key or option is
   unknown and the nearest valid ones, or which key holds a value of the wrong type, then exits with
   status 2::
@@ -30,60 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from common.paths import CONF_DIR
-
-DOCS = "docs/cli.md"
-
-# Flags of the reference implementation (chrisdonahue/wavegan train_wavegan.py) and of its ports,
-# with what does the same here. docs/cli.md holds the same mapping as a table (a test keeps them in step).
-REFERENCE_FLAGS: dict[str, str] = {
-    "train": "make train ARGS=\"...\" (python -m pipeline.train key=value ...)",
-    "generate": "make generate MODEL_URI=models:/wavegan-generator@champion N=16 (python -m pipeline.generate)",
-    "preview": "make generate (previews are also logged to MLflow every tracking.preview_every steps)",
-    "incept": "make eval MODEL_URI=models:/wavegan-generator@champion",
-    "infer": "registry.register=true (the generator is registered in MLflow at the end of training)",
-    "latent_dim": "model.latent_dim=100",
-    "wavegan_latent_dim": "model.latent_dim=100",
-    "epochs": "train.epochs=700 (passes over the manifest's train clips) or train.steps=200000 (generator updates)",
-    "batch_size": "train.batch_size=64",
-    "train_batch_size": "train.batch_size=64",
-    "lr": "loss.optim.lr=1e-4",
-    "learning_rate": "loss.optim.lr=1e-4",
-    "beta1": "loss.optim.betas=[0.5,0.9] (beta1 is the first item)",
-    "beta2": "loss.optim.betas=[0.5,0.9] (beta2 is the second item)",
-    "d_per_g": "loss.critic_steps=5",
-    "wavegan_disc_nupdates": "loss.critic_steps=5",
-    "gp_weight": "loss.gp_weight=10",
-    "wavegan_loss": "loss=wgan-gp (or wgan, dcgan, lsgan)",
-    "print_summary": "make summary ARGS=\"model.dim=64\" (also printed at the start of every training run)",
-    "save_model": "registry.register=true (MLflow registry) and train.checkpoint_every=1000 (Ray checkpoints)",
-    "use_tensorboard": "make mlflow-ui (MLflow; tracking.enabled=true)",
-    "train_save_secs": "train.checkpoint_every=1000 (in steps)",
-    "train_summary_secs": "train.log_every=50 and tracking.preview_every=1000 (in steps)",
-    "preview_n": "tracking.preview_count=8",
-    "wavegan_dim": "model.dim=64",
-    "wavegan_kernel_len": "nothing: the kernel length is fixed at 25 (wavegan/models.py KERNEL_LEN)",
-    "wavegan_batchnorm": "model.batchnorm=true",
-    "wavegan_genr_upsample": "model.upsample=nn (zeros | nn | linear | cubic)",
-    "wavegan_genr_pp": "model.post_proc_filt_len=512 (0 = off)",
-    "wavegan_genr_pp_len": "model.post_proc_filt_len=512",
-    "wavegan_disc_phaseshuffle": "model.phaseshuffle_rad=2",
-    "data_dir": "make shards SRC=<audio folder> OUT=<shards>, then data.dir=<shards>",
-    "data_sample_rate": "prep.sample_rate=16000 (make shards) and model.sample_rate=16000",
-    "data_slice_len": "prep.slice_len=65536 (make shards) and model.slice_len=65536",
-    "data_num_channels": "model.num_channels=1 (data prep writes mono clips)",
-    "data_overlap_ratio": "prep.overlap=0.5 (make shards)",
-    "data_first_slice": "prep.first_slice=true (make shards)",
-    "data_pad_end": "prep.pad_end=true (make shards)",
-    "data_normalize": "prep.normalize=true (make shards)",
-    "data_fast_wav": "nothing: soundfile decodes every format",
-    "data_prefetch_gpu_num": "data.num_workers=4 and data.pin_memory=true",
-}
-
-# Reference flags whose value carries over as is into the first key=value of the hint.
-_SAME_VALUE = {"latent_dim", "wavegan_latent_dim", "epochs", "batch_size", "train_batch_size", "lr", "learning_rate",
-               "d_per_g", "wavegan_disc_nupdates", "gp_weight", "preview_n", "wavegan_dim", "wavegan_batchnorm",
-               "wavegan_genr_upsample", "wavegan_genr_pp_len", "wavegan_disc_phaseshuffle", "data_overlap_ratio",
-               "data_num_channels"}
+from common.reference_cli import DOCS, reference_hint
 
 # Groups of the defaults lists that are not the user's choice: Hydra's own, and the schemas (schema/model@model)
 INTERNAL_GROUPS = ("hydra/", "schema/")
@@ -191,16 +139,6 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
                                               f"{DOCS} maps the reference CLI's flags)")
     args = parser.parse_args(list(argv))
     return vars(args), list(args.overrides or [])
-
-
-def reference_hint(name: str, value: str | None = None) -> str | None:
-    """Our equivalent of the reference CLI's ``--name [value]``, with the user's value when it carries over."""
-    name = name.replace("-", "_")
-    ours = REFERENCE_FLAGS.get(name)
-    if ours and value is not None and name in _SAME_VALUE:
-        key, _, rest = ours.partition("=")
-        ours = f"{key}={value}" + (rest[rest.index(" "):] if " " in rest else "")
-    return ours
 
 
 def _flag_message(name: str, value: str | None = None) -> str:

@@ -20,7 +20,8 @@ import pytest
 import soundfile as sf
 
 import data_prep.config
-from common.hydra_cli import CONF_DIR, REFERENCE_FLAGS, UsageError, check_overrides, flatten, split_argv
+from common.hydra_cli import CONF_DIR, UsageError, check_overrides, flatten, split_argv
+from common.reference_cli import REFERENCE_FLAGS
 from pipeline import schema
 
 SCHEMAS = {"config": schema, "shards": data_prep.config}
