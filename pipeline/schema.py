@@ -11,12 +11,13 @@ cluster/   :class:`ClusterConfig`        tracking/  :class:`TrackingConfig`
 eval/      :class:`EvalConfig`           registry   :class:`RegistryConfig` (a section of conf/config.yaml)
 =========  =============================================================================
 
-:func:`register` stores them in Hydra's ConfigStore as ``schema/<name>``; each group's YAML files start from their
-schema (``defaults: [/schema/<name>@_here_, _self_]``), so composing a config checks every value's type and rejects
-unknown keys, naming the key. Every entry point that composes this config calls ``register`` first: the commands
-through ``common.hydra_cli.run_hydra(..., schema=pipeline.schema)``, which also runs :func:`check` on the composed
-config (missing values and what Hydra cannot type: ``model.num_classes`` is a number or ``auto``, ``loss.lr_decay``
-and ``train.early_stop`` are null or a mapping). :func:`compose` is the composed, resolved plain dict.
+:func:`register` stores them in Hydra's ConfigStore under ``schema/``; conf/config.yaml's defaults list puts each
+under its group before the group's YAML (``/schema/train@train``; ``/schema/model@model: ${model}`` takes the
+selected model's), so composing checks every value's type and rejects unknown keys, naming the key. The group files
+stay plain YAML. Whatever composes this config calls ``register`` first: the commands through
+``common.hydra_cli.run_hydra(..., schema=pipeline.schema)``, which after composing also reports missing values and
+runs :func:`check` (what Hydra cannot type: ``model.num_classes`` is a number or ``auto``, ``loss.lr_decay`` and
+``train.early_stop`` are null or a mapping). :func:`compose` gives the composed config as a resolved plain dict.
 """
 
 from __future__ import annotations

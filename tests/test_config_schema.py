@@ -113,3 +113,20 @@ def test_what_the_schemas_accept():
     check_overrides("shards", [], schema=data_prep.config, complete=False)
     with pytest.raises(UsageError, match=r"out has no value \(\?\?\?\)"):
         check_overrides("shards", [], schema=data_prep.config)
+
+
+def test_the_eval_and_tracking_configs_of_pipeline_evaluate_are_composed_and_checked_by_hydra():
+    from pipeline.evaluate.config import EvalError, load_eval_config, load_tracking_config
+
+    cpu = load_eval_config("cpu", ["n_nn=200"])
+    assert (cpu["n_nn"], cpu["classifier"]["channels"], cpu["n_generated_during_training"]) == (200, [8, 16, 16, 16],
+                                                                                                200)
+    assert load_tracking_config(["uri=sqlite:///x.db"])["uri"] == "sqlite:///x.db"
+    for name, overrides, message in (("cpu", ["n_nnz=3"], "unknown key eval.n_nnz; did you mean eval.n_nn?"),
+                                     ("cpu", ["n_nn=many"], "eval.n_nn=many: Value 'many'"),
+                                     ("cpuu", [], "unknown eval 'cpuu'; did you mean cpu?"),
+                                     ("mine.yaml", [], "name an option of conf/eval/ (cpu, default)")):
+        with pytest.raises(EvalError, match=re.escape(message)):
+            load_eval_config(name, overrides)
+    with pytest.raises(EvalError, match=re.escape("tracking.preview_every=often: Value 'often'")):
+        load_tracking_config(["preview_every=often"])

@@ -7,8 +7,8 @@ so they are checked against their schemas (pipeline.schema) exactly as in ``pyth
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from common.paths import CONF_DIR
 from pipeline import schema
 from wavegan.metrics import (
     ALL_METRICS,
@@ -25,25 +25,15 @@ class EvalError(ValueError):
 
 
 def load_eval_config(name: str = "default", overrides: Sequence[str] = ()) -> dict:
-    """``conf/eval/<name>.yaml`` with ``key=value`` overrides (``n_nn=500``), as a plain dict. ``name`` may be a
-    .yaml path instead: its keys over the option its ``defaults`` names (``[cpu, _self_]``; default: default)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    own = None
+    """``conf/eval/<name>.yaml`` with ``key=value`` overrides (``n_nn=500``), as a plain dict."""
     if name.endswith((".yaml", ".yml")):
-        if not Path(name).is_file():
-            raise EvalError(f"no eval config {name}: give a .yaml path or a name in conf/eval/")
-        own = OmegaConf.load(name)
-        name = next((str(e) for e in own.pop("defaults", None) or () if str(e) != "_self_"), "default")
-    cfg = _compose([f"eval={name}", *(f"eval.{o}" for o in overrides)])
-    if own is None:
-        return cfg["eval"]
-    typed = OmegaConf.merge(OmegaConf.structured(schema.EvalConfig), cfg["eval"])
-    try:
-        return OmegaConf.to_container(OmegaConf.merge(typed, own), resolve=True)
-    except OmegaConfBaseException as exc:
-        raise EvalError(f"{exc.full_key}: {str(exc.msg).splitlines()[0]} (in {name})") from None
+        raise EvalError(f"--config {name}: name an option of conf/eval/ ({', '.join(_options())}); a config of "
+                        f"your own goes there as conf/eval/<name>.yaml (defaults: [default, _self_], then your keys)")
+    return _compose([f"eval={name}", *(f"eval.{o}" for o in overrides)])["eval"]
+
+
+def _options() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "eval").glob("*.yaml"))
 
 
 def load_tracking_config(overrides: Sequence[str] = ()) -> dict:
