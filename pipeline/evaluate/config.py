@@ -24,16 +24,18 @@ class EvalError(ValueError):
 # Config
 
 
+def eval_config_names() -> list[str]:
+    """The options of conf/eval/."""
+    return sorted(p.stem for p in (CONF_DIR / "eval").glob("*.yaml"))
+
+
 def load_eval_config(name: str = "default", overrides: Sequence[str] = ()) -> dict:
     """``conf/eval/<name>.yaml`` with ``key=value`` overrides (``n_nn=500``), as a plain dict."""
     if name.endswith((".yaml", ".yml")):
-        raise EvalError(f"--config {name}: name an option of conf/eval/ ({', '.join(_options())}); a config of "
-                        f"your own goes there as conf/eval/<name>.yaml (defaults: [default, _self_], then your keys)")
+        raise EvalError(f"--config {name}: name an option of conf/eval/ ({', '.join(eval_config_names())}); a "
+                        "config of your own goes there as conf/eval/<name>.yaml (defaults: [default, _self_], then "
+                        "your keys)")
     return _compose([f"eval={name}", *(f"eval.{o}" for o in overrides)])["eval"]
-
-
-def _options() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "eval").glob("*.yaml"))
 
 
 def load_tracking_config(overrides: Sequence[str] = ()) -> dict:
