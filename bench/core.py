@@ -222,13 +222,9 @@ def train_config(**overrides: Any) -> dict:
 
 def compose(*overrides: str) -> dict:
     """The resolved training config of ``python -m pipeline.train <overrides>`` (Hydra compose, no run dir)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from pipeline.schema import compose as compose_config
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_config(overrides)
 
 
 def _cpuinfo() -> dict[str, str]:

@@ -1,84 +1,40 @@
 """Shared helpers of the Hydra entry points (``pipeline.train``, ``pipeline.summary``, ``data_prep.shard``).
 
-``run_hydra(main, config_name, help_name=...)`` replaces the usual ``main()`` call under
+``run_hydra(main, config_name, schema=..., help_name=...)`` replaces the usual ``main()`` call under
 ``if __name__ == "__main__":``. Before Hydra sees the command line it
 
-* checks every override against the composed config (``hydra.compose`` in ``initialize_config_dir``)
-  and, instead of Hydra's "Could not override ..." and a stack-trace hint, prints which key or
-  option is unknown and the nearest valid ones, then exits with status 2::
+* registers the config's schemas (``schema.register()``: dataclasses in Hydra's ConfigStore, put under
+  each group by the primary config's defaults list), composes the config with the overrides
+  (``hydra.compose``: a wrong type or an unknown key fails here), and checks what composition leaves
+  open: values still missing (``???``) and the stage's own ``schema.check``;
+* instead of Hydra's "Could not override ..." and a stack-trace hint, prints which key or option is
+  unknown and the nearest valid ones, or which key holds a value of the wrong type, then exits with
+  status 2::
 
       error: unknown key train.stepz; did you mean train.steps?
       error: unknown preset 'tinyy'; did you mean tiny? options: long, sc09, specgan, tiny
+      error: train.steps=abc: Value 'abc' of type 'str' could not be converted to Integer
 
 * recognises the flags of the reference implementation and its ports (``--epochs 10``,
   ``--d_per_g 5``, ``latent_dim=128``) and names our equivalent (docs/cli.md has the table);
 * selects the command's own ``--help`` page (conf/hydra/help/<help_name>.yaml).
 
-Nothing here imports torch, so a typo is reported in about a second.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from common.paths import CONF_DIR
+from common.reference_cli import DOCS, reference_hint
 
-DOCS = "docs/cli.md"
-
-# Flags of the reference implementation (chrisdonahue/wavegan train_wavegan.py) and of its ports,
-# with what does the same here. docs/cli.md holds the same mapping as a table (a test keeps them in step).
-REFERENCE_FLAGS: dict[str, str] = {
-    "train": "make train ARGS=\"...\" (python -m pipeline.train key=value ...)",
-    "generate": "make generate MODEL_URI=models:/wavegan-generator@champion N=16 (python -m pipeline.generate)",
-    "preview": "make generate (previews are also logged to MLflow every tracking.preview_every steps)",
-    "incept": "make eval MODEL_URI=models:/wavegan-generator@champion",
-    "infer": "registry.register=true (the generator is registered in MLflow at the end of training)",
-    "latent_dim": "model.latent_dim=100",
-    "wavegan_latent_dim": "model.latent_dim=100",
-    "epochs": "train.epochs=700 (passes over the manifest's train clips) or train.steps=200000 (generator updates)",
-    "batch_size": "train.batch_size=64",
-    "train_batch_size": "train.batch_size=64",
-    "lr": "loss.optim.lr=1e-4",
-    "learning_rate": "loss.optim.lr=1e-4",
-    "beta1": "loss.optim.betas=[0.5,0.9] (beta1 is the first item)",
-    "beta2": "loss.optim.betas=[0.5,0.9] (beta2 is the second item)",
-    "d_per_g": "loss.critic_steps=5",
-    "wavegan_disc_nupdates": "loss.critic_steps=5",
-    "gp_weight": "loss.gp_weight=10",
-    "wavegan_loss": "loss=wgan-gp (or wgan, dcgan, lsgan)",
-    "print_summary": "make summary ARGS=\"model.dim=64\" (also printed at the start of every training run)",
-    "save_model": "registry.register=true (MLflow registry) and train.checkpoint_every=1000 (Ray checkpoints)",
-    "use_tensorboard": "make mlflow-ui (MLflow; tracking.enabled=true)",
-    "train_save_secs": "train.checkpoint_every=1000 (in steps)",
-    "train_summary_secs": "train.log_every=50 and tracking.preview_every=1000 (in steps)",
-    "preview_n": "tracking.preview_count=8",
-    "wavegan_dim": "model.dim=64",
-    "wavegan_kernel_len": "nothing: the kernel length is fixed at 25 (wavegan/models.py KERNEL_LEN)",
-    "wavegan_batchnorm": "model.batchnorm=true",
-    "wavegan_genr_upsample": "model.upsample=nn (zeros | nn | linear | cubic)",
-    "wavegan_genr_pp": "model.post_proc_filt_len=512 (0 = off)",
-    "wavegan_genr_pp_len": "model.post_proc_filt_len=512",
-    "wavegan_disc_phaseshuffle": "model.phaseshuffle_rad=2",
-    "data_dir": "make shards SRC=<audio folder> OUT=<shards>, then data.dir=<shards>",
-    "data_sample_rate": "prep.sample_rate=16000 (make shards) and model.sample_rate=16000",
-    "data_slice_len": "prep.slice_len=65536 (make shards) and model.slice_len=65536",
-    "data_num_channels": "model.num_channels=1 (data prep writes mono clips)",
-    "data_overlap_ratio": "prep.overlap=0.5 (make shards)",
-    "data_first_slice": "prep.first_slice=true (make shards)",
-    "data_pad_end": "prep.pad_end=true (make shards)",
-    "data_normalize": "prep.normalize=true (make shards)",
-    "data_fast_wav": "nothing: soundfile decodes every format",
-    "data_prefetch_gpu_num": "data.num_workers=4 and data.pin_memory=true",
-}
-
-# Reference flags whose value carries over as is into the first key=value of the hint.
-_SAME_VALUE = {"latent_dim", "wavegan_latent_dim", "epochs", "batch_size", "train_batch_size", "lr", "learning_rate",
-               "d_per_g", "wavegan_disc_nupdates", "gp_weight", "preview_n", "wavegan_dim", "wavegan_batchnorm",
-               "wavegan_genr_upsample", "wavegan_genr_pp_len", "wavegan_disc_phaseshuffle", "data_overlap_ratio",
-               "data_num_channels"}
+# Groups of the defaults lists that are not the user's choice: Hydra's own, and the schemas (schema/model@model)
+INTERNAL_GROUPS = ("hydra/", "schema/")
 
 _HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                            "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
@@ -88,16 +44,27 @@ class UsageError(Exception):
     """A command line that cannot work; the message says what to write instead."""
 
 
+class Schema(Protocol):
+    """A stage's config schemas (``pipeline.schema``, ``data_prep.config``): ``register`` stores them in Hydra's
+    ConfigStore, before any composition; ``check`` raises common.errors.ConfigError, naming the key, for a
+    composed, resolved config that its types cannot catch."""
+
+    def register(self) -> None: ...
+
+    def check(self, config: dict) -> None: ...
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Entry point wrapper
 
 
-def run_hydra(main: Callable[[], Any], config_name: str, *, help_name: str | None = None,
+def run_hydra(main: Callable[[], Any], config_name: str, *, schema: Schema, help_name: str | None = None,
               extra_overrides: Sequence[str] = (), argv: Sequence[str] | None = None,
               command: str | None = None) -> Any:
     """Check the command line, then call the ``@hydra.main`` function ``main``.
 
-    ``config_name``: the primary config in conf/ that ``main`` is decorated with. ``help_name``: the
+    ``config_name``: the primary config in conf/ that ``main`` is decorated with; ``schema``: its schemas
+    (registered here, so ``main``'s composition sees them too). ``help_name``: the
     ``conf/hydra/help/<help_name>.yaml`` page ``--help`` prints (default: the one named like the
     config, if any; else Hydra's). ``extra_overrides`` go before the user's (who can still override
     them), e.g. ``hydra.output_subdir=null`` for a command that writes nothing. ``command`` names the
@@ -105,11 +72,13 @@ def run_hydra(main: Callable[[], Any], config_name: str, *, help_name: str | Non
     Exits with status 2 and a one-paragraph message on a bad override.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    schema.register()
     try:
         flags, overrides = split_argv(argv)
         if not flags.get("config_path") and not flags.get("config_dir") and not flags.get("shell_completion"):
-            check_overrides(flags.get("config_name") or config_name, overrides,
-                            command=command or _command_name(main))
+            showing = any(flags.get(f) for f in ("help", "hydra_help", "cfg", "info"))  # ??? is fine to show
+            check_overrides(flags.get("config_name") or config_name, overrides, schema=schema,
+                            command=command or _command_name(main), complete=not showing)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -172,16 +141,6 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     return vars(args), list(args.overrides or [])
 
 
-def reference_hint(name: str, value: str | None = None) -> str | None:
-    """Our equivalent of the reference CLI's ``--name [value]``, with the user's value when it carries over."""
-    name = name.replace("-", "_")
-    ours = REFERENCE_FLAGS.get(name)
-    if ours and value is not None and name in _SAME_VALUE:
-        key, _, rest = ours.partition("=")
-        ours = f"{key}={value}" + (rest[rest.index(" "):] if " " in rest else "")
-    return ours
-
-
 def _flag_message(name: str, value: str | None = None) -> str:
     ours = reference_hint(name, value)
     if ours:
@@ -195,30 +154,67 @@ def _flag_message(name: str, value: str | None = None) -> str:
 # Override checks
 
 
-def check_overrides(config_name: str, overrides: Sequence[str], *, command: str = "this command") -> None:
-    """Raise UsageError, naming the nearest valid keys / options, if ``overrides`` do not compose."""
+def check_overrides(config_name: str, overrides: Sequence[str], *, schema: Schema, command: str = "this command",
+                    complete: bool = True) -> None:
+    """Raise UsageError, naming the key and the nearest valid keys / options, if ``overrides`` do not compose
+    against ``schema``, or (``complete``: the command is to run, not only show its config) if the composed
+    config misses a value or fails ``schema.check``."""
+    problems = config_problems(config_name, overrides, schema=schema, command=command, complete=complete)
+    if problems:
+        flag = (lambda f: f'{command} ARGS="{f}"') if command.startswith("make ") else (lambda f: f"{command} {f}")
+        raise UsageError("\n".join(problems) + f"\n(show every key and group: {flag('--cfg job')}; "
+                                               f"groups and examples: {flag('--help')})")
+
+
+def config_problems(config_name: str, overrides: Sequence[str], *, schema: Schema, command: str = "this command",
+                    complete: bool = True) -> list[str]:
+    """What :func:`check_overrides` reports, one message per problem (none: the config composes and checks)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
+
+    from common.errors import ConfigError
 
     overrides = list(overrides)
     parsed = _parse(overrides)
+    schema.register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="check"):
         try:
-            compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-            return
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException, ValueError) as exc:
-            failure = exc
-        problems = _diagnose(config_name, parsed, command)
-    if not problems:  # something the diagnosis does not cover: Hydra's own words, minus the stack-trace hint
-        text = str(failure).strip() or type(failure).__name__
-        cause = getattr(failure, "__cause__", None)
-        if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-            text += f"\n{str(cause).strip()}"
-        problems = [text]
-    flag = (lambda f: f'{command} ARGS="{f}"') if command.startswith("make ") else (lambda f: f"{command} {f}")
-    raise UsageError("\n".join(problems) + f"\n(show every key and group: {flag('--cfg job')}; "
-                                           f"groups and examples: {flag('--help')})")
+            return _diagnose(config_name, parsed, command) or [_hydra_message(exc)]
+    if not complete:
+        return []
+    with open_dict(cfg):
+        del cfg["hydra"]
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        return [f"{key} has no value (???): set it, e.g. {command} {key}=..." for key in missing]
+    try:
+        schema.check(OmegaConf.to_container(cfg, resolve=True))
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _hydra_message(failure: Exception) -> str:
+    """Hydra's error in a line, naming the key: ``train.steps=abc: Value 'abc' ... converted to Integer``, or
+    ``model.phaseshuffle_rad: Key ... not in 'SpecGANModel' (in conf/preset/sc09.yaml)``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(failure).strip() or type(failure).__name__
+    for exc in (failure.__cause__, failure):
+        if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
+            value = "" if exc.value is None else f"={exc.value}"
+            return f"{exc.full_key}{value}: {str(exc.msg).strip().splitlines()[0]}"
+    found = re.match(r"In '([^']+)': \w+ raised while composing config:\n(.+)\n\s+full_key: (\S+)", text)
+    if found:
+        return f"{found[3]}: {found[2]} (in conf/{found[1]}.yaml)"
+    cause = failure.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text += f"\n{str(cause).strip()}"
+    return text
 
 
 def _parse(overrides: list[str]) -> list:
@@ -263,7 +259,7 @@ def _diagnose(config_name: str, parsed: list, command: str) -> list[str]:
     loader = GlobalHydra.instance().config_loader()
     base = compose(config_name=config_name, return_hydra_config=True)
     choices = OmegaConf.to_container(base.hydra.runtime.choices)
-    app_groups = sorted(g for g in choices if not g.startswith("hydra/"))
+    app_groups = sorted(g for g in choices if not g.startswith(INTERNAL_GROUPS))
     problems: list[str] = []
     group_overrides: list[str] = []
     key_overrides = []
@@ -426,7 +422,7 @@ def groups_help() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices
-    groups = sorted(g for g in choices if not g.startswith("hydra/"))
+    groups = sorted(g for g in choices if not g.startswith(INTERNAL_GROUPS))
     options = {g: ", ".join(sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))) for g in groups}
     width = max([38, *(len(o) for o in options.values())])
     lines = []

@@ -1,8 +1,10 @@
-"""Typed, validated view of the `prep` config group (conf/prep/*.yaml).
+"""The schema and typed view of data prep's config: the `prep` group (conf/prep/*.yaml) and conf/shards.yaml.
 
-Hydra hands us a DictConfig; everything below the entry point works on these
-frozen dataclasses so worker processes and Ray tasks receive small, picklable
-values and every bad value is reported once, up front, with the key that holds it.
+:class:`PrepConfig` states the prep keys and their defaults (conf/prep/default.yaml only points here; the presets
+override some). :func:`register` stores the schemas in Hydra's ConfigStore, so composing conf/shards.yaml checks
+every value's type and rejects unknown keys, naming the key; :func:`check` then checks the values (slice lengths,
+fractions, label sources). Everything below the entry point works on these dataclasses, so worker processes and Ray
+tasks receive small, picklable values and every bad value is reported once, up front, with the key that holds it.
 """
 
 from __future__ import annotations
@@ -10,51 +12,54 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import ConfigError
+from common.typed import config_key, typed
 
 LABEL_SOURCES = ("auto", "sc09", "folder", "regex", "file", "none")
 MIN_LEN_POLICIES = ("pad", "skip")
 SLICE_LENGTHS = (16384, 32768, 65536)
 
 
-@dataclass(frozen=True)
+@dataclass
 class LabelConfig:
-    """Where clip labels come from (see data_prep.labels for the rules)."""
+    """Where clip labels come from (see data_prep.labels for the rules). ``source`` is the key ``prep.labels.from``."""
 
-    source: str = "auto"
-    regex: str | None = None
-    file: str | None = None
+    source: str = field(default="auto", metadata={"key": "from"})  # auto | sc09 | folder | regex | file | none
+    regex: str | None = None  # with from=regex: searched in the file name; group `label`, else group 1, else the match
+    file: str | None = None  # with from=file: CSV rows path,label or JSON {path: label}; paths relative to src
 
 
-@dataclass(frozen=True)
+@dataclass
 class SplitConfig:
-    """Fractions of source files hashed into the valid and test splits."""
+    """Fractions of source files hashed (by relative path) into the valid and test splits; the rest is train.
+    Ignored for files under top-level train/ valid/ test/ folders."""
 
     valid: float = 0.1
     test: float = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass
 class PrepConfig:
-    """How every source file becomes fixed-length clips."""
+    """How every source file becomes fixed-length clips (``prep``)."""
 
-    sample_rate: int = 16000
-    slice_len: int = 16384
-    first_slice: bool = False
-    pad_end: bool = False
-    overlap: float = 0.0
-    random_offset: bool = False
-    drop_silent_db: float | None = None
-    normalize: bool = False
-    min_len_policy: str = "pad"
+    sample_rate: int = 16000  # Hz; everything is resampled to this rate
+    slice_len: int = 16384  # samples per clip: 16384 | 32768 | 65536
+    first_slice: bool = False  # only the first slice of each file
+    pad_end: bool = False  # keep the last partial slice, zero padded
+    overlap: float = 0.0  # fraction of a slice shared by consecutive slices, in [0, 1)
+    random_offset: bool = False  # start slicing at a random offset below one hop (seeded per file)
+    drop_silent_db: float | None = None  # drop slices whose RMS is below this many dBFS (e.g. -60); None = keep all
+    normalize: bool = False  # scale each file so its peak is full scale
+    min_len_policy: str = "pad"  # files shorter than one slice: pad (one zero-padded clip) | skip
     split: SplitConfig = field(default_factory=SplitConfig)
-    samples_per_shard: int = 2048
+    samples_per_shard: int = 2048  # clips per tar shard (the last shard of a split may hold fewer)
     labels: LabelConfig = field(default_factory=LabelConfig)
-    seed: int = 0
+    seed: int = 0  # file order in shards and random offsets
 
     @property
     def hop(self) -> int:
@@ -69,20 +74,8 @@ class PrepConfig:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> PrepConfig:
-        """Build and validate from the `prep` mapping (plain dict or DictConfig)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown prep key(s) {unknown}; valid keys are {sorted(known)}")
-        values = dict(raw)
-        labels = values.pop("labels", None) or {}
-        split = values.pop("split", None) or {}
-        labels = dict(labels)
-        if "from" in labels:  # YAML spelling: `labels: {from: auto}`
-            labels["source"] = labels.pop("from")
-        _reject_unknown("prep.labels", labels, {"source", "regex", "file"})
-        _reject_unknown("prep.split", split, {"valid", "test"})
-        cfg = cls(**values, labels=LabelConfig(**labels), split=SplitConfig(**split))
+        """The typed, validated `prep` group from a plain mapping (the YAML spelling)."""
+        cfg = typed(cls, raw, "prep")
         cfg.validate()
         return cfg
 
@@ -120,7 +113,51 @@ class PrepConfig:
                 ) from exc
 
 
-def _reject_unknown(where: str, values: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown {where} key(s) {unknown}; valid keys are {sorted(known)}")
+# The Hydra schemas. `labels.from` is a Python keyword: the class Hydra sees spells LabelConfig's fields as in YAML
+# (its __init__, repr and eq would not compile; Hydra never calls them: typed views are LabelConfig).
+_label_fields = dataclasses.fields(LabelConfig)
+LabelSchema = dataclass(init=False, repr=False, eq=False)(type("LabelConfig", (), {
+    "__annotations__": {config_key(f): typing.get_type_hints(LabelConfig)[f.name] for f in _label_fields},
+    **{config_key(f): f.default for f in _label_fields},
+}))
+
+
+@dataclass
+class PrepSchema(PrepConfig):
+    labels: LabelSchema = field(default_factory=LabelSchema)
+
+
+@dataclass
+class ShardsConfig:
+    """conf/shards.yaml's own keys (the values and what they do are there)."""
+
+    src: str
+    out: str
+    list_file: str | None
+    engine: str
+    workers: int | None
+    overwrite: bool
+    progress: bool
+
+
+@dataclass
+class ShardsSchema(ShardsConfig):
+    """The whole of conf/shards.yaml: its own keys and the prep group."""
+
+    prep: PrepSchema = field(default_factory=PrepSchema)
+
+
+def register() -> None:
+    """Store the schema in Hydra's ConfigStore (``schema/shards``, with the prep group's); call before composing
+    conf/shards.yaml. Storing again replaces them."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(group="schema", name="shards", node=ShardsSchema)
+
+
+def check(config: Mapping[str, Any]) -> None:
+    """Raise ConfigError naming the key for a composed, resolved conf/shards.yaml that cannot work: keys added
+    with ``+``, and values out of range."""
+    typed(ShardsConfig, {k: v for k, v in config.items() if k != "prep"}, "")
+    PrepConfig.from_mapping(config["prep"])

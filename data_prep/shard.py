@@ -309,6 +309,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import data_prep.config
     from common.hydra_cli import run_hydra  # names the nearest valid key for a mistyped override, exit status 2
 
-    run_hydra(main, "shards")
+    run_hydra(main, "shards", schema=data_prep.config)

@@ -83,4 +83,6 @@ def main(cfg: DictConfig) -> None:
 QUIET_HYDRA = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout")
 
 if __name__ == "__main__":
-    run_hydra(main, "config", help_name="summary", extra_overrides=QUIET_HYDRA)
+    from pipeline import schema
+
+    run_hydra(main, "config", schema=schema, help_name="summary", extra_overrides=QUIET_HYDRA)

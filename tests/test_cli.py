@@ -19,7 +19,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common.hydra_cli import CONF_DIR, REFERENCE_FLAGS, UsageError, check_overrides, flatten, split_argv
+import data_prep.config
+from common.hydra_cli import CONF_DIR, UsageError, check_overrides, flatten, split_argv
+from common.reference_cli import REFERENCE_FLAGS
+from pipeline import schema
+
+SCHEMAS = {"config": schema, "shards": data_prep.config}
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "cli.md"
@@ -63,6 +68,10 @@ class Runs:
                             "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"],
         "summary_preset": ["pipeline.summary", "preset=tinyy"],
         "shard_help": ["data_prep.shard", "--help"],
+        # config errors fail at composition, before anything runs, naming the key
+        "train_wrong_type": ["pipeline.train", "preset=tiny", "train.steps=abc"],
+        "summary_wrong_type": ["pipeline.summary", "model.num_classes=many"],
+        "shard_no_out": ["data_prep.shard", "src={work}/nsynth"],
     }
 
     def __init__(self, work: Path):
@@ -132,6 +141,7 @@ def _compose_keys(config_name: str, overrides: tuple[str, ...]) -> set[str]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    SCHEMAS[config_name].register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides))
     return set(flatten(OmegaConf.to_container(cfg, resolve=False)))
@@ -173,7 +183,7 @@ def test_mapping_table_keys_exist_in_the_composed_config(path, heading, minimum)
             try:
                 _compose_keys(config_name, overrides)
             except Exception:  # noqa: BLE001
-                check_overrides(config_name, overrides)
+                check_overrides(config_name, overrides, schema=SCHEMAS[config_name])
                 raise
             examples += 1
     assert checked >= minimum and examples >= minimum
@@ -197,6 +207,7 @@ def test_prep_presets_compose_and_validate(preset, expected):
 
     from data_prep.config import PrepConfig
 
+    data_prep.config.register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         prep = OmegaConf.to_container(compose(config_name="shards", overrides=[f"prep={preset}"]).prep)
     PrepConfig.from_mapping(prep)  # raises on a bad key or value
@@ -206,7 +217,7 @@ def test_prep_presets_compose_and_validate(preset, expected):
 
 def _message(config_name: str, overrides: list[str]) -> str:
     with pytest.raises(UsageError) as exc:
-        check_overrides(config_name, overrides, command="cmd")
+        check_overrides(config_name, overrides, schema=SCHEMAS[config_name], command="cmd")
     return str(exc.value)
 
 
@@ -221,9 +232,10 @@ def test_override_messages():
     assert "make shards" in _message("config", ["prep=nsynth"])
     assert "did you mean nsynth?" in _message("shards", ["prep=nsynthh"])
     assert "did you mean prep.labels.from?" in _message("shards", ["prep.labels.form=regex"])
-    check_overrides("config", ["preset=sc09", "model.dim=32", "loss.optim.betas=[0.5,0.9]",
-                               "+train.note=x", "hydra.run.dir=."])
-    check_overrides("shards", ["prep=nsynth", "prep.slice_len=16384", "src=a", "out=b"])
+    assert "unknown key train.note" in _message("config", ["+train.note=x"])  # the schema has no such key
+    check_overrides("config", ["preset=sc09", "model.dim=32", "loss.optim.betas=[0.5,0.9]", "+moments_clips=500",
+                               "hydra.run.dir=."], schema=schema)
+    check_overrides("shards", ["prep=nsynth", "prep.slice_len=16384", "src=a", "out=b"], schema=data_prep.config)
 
 
 def test_reference_flags_are_translated():
@@ -283,6 +295,15 @@ def test_missing_shards_name_the_command_that_makes_them(cli_runs):
     assert "Traceback" not in run.stderr + run.stdout
 
 
+def test_config_errors_fail_at_composition_naming_the_key(cli_runs):
+    for name, expected in (("train_wrong_type", "train.steps=abc: Value 'abc' of type 'str' could not be converted"),
+                           ("summary_wrong_type", "model.num_classes='many': expected int or auto"),
+                           ("shard_no_out", "out has no value (???)")):
+        run = cli_runs[name]
+        assert run.returncode == 2, (name, run.stdout + run.stderr)
+        assert expected in run.stderr and "Traceback" not in run.stderr + run.stdout, (name, run.stderr)
+
+
 def test_train_help_lists_groups_keys_and_examples(cli_runs):
     run = cli_runs["train_help"]
     assert run.returncode == 0, run.stderr
@@ -291,6 +312,7 @@ def test_train_help_lists_groups_keys_and_examples(cli_runs):
     for group in ("model=", "loss=", "preset=", "cluster="):
         assert group in text
     assert "long, sc09, specgan, tiny" in text and "dcgan, lsgan, wgan, wgan-gp" in text
+    assert "schema" not in text  # the schemas' entries in the defaults list are not the user's groups
     assert "train.epochs" in text and "loss.critic_steps" in text
     assert "python -m pipeline.train preset=tiny data.dir=" in text and "--cfg job" in text
 

@@ -12,19 +12,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from .config import WaveGANConfig, model_config
 from .latents import sample_latents
 from .models import WaveGANDiscriminator, WaveGANGenerator
 from .specgan import SLICE_LEN, SpecGANDiscriminator, SpecGANGenerator, SpectrogramTransform
-
-_KEYS = {
-    "wavegan": {"name", "latent_dim", "dim", "slice_len", "num_channels", "sample_rate", "upsample", "batchnorm",
-                "post_proc_filt_len", "phaseshuffle_rad", "phaseshuffle_per_example", "num_classes"},
-    "specgan": {"name", "latent_dim", "dim", "slice_len", "sample_rate", "upsample", "batchnorm", "num_classes",
-                "griffin_lim_iters", "griffin_lim_momentum"},
-}
-# Keys a config may omit: how the layers run, not what they compute. Configs saved with checkpoints and
-# registered models before ``conv_impl`` existed lack it and run as "auto" (the same weights either way).
-_OPTIONAL = {"wavegan": {"conv_impl": "auto", "label_bias": False}, "specgan": {}}
 
 
 class GAN(nn.Module):
@@ -61,35 +52,24 @@ class GAN(nn.Module):
 
 
 def build_gan(model_cfg: Mapping) -> GAN:
-    """Build a GAN from a ``conf/model/<name>.yaml`` dict (all of its keys, and only those)."""
-    cfg = dict(model_cfg)
-    name = cfg.get("name")
-    if name not in _KEYS:
-        raise ValueError(f"model name must be one of {sorted(_KEYS)}, got {name!r}")
-    cfg = {**_OPTIONAL[name], **cfg}
-    if set(cfg) != _KEYS[name] | set(_OPTIONAL[name]):
-        raise ValueError(f"{name} config: missing {sorted(_KEYS[name] - set(cfg))}, "
-                         f"unknown {sorted(set(cfg) - _KEYS[name] - set(_OPTIONAL[name]))}")
-    common = dict(latent_dim=cfg["latent_dim"], slice_len=cfg["slice_len"], sample_rate=cfg["sample_rate"],
-                  num_classes=cfg["num_classes"])
-    if name == "wavegan":
-        G = WaveGANGenerator(latent_dim=cfg["latent_dim"], dim=cfg["dim"], slice_len=cfg["slice_len"],
-                             num_channels=cfg["num_channels"], upsample=cfg["upsample"], batchnorm=cfg["batchnorm"],
-                             post_proc_filt_len=cfg["post_proc_filt_len"], num_classes=cfg["num_classes"],
-                             conv_impl=cfg["conv_impl"], label_bias=cfg["label_bias"])
-        D = WaveGANDiscriminator(dim=cfg["dim"], slice_len=cfg["slice_len"], num_channels=cfg["num_channels"],
-                                 phaseshuffle_rad=cfg["phaseshuffle_rad"],
-                                 phaseshuffle_per_example=cfg["phaseshuffle_per_example"],
-                                 batchnorm=cfg["batchnorm"], num_classes=cfg["num_classes"],
-                                 conv_impl=cfg["conv_impl"])
+    """Build a GAN from a ``conf/model/<name>.yaml`` dict (all of its keys, and only those: ``model_config``)."""
+    m = model_config(model_cfg)
+    common = dict(latent_dim=m.latent_dim, slice_len=m.slice_len, sample_rate=m.sample_rate, num_classes=m.num_classes)
+    if isinstance(m, WaveGANConfig):
+        G = WaveGANGenerator(latent_dim=m.latent_dim, dim=m.dim, slice_len=m.slice_len, num_channels=m.num_channels,
+                             upsample=m.upsample, batchnorm=m.batchnorm, post_proc_filt_len=m.post_proc_filt_len,
+                             num_classes=m.num_classes, conv_impl=m.conv_impl, label_bias=m.label_bias)
+        D = WaveGANDiscriminator(dim=m.dim, slice_len=m.slice_len, num_channels=m.num_channels,
+                                 phaseshuffle_rad=m.phaseshuffle_rad,
+                                 phaseshuffle_per_example=m.phaseshuffle_per_example,
+                                 batchnorm=m.batchnorm, num_classes=m.num_classes, conv_impl=m.conv_impl)
         return GAN(G, D, **common)
-    if cfg["slice_len"] != SLICE_LEN:
+    if m.slice_len != SLICE_LEN:
         raise ValueError(f"SpecGAN generates {SLICE_LEN} samples (128 x 128 spectrograms) only")
-    transform = SpectrogramTransform(griffin_lim_iters=cfg["griffin_lim_iters"],
-                                     griffin_lim_momentum=cfg["griffin_lim_momentum"])
-    G = SpecGANGenerator(latent_dim=cfg["latent_dim"], dim=cfg["dim"], upsample=cfg["upsample"],
-                         batchnorm=cfg["batchnorm"], num_classes=cfg["num_classes"])
-    D = SpecGANDiscriminator(dim=cfg["dim"], batchnorm=cfg["batchnorm"], num_classes=cfg["num_classes"])
+    transform = SpectrogramTransform(griffin_lim_iters=m.griffin_lim_iters, griffin_lim_momentum=m.griffin_lim_momentum)
+    G = SpecGANGenerator(latent_dim=m.latent_dim, dim=m.dim, upsample=m.upsample, batchnorm=m.batchnorm,
+                         num_classes=m.num_classes)
+    D = SpecGANDiscriminator(dim=m.dim, batchnorm=m.batchnorm, num_classes=m.num_classes)
     return GAN(G, D, transform=transform, **common)
 
 

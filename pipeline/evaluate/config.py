@@ -1,11 +1,15 @@
-"""The evaluation config: ``conf/eval/<name>.yaml`` with overrides, the tracking config, the metrics asked for."""
+"""The evaluation config: ``conf/eval/<name>.yaml`` with overrides, the tracking config, the metrics asked for.
+
+Both are composed by Hydra from conf/config.yaml (``eval=<name>``, ``eval.<key>=...``, ``tracking.<key>=...``),
+so they are checked against their schemas (pipeline.schema) exactly as in ``python -m pipeline.train``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from common.paths import CONF_DIR
+from pipeline import schema
 from pipeline.tracking.client import Tracking
 from wavegan.metrics import (
     ALL_METRICS,
@@ -27,33 +31,36 @@ def eval_config_names() -> list[str]:
 
 
 def load_eval_config(name: str = "default", overrides: Sequence[str] = ()) -> dict:
-    """``conf/eval/<name>.yaml`` (a name or a path) with ``key=value`` dot-list overrides, as a plain dict."""
-    from omegaconf import OmegaConf
-
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CONF_DIR / "eval" / f"{name}.yaml"
-    if not path.exists():
-        choices = eval_config_names()
-        raise EvalError(f"no eval config {path}; choose one of {choices} or give a .yaml path")
-    cfg = OmegaConf.load(path)
-    if "defaults" in cfg:  # the one Hydra feature the group files use: `defaults: [default, _self_]`
-        merged = OmegaConf.create()
-        own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "defaults"])
-        for entry in cfg.defaults:
-            part = own if entry == "_self_" else OmegaConf.create(load_eval_config(str(path.parent / f"{entry}.yaml")))
-            merged = OmegaConf.merge(merged, part)
-        cfg = merged if "_self_" in cfg.defaults else OmegaConf.merge(merged, own)
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.to_container(cfg, resolve=True)
+    """``conf/eval/<name>.yaml`` with ``key=value`` overrides (``n_nn=500``), as a plain dict."""
+    if name.endswith((".yaml", ".yml")):
+        raise EvalError(f"--config {name}: name an option of conf/eval/ ({', '.join(eval_config_names())}); a "
+                        "config of your own goes there as conf/eval/<name>.yaml (defaults: [default, _self_], then "
+                        "your keys)")
+    return _compose([f"eval={name}", *(f"eval.{o}" for o in overrides)])["eval"]
 
 
 def load_tracking_config(overrides: Sequence[str] = ()) -> dict:
-    from omegaconf import OmegaConf
+    """``conf/tracking/local.yaml`` with ``key=value`` overrides (``uri=...``), as a plain dict."""
+    return _compose([f"tracking.{o}" for o in overrides])["tracking"]
 
-    cfg = OmegaConf.load(CONF_DIR / "tracking" / "local.yaml")
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.to_container(cfg, resolve=True)
+
+def _compose(overrides: list[str]) -> dict:
+    """conf/config.yaml with ``overrides``; EvalError naming the key (and the nearest valid ones) if they do not
+    compose."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from common.hydra_cli import UsageError, config_problems
+
+    try:
+        return schema.compose(overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        try:
+            problems = config_problems("config", overrides, schema=schema, command="python -m pipeline.evaluate",
+                                       complete=False)
+        except UsageError as usage:  # an override that does not parse
+            problems = [str(usage)]
+        raise EvalError("\n".join(problems) or str(exc)) from None
 
 
 def resolve_metrics(requested: str | Sequence[str] | None, labelled: bool, data_dir: str,

@@ -68,6 +68,9 @@ def compose(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from pipeline import schema
+
+    schema.register()
     try:
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=overrides)
@@ -75,7 +78,7 @@ def compose(overrides: list[str]):
         from common.hydra_cli import UsageError, check_overrides
 
         try:  # the same "did you mean ...?" as make train
-            check_overrides("config", overrides, command="make train-cluster")
+            check_overrides("config", overrides, schema=schema, command="make train-cluster")
         except UsageError as usage:
             raise SubmitError(f"the overrides {overrides} do not make a config: {usage}") from exc
         raise SubmitError(f"the overrides {overrides} do not make a config: {exc}") from exc

@@ -1,48 +1,24 @@
-"""Typed, validated view of a training run's config, built from the composed Hydra config.
+"""The loss, train and data groups of a training run: their schemas, and the typed views the workers read.
 
-The way ``data_prep/config.py`` builds ``PrepConfig``: frozen dataclasses, one per group the worker
-loop, the step and the state builder read (loss, train, data), and every value read from the config
-that Hydra composed out of ``conf/`` (no default is restated here: a missing key is an error that
-names it). The values the driver derives from the data and the cluster (step budget, epoch sizes,
-label names, SpecGAN moments) live apart, in :class:`Plan`.
+One dataclass per group (per loss for loss/), its fields the keys of ``conf/<group>/*.yaml``, no values: the
+values live in conf/. ``pipeline.schema.register`` hands these classes to Hydra, which checks every composed
+config against them. What travels is the resolved plain dict (to Ray workers, into checkpoints' state.json and
+MLflow params); each consumer builds the typed view it needs from it with ``RunConfig.from_config`` (or
+``LossConfig`` / ``StepSettings``), in plain Python (:mod:`common.typed`): a missing key or a wrong type is a
+ConfigError naming the key. A view reads only its own keys: ``StepSettings`` is all that bench/sc09_config.json
+keeps of the train group.
 
-The plain dict stays what travels: to Ray workers, into checkpoints (``state.json``) and MLflow
-params. Each consumer builds the typed view it needs from it with ``RunConfig.from_config``.
+The values the driver derives from the data and the cluster (step budget, epoch sizes) live apart, in :class:`Plan`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from common.errors import ConfigError
-
-
-def _require(section: Mapping[str, Any], group: str, key: str) -> Any:
-    if key not in section:
-        raise ConfigError(f"{group}.{key} is missing from the config: conf/{group.split('.')[0]}/ defines it; "
-                          f"compose the run through conf/config.yaml (python -m pipeline.train) or set {group}.{key}")
-    return section[key]
-
-
-_CASTS = {"int": int, "float": float, "str": str, "bool": bool, "int | None": int, "float | None": float}
-
-
-def _typed(cls: type, section: Mapping[str, Any], group: str, **built: Any) -> Any:
-    """``cls`` (a frozen dataclass) from ``section``: each field read under its own name and cast to its
-    type (``X | None`` fields keep a null), except the fields given ready-made in ``built``."""
-    values = dict(built)
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            continue
-        raw = _require(section, group, f.name)
-        try:
-            values[f.name] = None if raw is None and f.type.endswith("| None") else _CASTS[f.type](raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{group}.{f.name}={raw!r}: expected {f.type} ({exc})") from None
-    return cls(**values)
+from common.typed import typed
 
 
 def _group(cfg: Mapping[str, Any], group: str) -> Mapping[str, Any]:
@@ -52,10 +28,83 @@ def _group(cfg: Mapping[str, Any], group: str) -> Mapping[str, Any]:
     return section
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# loss/: what the step reads of each loss (the views), then each loss's whole group (the schemas: the optimiser's
+# keys typed, and optim_d). ``optim_d`` and ``lr_decay`` are null or a mapping: typed Any, as OmegaConf 2.3
+# cannot override a null typed mapping from the command line; LossConfig checks lr_decay.
+
+
+@dataclass
+class LossKeys:
+    name: str
+    critic_steps: int
+    optim: dict[str, Any]  # the optimiser's name and keyword arguments
+    lr_decay: Any  # null, or {start, end, final}
+
+
+@dataclass
+class WganGpKeys(LossKeys):
+    gp_weight: float
+
+
+@dataclass
+class WganKeys(LossKeys):
+    clip: float
+
+
+@dataclass
+class R1Keys(LossKeys):
+    r1_weight: float
+    r1_every: int
+
+
+@dataclass
+class AdamOptim:
+    name: str
+    lr: float
+    betas: list[float]
+
+
+@dataclass
+class RMSpropOptim:
+    name: str
+    lr: float
+    alpha: float
+    eps: float
+
+
+@dataclass
+class WganGpLoss(WganGpKeys):
+    optim: AdamOptim
+    optim_d: Any  # null, or keys that replace optim's for D (e.g. {lr: 4e-4})
+
+
+@dataclass
+class WganLoss(WganKeys):
+    optim: RMSpropOptim
+    optim_d: Any
+
+
+@dataclass
+class DcganLoss(R1Keys):
+    optim: AdamOptim
+    optim_d: Any
+
+
+@dataclass
+class LsganLoss(R1Keys):
+    optim: RMSpropOptim
+    optim_d: Any
+
+
+LOSSES: dict[str, type[LossKeys]] = {"wgan-gp": WganGpLoss, "wgan": WganLoss, "dcgan": DcganLoss, "lsgan": LsganLoss}
+_VIEWS: dict[str, type[LossKeys]] = {"wgan-gp": WganGpKeys, "wgan": WganKeys, "dcgan": R1Keys, "lsgan": R1Keys}
+
+
 @dataclass(frozen=True)
 class LossConfig:
-    """``conf/loss/<name>.yaml``. ``gp_weight`` exists for wgan-gp only, ``clip`` for wgan only, ``r1_weight``
-    and ``r1_every`` for dcgan and lsgan only."""
+    """What the step reads of ``conf/loss/<name>.yaml``. ``gp_weight`` exists for wgan-gp only, ``clip`` for wgan
+    only, ``r1_weight`` and ``r1_every`` for dcgan and lsgan only (None for the others)."""
 
     name: str
     critic_steps: int
@@ -68,30 +117,20 @@ class LossConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LossConfig:
-        loss = _group(cfg, "loss")
-        name = str(_require(loss, "loss", "name"))
-        critic_steps = int(_require(loss, "loss", "critic_steps"))
-        if critic_steps < 1:
-            raise ConfigError(f"loss.critic_steps={critic_steps}: the critic needs at least one step per iteration")
-        return cls(
-            name=name,
-            critic_steps=critic_steps,
-            optim=_require(loss, "loss", "optim"),
-            gp_weight=float(_require(loss, "loss", "gp_weight")) if name == "wgan-gp" else None,
-            clip=float(_require(loss, "loss", "clip")) if name == "wgan" else None,
-            lr_decay=_lr_decay(_require(loss, "loss", "lr_decay")),
-            **_r1(loss, name),
-        )
-
-
-def _r1(loss: Mapping[str, Any], name: str) -> dict[str, Any]:
-    if name not in ("dcgan", "lsgan"):
-        return {"r1_weight": None, "r1_every": None}
-    weight, every = float(_require(loss, "loss", "r1_weight")), int(_require(loss, "loss", "r1_every"))
-    if weight < 0 or every < 1:
-        raise ConfigError(f"loss.r1_weight={weight}, loss.r1_every={every}: the weight must be >= 0 (0 = off) and "
-                          "the interval >= 1 critic step")
-    return {"r1_weight": weight, "r1_every": every}
+        section = _group(cfg, "loss")
+        name = section.get("name")
+        if name not in _VIEWS:
+            raise ConfigError(f"loss.name={name!r}: expected one of {', '.join(_VIEWS)} (loss=<name> selects one)")
+        loss = typed(_VIEWS[name], section, "loss", strict=False)
+        if loss.critic_steps < 1:
+            raise ConfigError(f"loss.critic_steps={loss.critic_steps}: the critic needs one step per iteration or more")
+        r1_weight, r1_every = getattr(loss, "r1_weight", None), getattr(loss, "r1_every", None)
+        if r1_weight is not None and (r1_weight < 0 or r1_every < 1):
+            raise ConfigError(f"loss.r1_weight={r1_weight}, loss.r1_every={r1_every}: the weight must be >= 0 "
+                              "(0 = off) and the interval >= 1 critic step")
+        return cls(name=name, critic_steps=loss.critic_steps, optim=loss.optim,
+                   gp_weight=getattr(loss, "gp_weight", None), clip=getattr(loss, "clip", None),
+                   lr_decay=_lr_decay(loss.lr_decay), r1_weight=r1_weight, r1_every=r1_every)
 
 
 def _lr_decay(decay: Any) -> tuple[int, int, float] | None:
@@ -109,7 +148,11 @@ def _lr_decay(decay: Any) -> tuple[int, int, float] | None:
     return start, end, final
 
 
-@dataclass(frozen=True)
+# ---------------------------------------------------------------------------------------------------------------
+# train/: the step's keys, the loop's keys, then the driver's (each class adds to the one before)
+
+
+@dataclass
 class EmaConfig:
     """``train.ema``: the generator's exponential moving average (``decay`` None: off)."""
 
@@ -117,7 +160,7 @@ class EmaConfig:
     start_step: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class StepSettings:
     """The train keys the step and the state builder read (what bench/sc09_config.json keeps of the train group)."""
 
@@ -129,28 +172,47 @@ class StepSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> StepSettings:
-        train = _group(cfg, "train")
-        ema = _require(train, "train", "ema")
-        if not isinstance(ema, Mapping):
-            raise ConfigError(f"train.ema={ema!r}: expected the group {{decay, start_step}} (conf/train/default.yaml)")
-        return _typed(cls, train, "train", ema=_typed(EmaConfig, ema, "train.ema"))
+        return typed(cls, _group(cfg, "train"), "train", strict=False)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+@dataclass
+class TrainConfig(StepSettings):
     """What the worker loop reads of ``conf/train/default.yaml``, beside the step's settings."""
 
-    step: StepSettings
     log_every: int
     checkpoint_every: int
     threads_per_worker: int | None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainConfig:
-        return _typed(cls, _group(cfg, "train"), "train", step=StepSettings.from_config(cfg))
+        return typed(cls, _group(cfg, "train"), "train", strict=False)
 
 
-@dataclass(frozen=True)
+@dataclass
+class EarlyStop:
+    """``train.early_stop`` when set (pipeline.evaluate.training.EarlyStopping): an unset key takes its default."""
+
+    metric: str | None = None
+    mode: str | None = None
+    patience: int | None = None
+    min_delta: float | None = None
+
+
+@dataclass
+class TrainSchema(TrainConfig):
+    """The whole train group: the loop's keys and the driver's (budget, Ray checkpoints and failures)."""
+
+    run_name: str
+    steps: int
+    epochs: float | None
+    keep_checkpoints: int
+    max_failures: int
+    controller_failure_limit: int
+    storage_path: str
+    early_stop: Any  # null or an EarlyStop mapping (typed Any for Hydra: see loss/ above)
+
+
+@dataclass
 class DataConfig:
     """``conf/data/default.yaml``: the shards and how each worker's loader reads them."""
 
@@ -162,7 +224,7 @@ class DataConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DataConfig:
-        return _typed(cls, _group(cfg, "data"), "data")
+        return typed(cls, _group(cfg, "data"), "data", strict=False)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from data_prep.config import ConfigError, PrepConfig
+from data_prep.config import ConfigError, PrepConfig, register
 from data_prep.shard import ShardSettings
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def settings(*overrides: str) -> ShardSettings:
+    register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="shards", overrides=["src=/data/in", "out=/data/out", *overrides])
     return ShardSettings.from_mapping(OmegaConf.to_container(cfg, resolve=True))
@@ -42,7 +43,8 @@ def test_presets_compose():
         ("prep.split.valid=0.95", "prep.split"),
         ("prep.labels.from=regex", "prep.labels.regex"),
         ("prep.labels.from=file", "prep.labels.file"),
-        ("+prep.slicelen=3", "unknown prep key"),
+        ("+prep.slicelen=3", "unknown key prep.slicelen"),
+        ("+prep.labels.form=regex", "unknown key prep.labels.form"),
         ("engine=spark", "engine='spark'"),
         ("workers=0", "workers=0"),
     ],
@@ -50,3 +52,11 @@ def test_presets_compose():
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         settings(override)
+
+
+def test_a_plain_mapping_is_typed_with_the_yaml_spelling():
+    prep = PrepConfig.from_mapping({"slice_len": 32768, "labels": {"from": "folder"}, "split": {"valid": 0.2}})
+    assert (prep.slice_len, prep.labels.source, prep.split.valid, prep.split.test) == (32768, "folder", 0.2, 0.1)
+    assert prep.to_dict()["labels"] == {"from": "folder", "regex": None, "file": None}
+    with pytest.raises(ConfigError, match=r"prep\.first_slice='yes': expected bool"):
+        PrepConfig.from_mapping({"first_slice": "yes"})

@@ -1,4 +1,5 @@
-"""The typed view of a training run: built from the composed config, every key read from conf/."""
+"""The typed view of a training run: built from the composed config (a plain dict), every key read from conf/,
+every value checked against its schema's type."""
 
 import copy
 
@@ -15,7 +16,7 @@ def test_the_composed_config_gives_every_typed_value():
     cfg = {**compose("preset=tiny", "train.ema.decay=0.99", "loss=wgan"), **PLAN}
     run = RunConfig.from_config(cfg)
     assert run.loss.name == "wgan" and run.loss.clip == cfg["loss"]["clip"] and run.loss.gp_weight is None
-    assert run.train.step.ema.decay == 0.99 and run.train.log_every == cfg["train"]["log_every"]
+    assert run.train.ema.decay == 0.99 and run.train.log_every == cfg["train"]["log_every"]
     assert run.data.split == cfg["data"]["split"] and run.plan.total_steps == 10
     step = IterationConfig.from_config(cfg)
     assert (step.loss, step.clip, step.ema_decay, step.global_batch) == ("wgan", run.loss.clip, 0.99,
@@ -33,6 +34,26 @@ def test_a_missing_key_is_named_not_defaulted():
         StepSettings.from_config(broken)
     with pytest.raises(ConfigError, match="derived values"):
         RunConfig.from_config(compose("preset=tiny"))  # not through prepare: no plan
+
+
+def test_a_wrong_type_in_a_stored_config_is_named():
+    """What travels is the plain dict (state.json, Ray workers): its views check the types too."""
+    cfg = {**compose("preset=tiny"), **PLAN}
+    for group, key, value, message in (("train", "batch_size", "8", r"train\.batch_size='8': expected int"),
+                                       ("loss", "critic_steps", 2.5, r"loss\.critic_steps=2\.5: expected int"),
+                                       ("data", "pin_memory", "yes", r"data\.pin_memory='yes': expected bool")):
+        broken = copy.deepcopy(cfg)
+        broken[group][key] = value
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.from_config(broken)
+    broken = copy.deepcopy(cfg)
+    broken["train"]["ema"] = {"decay": "high", "start_step": 0}
+    with pytest.raises(ConfigError, match=r"train\.ema\.decay='high': expected a number"):
+        StepSettings.from_config(broken)
+    broken = copy.deepcopy(cfg)
+    broken["loss"]["lr_decay"] = {"start": 5, "end": 2, "final": 0.1}
+    with pytest.raises(ConfigError, match="needs 0 <= start < end"):
+        RunConfig.from_config(broken)
 
 
 def test_registering_the_best_checkpoint_scores_every_checkpoint_and_ranks_by_the_metric(tone_shards):

@@ -58,6 +58,16 @@ def test_build_gan_rejects_unknown_or_missing_keys():
         build_gan(cfg)
     with pytest.raises(ValueError):
         build_gan(model_cfg("specgan", slice_len=32768))
+    with pytest.raises(ValueError, match=r"model\.dim='4': expected int"):
+        build_gan(model_cfg("wavegan", dim="4"))
+
+
+def test_build_gan_takes_model_configs_stored_before_conv_impl_and_label_bias():
+    """Checkpoints and registered models keep the model config of their time: it lacks the later keys."""
+    cfg = model_cfg("wavegan", dim=4)
+    del cfg["conv_impl"], cfg["label_bias"]
+    gan = build_gan(cfg)
+    assert gan.generator(torch.zeros(1, 100)).shape == (1, 1, 16384)
 
 
 def test_generate_is_deterministic_bounded_chunked_and_restores_the_mode():
