@@ -66,6 +66,8 @@ class TrackingConfig:
     preview_count: int
     preview_per_label: int
     preview_seed: int
+    real_clips: int
+    system_metrics_every_s: float
     flush_wait_s: float
     unsent_wait_s: float
     ray_log_level: str
@@ -190,11 +192,15 @@ def compose(overrides: Sequence[str] = ()) -> dict:
     folder, nothing written)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from common.paths import CONF_DIR
 
     register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    if GlobalHydra.instance().is_initialized():  # inside a command's @hydra.main, which reads conf/ too
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)

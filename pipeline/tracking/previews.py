@@ -108,6 +108,22 @@ def spectrogram_png(clip: np.ndarray, sample_rate: int, colors: int = 64) -> byt
     return buffer.getvalue()
 
 
+def write_real(data_dir: str, split: str, n: int, sample_rate: int, directory: str | os.PathLike,
+               label_names: Sequence[str] | None = None) -> list[Path]:
+    """The first ``n`` clips of a shard split as WAVs (``real_<label>_000.wav`` for labelled clips) plus
+    ``sheet.png``: the real reference heard next to the generated previews."""
+    from data_prep.loader import iterate_split
+
+    audio, labels = next(iter(iterate_split(data_dir, split, batch_size=n)))
+    names = None
+    if label_names:
+        names = [label_names[i] if 0 <= i < len(label_names) else "unlabelled" for i in labels.tolist()]
+    paths = write_wavs(audio, sample_rate, directory, prefix="real", labels=names)
+    paths.append(contact_sheet(audio, sample_rate, Path(directory) / "sheet.png", f"real clips: {split} split of "
+                               f"{data_dir}", row_labels=names))
+    return paths
+
+
 def write_preview(gan, z: torch.Tensor, labels: torch.Tensor | None, directory: str | os.PathLike,
                   title: str = "", label_names: Sequence[str] | None = None) -> list[Path]:
     """Generate from ``z`` (and class ids ``labels``) with ``gan``;

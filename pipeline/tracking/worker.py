@@ -113,16 +113,21 @@ class NullTracker:
     def note(self, message: str) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def maybe_preview(self, state) -> None: ...
+    def log_real(self, data_dir: str, split: str) -> None: ...
     def close(self) -> None: ...
 
 
 class WorkerTracker(NullTracker):
-    """Rank 0's view: console lines, metrics and audio previews into the driver's MLflow run."""
+    """Rank 0's view: console lines, metrics, audio previews, the real reference clips and this machine's
+    system metrics into the driver's MLflow run."""
 
-    def __init__(self, cfg: dict, tracking: Tracking, state, device: torch.device):
+    def __init__(self, cfg: dict, tracking: Tracking, state, device: torch.device, resumed: bool = False):
         self.cfg, self.device, self.spool = cfg, device, tracking.spool
         self.logger = BufferedLogger(tracking) if tracking.run_id else None
         settings = cfg["tracking"]
+        self.real_clips, self.sample_rate = int(settings["real_clips"]), state.gan.sample_rate
+        self.monitor = system_metrics(tracking, float(settings["system_metrics_every_s"]), resumed) \
+            if self.logger else None
         self.preview_every = int(settings.get("preview_every") or 0)
         n, seed = int(settings.get("preview_count", 8)), int(settings.get("preview_seed", 1234))
         classes = state.gan.num_classes
@@ -157,7 +162,19 @@ class WorkerTracker(NullTracker):
                       label_names=self.label_names)
         self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
 
+    def log_real(self, data_dir: str, split: str) -> None:
+        """A few real clips of the training split as ``previews/real/``: what the previews should sound like."""
+        if not (self.logger and self.real_clips):
+            return
+        from pipeline.tracking.previews import write_real
+
+        directory = tempfile.mkdtemp(prefix="wavegan-real-")
+        write_real(data_dir, split, self.real_clips, self.sample_rate, directory, self.label_names)
+        self.logger.submit("artifacts", directory, "previews/real")
+
     def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
         if self.logger and self.logger.close(timeout_s=float(self.cfg["tracking"]["flush_wait_s"])):
             records = self.logger.take_pending()
             try:
@@ -180,5 +197,24 @@ def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:
     return f"[train] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} ETA {eta}"
 
 
-def open_worker_tracker(cfg: dict, tracking: Tracking, rank: int, state, device: torch.device) -> NullTracker:
-    return WorkerTracker(cfg, tracking, state, device) if rank == 0 else NullTracker()
+def system_metrics(tracking: Tracking, every_s: float, resumed: bool):
+    """MLflow's monitor of this machine (``system/cpu_utilization_percentage``, memory, disk, network and, with
+    an NVIDIA GPU, ``system/gpu_*``), sampling every ``every_s`` seconds into the tracked run from a thread of
+    its own; None when off (0) or when it cannot start. A resumed run continues its steps."""
+    if every_s <= 0:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    try:
+        monitor = SystemMetricsMonitor(tracking.run_id, sampling_interval=every_s, resume_logging=resumed,
+                                       tracking_uri=tracking.uri)
+    except Exception as exc:  # the server is away at the start: training goes on without system metrics
+        console(f"[train] no system metrics this run ({type(exc).__name__}: {str(exc)[:200]})")
+        return None
+    monitor.start()
+    return monitor
+
+
+def open_worker_tracker(cfg: dict, tracking: Tracking, rank: int, state, device: torch.device,
+                        resumed: bool = False) -> NullTracker:
+    return WorkerTracker(cfg, tracking, state, device, resumed) if rank == 0 else NullTracker()

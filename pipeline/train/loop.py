@@ -128,9 +128,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         labelled_only=state.gan.num_classes > 0,  # real clips carry their labels into the critic
     )
     batches = endless(loader)
-    tracker = open_worker_tracker(cfg, tracking, rank, state, device)
+    tracker = open_worker_tracker(cfg, tracking, rank, state, device, resumed=resumed_from is not None)
     if resumed_from is not None:
         tracker.note(f"resumed from checkpoint at step {resumed_from}")
+    else:
+        tracker.log_real(data.dir, data.split)
 
     total, log_every, ckpt_every = run.plan.total_steps, run.train.log_every, run.train.checkpoint_every
     # cheap to build; due() is the same on every rank, only rank 0 calls it

@@ -16,7 +16,8 @@ def trained(tone_shards, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{base}/mlflow.db"
     log = base / "train.log"
-    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=10", "model.conv_impl=polyphase"), log)
+    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=10", "model.conv_impl=polyphase",
+                               "tracking.system_metrics_every_s=1"), log)  # a sample within the short run
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     return {"uri": uri, "base": base, "checkpoint": checkpoints(base / "ray")[-1], "shards": tone_shards}

@@ -129,3 +129,20 @@ def test_generate_from_registry_is_reproducible(trained, versions, tmp_path):
 def test_unknown_alias_fails_clearly(trained, versions, tmp_path):
     done = cli("pipeline.generate", trained["uri"], "--model-uri", f"models:/{MODEL}@nobody", "--out", str(tmp_path))
     assert done.returncode != 0 and "cannot load models:/wavegan-generator@nobody" in done.stderr
+
+
+def test_the_training_run_logs_real_reference_clips_and_system_metrics(trained):
+    """What the MLflow UI shows beside the generated previews: real clips of the training shards
+    (``previews/real/``) and rank 0's machine figures (``system/*``)."""
+    client = MlflowClient(trained["uri"])
+    run_id = client.get_model_version(MODEL, "1").run_id
+    real = sorted(a.path for a in client.list_artifacts(run_id, "previews/real"))
+    wavs = [p for p in real if p.endswith(".wav")]
+    assert "previews/real/sheet.png" in real and len(wavs) == 8, real  # tracking.real_clips
+    assert all(p.startswith("previews/real/real_") for p in wavs)  # named by label: real_<note>_000.wav
+    local = client.download_artifacts(run_id, wavs[0], str(trained["base"] / "real"))
+    audio, rate = sf.read(local)
+    assert rate == 16000 and audio.shape == (16384,) and abs(audio).max() > 0.01  # a real tone, not silence
+    metrics = client.get_run(run_id).data.metrics
+    assert 0.0 <= metrics["system/cpu_utilization_percentage"] <= 100.0 * (os.cpu_count() or 1), sorted(metrics)
+    assert metrics["system/system_memory_usage_megabytes"] > 0
