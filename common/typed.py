@@ -93,3 +93,15 @@ def _value(tp: Any, value: Any, where: str, strict: bool) -> Any:
     if not ok:
         raise ConfigError(f"{where}={value!r}: expected {'a number' if tp is float else tp.__name__}")
     return float(value) if tp is float else value
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a config as dotted keys (MLflow params, config comparisons)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

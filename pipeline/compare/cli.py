@@ -132,7 +132,7 @@ def describe(side: Side) -> dict[str, str]:
 
 
 def header_lines(a: Side, b: Side) -> list[tuple[str, str, str]]:
-    from pipeline.tracking.run import flatten
+    from common.typed import flatten
 
     da, db = describe(a), describe(b)
     lines = [(key, da[key], db[key]) for key in da]

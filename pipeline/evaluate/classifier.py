@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import ConfigError
+from common.typed import flatten
 from data_prep.manifest import NoLabelsError, has_split, read_manifest, require_labels
 from pipeline.evaluate.clips import Clips, load_clips
 from pipeline.evaluate.config import EvalError, eval_config_names, eval_settings, load_eval_config
@@ -43,7 +44,7 @@ from pipeline.registry.classifier import (
     register_classifier,
 )
 from pipeline.tracking.client import Tracking
-from pipeline.tracking.run import flatten, git_commit
+from pipeline.tracking.run import git_commit
 from wavegan.classifier import EvalClassifier, _evaluate, fit_temperature, logits_of, train_classifier
 
 

@@ -12,23 +12,12 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.paths import PROJECT_ROOT
+from common.typed import flatten
 from pipeline.tracking.client import Tracking
 from pipeline.tracking.spool import spool_uri
 from pipeline.tracking.worker import console
 
 RUN_NAME_TAG = "wavegan.ray_run"  # ties an MLflow run to its Ray Train run (name + storage path)
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}, the form MLflow params take."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def git_commit() -> str:
@@ -39,9 +28,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def open_run(tracking: Tracking, config: dict) -> Tracking:
+def open_run(tracking: Tracking, config: dict, changes: dict[str, tuple[Any, Any]] | None = None) -> Tracking:
     """``tracking`` for this training's MLflow run: a new run, or the run of an earlier start of the same Ray run
-    (continued, and sent what that start could not)."""
+    (continued, sent what that start could not, and ``changes``, the resumable keys this start changed, recorded:
+    MLflow params cannot be overwritten, so each as ``resume.<n>.<key>``, and a line in the run's description)."""
     from mlflow.entities import Param, RunStatus
 
     key = f"{config['train']['storage_path']}/{config['train']['run_name']}"
@@ -58,6 +48,8 @@ def open_run(tracking: Tracking, config: dict) -> Tracking:
         run.client.update_run(run.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         print(f"[train] continuing MLflow run {run.run_id}", flush=True)
         run.deliver_spilled(wait_s=0.0, log=console)  # what an earlier end could not send
+        if changes:
+            _record_resume(run, changes)
         return run
     created = tracking.client.create_run(tracking.experiment_id, run_name=config["train"]["run_name"],
                                          tags={RUN_NAME_TAG: key, "mlflow.source.git.commit": git_commit()})
@@ -78,6 +70,18 @@ def open_run(tracking: Tracking, config: dict) -> Tracking:
         run.client.log_batch(run.run_id, params=items[start:start + 100])
     _log_inputs(run, config)
     return run
+
+
+def _record_resume(run: Tracking, changes: dict[str, tuple[Any, Any]]) -> None:
+    from mlflow.entities import Param
+
+    previous = run.client.get_run(run.run_id).data
+    n = 1 + max((int(k.split(".")[1]) for k in previous.params if k.startswith("resume.")), default=1)
+    run.client.log_batch(run.run_id, params=[Param(f"resume.{n}.{k}", str(new)[:6000])
+                                             for k, (_old, new) in sorted(changes.items())])
+    line = f"resume {n}: " + "; ".join(f"{k} {old} -> {new}" for k, (old, new) in sorted(changes.items()))
+    note = previous.tags.get("mlflow.note.content", "")
+    run.client.set_tag(run.run_id, "mlflow.note.content", f"{note}\n{line}".strip())
 
 
 def _log_inputs(run: Tracking, config: dict[str, Any]) -> None:

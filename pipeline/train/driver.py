@@ -22,25 +22,29 @@ from common.paths import CONF_DIR
 from pipeline.launch.resources import connect, worker_resources
 from pipeline.tracking.client import Tracking  # MLflow itself is imported on first use
 from pipeline.train.preflight import prepare
+from pipeline.train.resume import Start, plan_start
 
 
-def preflight(config: dict) -> tuple[dict, Tracking]:
-    """The run's config with everything derived from the shards and the classifier pinned, and the process's
-    tracking object; nothing here starts Ray. A config that cannot work fails here (ConfigError)."""
+def preflight(config: dict) -> tuple[dict, Tracking, Start]:
+    """The run's config with everything derived from the shards and the classifier pinned, the process's
+    tracking object, and how this start treats an existing run of its name (resume, refuse, or a new name);
+    nothing here starts Ray. A config that cannot work fails here (ConfigError)."""
     from pipeline.evaluate.training import prepare_training_eval  # MLflow's imports take seconds: after the checks
     from pipeline.summary import summarize
 
     config = prepare(config)  # model.num_classes=auto is resolved here
     print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
     tracking = Tracking.from_config(config["tracking"])
-    return prepare_training_eval(config, tracking), tracking
+    config, start = plan_start(prepare_training_eval(config, tracking))
+    return config, tracking, start
 
 
-def open_tracked_run(config: dict, tracking: Tracking) -> Tracking:
-    """``tracking`` for this training's MLflow run (new, or continued on resume); as it is when tracking is off."""
+def open_tracked_run(config: dict, tracking: Tracking, start: Start) -> Tracking:
+    """``tracking`` for this training's MLflow run (new, or continued on resume, recording what changed); as it
+    is when tracking is off."""
     from pipeline.tracking.run import open_run
 
-    run = open_run(tracking, config) if config["tracking"].get("enabled", True) else tracking
+    run = open_run(tracking, config, start.changes) if config["tracking"].get("enabled", True) else tracking
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
           f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
@@ -145,9 +149,9 @@ def register(config: dict, result, run: Tracking) -> int:
 def run(config: dict) -> int:
     """The whole driver side: preflight -> connect -> open the tracked run -> launch -> register -> finish.
     Returns the process exit code."""
-    config, tracking = preflight(config)
+    config, tracking, start = preflight(config)
     connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
-    tracked = open_tracked_run(config, tracking)
+    tracked = open_tracked_run(config, tracking, start)
     try:
         result = launch(config, tracked)
     except TrainingFailed as exc:

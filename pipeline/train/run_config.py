@@ -203,6 +203,7 @@ class TrainSchema(TrainConfig):
     """The whole train group: the loop's keys and the driver's (budget, Ray checkpoints and failures)."""
 
     run_name: str
+    resume: str
     steps: int
     epochs: float | None
     keep_checkpoints: int

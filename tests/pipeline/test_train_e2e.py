@@ -63,7 +63,8 @@ def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, tmp_path)
                    capture_output=True, timeout=600)  # make classifier: the stage before training that evaluates
     cmd = train_command(tone_shards, storage, uri, "cluster.num_workers=2", "train.steps=60", "eval=cpu",
                         "registry.checkpoint=best", "train.keep_checkpoints=1")
-    proc = start(cmd, log)
+    first_cmd = [arg if arg != "train.steps=60" else "train.steps=80" for arg in cmd]  # the re-run shortens it
+    proc = start(first_cmd, log)
     saved = set(wait_for(lambda: checkpoints(storage), 600, "the first checkpoint", proc, log))
     kill_group(proc)  # the driver dies
     _, first = the_run(uri)
@@ -78,6 +79,9 @@ def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, tmp_path)
     assert "resumed from checkpoint at step" in out and "done at step 60" in out
     client, run = the_run(uri)
     assert run.info.run_id == first.info.run_id, "the resumed training must continue the same MLflow run"
+    assert "resuming run 'tiny' with train.steps: 80 -> 60" in out  # a resumable change, said and recorded:
+    assert run.data.params["train.steps"] == "80" and run.data.params["resume.2.train.steps"] == "60"
+    assert "resume 2: train.steps 80 -> 60" in run.data.tags["mlflow.note.content"]
     resumed = sorted({m.value for m in client.get_metric_history(run.info.run_id, "resumed_from_step") if m.value >= 0})
     assert len(resumed) >= 2 and resumed[0] >= 20, f"expected a restart of the driver and one of the worker: {resumed}"
     assert metric_steps(client, run.info.run_id, "d_loss")[-1] == 60
