@@ -100,6 +100,11 @@ def register_generator(config: dict, checkpoint, run: Tracking) -> str | None:
             "num_classes": model.num_classes,
             "data.fingerprint": (config.get("data_manifest") or {}).get("fingerprint"),
             "sample_rate": model.sample_rate, "generator_weights": saved["generator_weights"]}
+    source = run.client.get_run(run.run_id).data.tags.get("wavegan.init_from")
+    if source:  # lineage of a fine-tuned run (train.init_from)
+        tags["init_from"] = source
+        run.client.update_model_version(name, version, description=f"Fine-tuned from {source} (train.init_from), "
+                                                                   f"trained from step 0 by run {run.run_id}.")
     for key, value in tags.items():
         run.client.set_model_version_tag(name, version, key, str(value))
     return version

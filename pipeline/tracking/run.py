@@ -28,10 +28,12 @@ def git_commit() -> str:
         return "unknown"
 
 
-def open_run(tracking: Tracking, config: dict, changes: dict[str, tuple[Any, Any]] | None = None) -> Tracking:
+def open_run(tracking: Tracking, config: dict, changes: dict[str, tuple[Any, Any]] | None = None,
+             lineage: dict[str, str] | None = None) -> Tracking:
     """``tracking`` for this training's MLflow run: a new run, or the run of an earlier start of the same Ray run
     (continued, sent what that start could not, and ``changes``, the resumable keys this start changed, recorded:
-    MLflow params cannot be overwritten, so each as ``resume.<n>.<key>``, and a line in the run's description)."""
+    MLflow params cannot be overwritten, so each as ``resume.<n>.<key>``, and a line in the run's description).
+    A new run is tagged with its ``lineage`` (``train.init_from``'s source)."""
     from mlflow.entities import Param, RunStatus
 
     key = f"{config['train']['storage_path']}/{config['train']['run_name']}"
@@ -52,7 +54,8 @@ def open_run(tracking: Tracking, config: dict, changes: dict[str, tuple[Any, Any
             _record_resume(run, changes)
         return run
     created = tracking.client.create_run(tracking.experiment_id, run_name=config["train"]["run_name"],
-                                         tags={RUN_NAME_TAG: key, "mlflow.source.git.commit": git_commit()})
+                                         tags={RUN_NAME_TAG: key, "mlflow.source.git.commit": git_commit(),
+                                               **(lineage or {})})
     run = tracking.for_run(created.info.run_id, spool)
     manifest = config.get("data_manifest") or {}
     params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "label_names", "data_manifest"))}

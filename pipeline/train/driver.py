@@ -13,6 +13,7 @@ in the same MLflow run.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -21,30 +22,47 @@ from common.errors import ConfigError
 from common.paths import CONF_DIR
 from pipeline.launch.resources import connect, worker_resources
 from pipeline.tracking.client import Tracking  # MLflow itself is imported on first use
+from pipeline.train.init_from import InitWeights
 from pipeline.train.preflight import prepare
 from pipeline.train.resume import Start, plan_start
 
 
-def preflight(config: dict) -> tuple[dict, Tracking, Start]:
-    """The run's config with everything derived from the shards and the classifier pinned, the process's
-    tracking object, and how this start treats an existing run of its name (resume, refuse, or a new name);
-    nothing here starts Ray. A config that cannot work fails here (ConfigError)."""
+@dataclass
+class Prepared:
+    """What the preflight settled: the run's config (derived values added, the classifier pinned), the process's
+    tracking object, how this start treats an existing run of its name, and the weights it starts from."""
+
+    config: dict
+    tracking: Tracking
+    start: Start
+    init: InitWeights | None
+
+
+def preflight(config: dict) -> Prepared:
+    """Everything checked before Ray starts; a config that cannot work fails here (ConfigError)."""
     from pipeline.evaluate.training import prepare_training_eval  # MLflow's imports take seconds: after the checks
     from pipeline.summary import summarize
+    from pipeline.train import init_from
 
     config = prepare(config)  # model.num_classes=auto is resolved here
     print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
     tracking = Tracking.from_config(config["tracking"])
     config, start = plan_start(prepare_training_eval(config, tracking))
-    return config, tracking, start
+    init = None if start.resumed else init_from.resolve(config, tracking)  # a resumed run has its own weights
+    if init is not None:
+        print(f"[train] {init.describe()}", flush=True)
+    return Prepared(config, tracking, start, init)
 
 
-def open_tracked_run(config: dict, tracking: Tracking, start: Start) -> Tracking:
-    """``tracking`` for this training's MLflow run (new, or continued on resume, recording what changed); as it
-    is when tracking is off."""
+def open_tracked_run(prepared: Prepared) -> Tracking:
+    """The tracking object of this training's MLflow run (new, with its lineage when fine-tuned, or continued on
+    resume, recording what changed); the process's as it is when tracking is off."""
     from pipeline.tracking.run import open_run
 
-    run = open_run(tracking, config, start.changes) if config["tracking"].get("enabled", True) else tracking
+    config, tracking = prepared.config, prepared.tracking
+    lineage = prepared.init.lineage if prepared.init is not None else {}
+    run = open_run(tracking, config, prepared.start.changes, lineage) if config["tracking"].get("enabled", True) \
+        else tracking
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
           f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
@@ -56,7 +74,7 @@ class TrainingFailed(RuntimeError):
     """Ray Train gave up: worker or worker-group start failures beyond their limits; the message says why."""
 
 
-def launch(config: dict, run: Tracking):
+def launch(prepared: Prepared, run: Tracking):
     """Run the TorchTrainer on the connected Ray cluster to the end; return Ray's Result.
 
     A worker group that cannot start (placement or start-up failures) is retried at most
@@ -71,10 +89,13 @@ def launch(config: dict, run: Tracking):
     from pipeline.tracking.worker import console
     from pipeline.train.loop import train_loop_per_worker
 
+    config, init = prepared.config, prepared.init
     cluster, train = config["cluster"], config["train"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config, "tracking": run.handle()},
+        train_loop_config={"config": config, "tracking": run.handle(),
+                           "init": None if init is None else {"generator": init.generator,
+                                                              "discriminator": init.discriminator}},
         scaling_config=ScalingConfig(num_workers=int(cluster["num_workers"]), use_gpu=bool(cluster.get("use_gpu")),
                                      resources_per_worker=worker_resources(cluster)),
         run_config=RunConfig(
@@ -149,11 +170,12 @@ def register(config: dict, result, run: Tracking) -> int:
 def run(config: dict) -> int:
     """The whole driver side: preflight -> connect -> open the tracked run -> launch -> register -> finish.
     Returns the process exit code."""
-    config, tracking, start = preflight(config)
+    prepared = preflight(config)
+    config = prepared.config
     connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
-    tracked = open_tracked_run(config, tracking, start)
+    tracked = open_tracked_run(prepared)
     try:
-        result = launch(config, tracked)
+        result = launch(prepared, tracked)
     except TrainingFailed as exc:
         print(f"[train] training failed: {exc}", file=sys.stderr)
         code = 1

@@ -96,8 +96,9 @@ def _quiet_ray_train_reports(level: str) -> None:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """``loop_config``: ``config``, the run's resolved config (what checkpoints keep), and ``tracking``, the
-    driver's :meth:`Tracking.handle` (the MLflow store and run that rank 0 logs to)."""
+    """``loop_config``: ``config``, the run's resolved config (what checkpoints keep), ``tracking``, the
+    driver's :meth:`Tracking.handle` (the MLflow store and run that rank 0 logs to), and ``init``, the weights of
+    ``train.init_from`` (None without)."""
     cfg, tracking = loop_config["config"], Tracking.from_handle(loop_config["tracking"])
     _quiet_ray_train_reports(str(cfg["tracking"]["ray_log_level"]))
     ctx = ray.train.get_context()
@@ -107,10 +108,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     _configure_threads(run.train)
     data = run.data
 
-    state = build_state(cfg, device, wrap=lambda module: ray.train.torch.prepare_model(
-        module, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS))
-    resumed_from = None
     checkpoint = ray.train.get_checkpoint()
+    state = build_state(cfg, device, wrap=lambda module: ray.train.torch.prepare_model(
+        module, move_to_device=device, parallel_strategy_kwargs=DDP_KWARGS),
+        init=None if checkpoint else loop_config.get("init"))  # a resumed run continues its own weights
+    resumed_from = None
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state.load_state_dict(load_checkpoint(directory, map_location=device))

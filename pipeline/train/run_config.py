@@ -204,6 +204,8 @@ class TrainSchema(TrainConfig):
 
     run_name: str
     resume: str
+    init_from: str | None
+    init_labels: str
     steps: int
     epochs: float | None
     keep_checkpoints: int

@@ -98,15 +98,34 @@ class TrainState:
         self.extra = dict(state.get("extra") or {})
 
 
-def build_state(cfg: dict, device: torch.device | str, wrap: Callable[[nn.Module], nn.Module] | None = None
-                ) -> TrainState:
+LABEL_PARAMS = ("embed.", "label_bias.")  # per-label tensors of G and D (wavegan.blocks)
+
+
+def load_into(gan: GAN, init: dict[str, Any]) -> None:
+    """Load ``train.init_from``'s weights (``generator``, ``discriminator`` or None: :mod:`pipeline.train.init_from`)
+    into a freshly built GAN: strictly, except the label embeddings ``train.init_labels=reinit`` left out."""
+    for module, weights in ((gan.generator, init["generator"]), (gan.discriminator, init["discriminator"])):
+        if weights is None:
+            continue
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+        left = [k for k in missing if not k.startswith(LABEL_PARAMS)]
+        if left or unexpected:
+            raise ValueError(f"init_from weights do not fit: missing {left}, unexpected {unexpected}")
+
+
+def build_state(cfg: dict, device: torch.device | str, wrap: Callable[[nn.Module], nn.Module] | None = None,
+                init: dict[str, Any] | None = None) -> TrainState:
     """The TrainState of a run of ``cfg`` (model, loss, train) on ``device``: the one builder that training
     (which passes Ray's DDP ``wrap``), benchmarks and experiments all call.
 
     ``wrap`` is applied to G and to D (Ray's ``prepare_model`` on workers); ``train.compile`` then compiles
     G, and D too unless the loss is wgan-gp (torch.compile has no double backward for the gradient penalty).
+    ``init`` (``train.init_from``'s weights, :mod:`pipeline.train.init_from`) is loaded before either, and before
+    the EMA copies G.
     """
     gan = build_gan(cfg["model"])
+    if init is not None:
+        load_into(gan, init)
     if gan.transform is not None:
         moments = cfg.get("moments")
         if moments is None:
