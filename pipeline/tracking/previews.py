@@ -68,13 +68,15 @@ def contact_sheet(audio: torch.Tensor, sample_rate: int, path: str | os.PathLike
     clips = audio.detach().float().cpu()[:, 0].numpy()
     fig, axes = plt.subplots(len(clips), 2, figsize=(10, 1.6 * len(clips)), squeeze=False)
     t = np.arange(clips.shape[1]) / sample_rate
+    # dither far below 16-bit resolution: silent stretches (padded clips) have no exactly-zero bins to log
+    dither = 1e-7 * np.random.default_rng(0).standard_normal(clips.shape[1])
     for i, (row, clip) in enumerate(zip(axes, clips, strict=True)):
         if row_labels is not None:
             row[0].set_ylabel(str(row_labels[i]), fontsize=8)
         row[0].plot(t, clip, linewidth=0.5)
         row[0].set_ylim(-1, 1)
         row[0].set_xlim(0, t[-1])
-        row[1].specgram(clip + 1e-9, NFFT=SPEC_NFFT, Fs=sample_rate, noverlap=SPEC_OVERLAP, cmap=SPEC_CMAP)
+        row[1].specgram(clip + dither, NFFT=SPEC_NFFT, Fs=sample_rate, noverlap=SPEC_OVERLAP, cmap=SPEC_CMAP)
         for ax in row:
             ax.tick_params(labelsize=6)
     axes[0][0].set_title("waveform", fontsize=8)

@@ -203,7 +203,11 @@ def system_metrics(tracking: Tracking, every_s: float, resumed: bool):
     its own; None when off (0) or when it cannot start. A resumed run continues its steps."""
     if every_s <= 0:
         return None
+    import logging
+
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not its start/stop lines on the console
 
     try:
         monitor = SystemMetricsMonitor(tracking.run_id, sampling_interval=every_s, resume_logging=resumed,
