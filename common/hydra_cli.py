@@ -60,7 +60,7 @@ class Schema(Protocol):
 
 def run_hydra(main: Callable[[], Any], config_name: str, *, schema: Schema, help_name: str | None = None,
               extra_overrides: Sequence[str] = (), argv: Sequence[str] | None = None,
-              command: str | None = None) -> Any:
+              command: str | None = None, no_multirun: str | None = None) -> Any:
     """Check the command line, then call the ``@hydra.main`` function ``main``.
 
     ``config_name``: the primary config in conf/ that ``main`` is decorated with; ``schema``: its schemas
@@ -68,13 +68,16 @@ def run_hydra(main: Callable[[], Any], config_name: str, *, schema: Schema, help
     ``conf/hydra/help/<help_name>.yaml`` page ``--help`` prints (default: the one named like the
     config, if any; else Hydra's). ``extra_overrides`` go before the user's (who can still override
     them), e.g. ``hydra.output_subdir=null`` for a command that writes nothing. ``command`` names the
-    command in messages (default: ``python -m <main's module>``).
+    command in messages (default: ``python -m <main's module>``). ``no_multirun``: why the command refuses
+    Hydra's ``--multirun`` / ``-m`` (None: it takes it).
     Exits with status 2 and a one-paragraph message on a bad override.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     schema.register()
     try:
         flags, overrides = split_argv(argv)
+        if no_multirun and flags.get("multirun"):
+            raise UsageError(f"{command or _command_name(main)} does not take --multirun (-m): {no_multirun}")
         if not flags.get("config_path") and not flags.get("config_dir") and not flags.get("shell_completion"):
             showing = any(flags.get(f) for f in ("help", "hydra_help", "cfg", "info"))  # ??? is fine to show
             check_overrides(flags.get("config_name") or config_name, overrides, schema=schema,

@@ -72,6 +72,7 @@ class Runs:
         "train_wrong_type": ["pipeline.train", "preset=tiny", "train.steps=abc"],
         "summary_wrong_type": ["pipeline.summary", "model.num_classes=many"],
         "shard_no_out": ["data_prep.shard", "src={work}/nsynth"],
+        "train_multirun": ["pipeline.train", "-m", "preset=tiny", "loss.optim.lr=1e-4,3e-4"],
     }
 
     def __init__(self, work: Path):
@@ -285,6 +286,13 @@ def test_unknown_preset_names_the_options(cli_runs):
     run = cli_runs["summary_preset"]
     assert run.returncode == 2
     assert "unknown preset 'tinyy'; did you mean tiny? options: cpu-demo, long, sc09, specgan, tiny" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_train_refuses_multirun_rather_than_share_one_run(cli_runs):
+    run = cli_runs["train_multirun"]
+    assert run.returncode == 2
+    assert "does not take --multirun (-m)" in run.stderr and "its own train.run_name" in run.stderr
     assert "Traceback" not in run.stderr + run.stdout
 
 

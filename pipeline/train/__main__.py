@@ -4,4 +4,7 @@ from common.hydra_cli import run_hydra  # unknown key / preset -> the nearest va
 from pipeline import schema
 from pipeline.train.driver import main
 
-run_hydra(main, "config", schema=schema, help_name="train", command="python -m pipeline.train")
+run_hydra(main, "config", schema=schema, help_name="train", command="python -m pipeline.train",
+          no_multirun="its jobs would all share train.run_name, so one Ray run, one MLflow run and one "
+                      "checkpoint folder. Run one command per setting, each with its own train.run_name "
+                      "(e.g. train.run_name=lr3e-4 loss.optim.lr=3e-4)")
