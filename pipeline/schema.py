@@ -29,7 +29,7 @@ from typing import Any
 from common.errors import ConfigError
 from common.typed import typed
 from pipeline.train.run_config import LOSSES, DataConfig, EarlyStop, LossConfig, TrainSchema
-from wavegan.config import SpecGANConfig, WaveGANConfig, model_config
+from wavegan.config import LEGACY, MODEL_CONFIGS, SpecGANConfig, WaveGANConfig, model_config
 
 
 @dataclass
@@ -181,8 +181,11 @@ def check(config: Mapping[str, Any]) -> None:
     model = dict(config["model"])
     if model.get("num_classes") == "auto":
         model["num_classes"] = 0  # stands for any count: preflight puts the shards' label count in its place
+    name = model.get("name")
     try:
-        model_config(model)
+        if name not in MODEL_CONFIGS:
+            model_config(model)  # raises, naming the models there are
+        typed(MODEL_CONFIGS[name], {**LEGACY[name], **model}, "model")  # every key, each value's type
     except ValueError as exc:
         raise ConfigError(f"{exc} or auto" if str(exc).startswith("model.num_classes=") else str(exc)) from None
 

@@ -1,16 +1,16 @@
 """The model configs ``build_gan`` takes: one dataclass per model, its fields the keys of ``conf/model/<name>.yaml``.
 
-Plain dataclasses (this package stays pure torch): ``pipeline.schema`` registers them with Hydra, so a composed
-config is checked against them; ``model_config`` checks a plain dict against them (a stored checkpoint's or a
-registered model's config). The values live in conf/model/, not here.
+Plain dataclasses (this package stays pure torch, and imports nothing of the project outside it: registered
+models ship it alone as their code): ``pipeline.schema`` registers them with Hydra, so a composed config is
+type-checked against them; ``model_config`` builds one from a plain dict (a stored checkpoint's or a registered
+model's config), checking its keys. The values live in conf/model/, not here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from common.typed import typed
 
 
 @dataclass
@@ -57,9 +57,20 @@ LEGACY = {"wavegan": {"conv_impl": "auto", "label_bias": False}, "specgan": {}}
 
 
 def model_config(cfg: Mapping) -> WaveGANConfig | SpecGANConfig:
-    """The typed model config of a ``conf/model/<name>.yaml`` dict: all of its keys, and only those.
-    Raises ValueError (common.errors.ConfigError) naming the key."""
+    """The model config of a ``conf/model/<name>.yaml`` dict (keys a legacy config lacks filled from
+    :data:`LEGACY`): all of its keys, and only those, each of its field's type, or ValueError naming them."""
     name = cfg.get("name")
     if name not in MODEL_CONFIGS:
         raise ValueError(f"model.name must be one of {sorted(MODEL_CONFIGS)}, got {name!r}")
-    return typed(MODEL_CONFIGS[name], {**LEGACY[name], **cfg}, "model")
+    fields = dataclasses.fields(MODEL_CONFIGS[name])
+    values, keys = {**LEGACY[name], **cfg}, {f.name for f in fields}
+    if set(values) != keys:
+        raise ValueError(f"{name} config: missing {sorted(keys - set(values))}, unknown {sorted(set(values) - keys)}")
+    for f in fields:
+        value, kind = values[f.name], _TYPES[f.type]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ValueError(f"model.{f.name}={value!r}: expected {f.type}")
+    return MODEL_CONFIGS[name](**values)
+
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool}  # the annotations the model configs use
