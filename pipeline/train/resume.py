@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
@@ -77,14 +76,15 @@ class Start:
         return f"resuming run '{self.run_name}'" + (f" with {changed}" if changed else " as it was")
 
 
-def started_config(run_dir: Path) -> dict | None:
-    """The config the run in ``run_dir`` was started with (its newest checkpoint's), or None without one."""
+def started_config(fs, run_dir: str) -> dict | None:
+    """The config the run in ``run_dir`` (on the fsspec filesystem ``fs``) was last started with: its newest
+    checkpoint's (Ray names them checkpoint_<date>_<time>, so by name is by age), or None without one."""
     from pipeline.train.state import STATE_JSON
 
-    found = sorted(run_dir.glob(f"checkpoint_*/{STATE_JSON}"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(found):  # the newest readable one
+    for path in sorted(fs.glob(f"{run_dir}/checkpoint_*/{STATE_JSON}"), reverse=True):  # the newest readable one
         try:
-            return json.loads(path.read_text())["config"]
+            with fs.open(path, "rb") as fh:
+                return json.loads(fh.read())["config"]
         except (OSError, ValueError, KeyError):
             continue
     return None
@@ -97,24 +97,22 @@ def plan_start(config: dict) -> tuple[dict, Start]:
     mode, name = str(train["resume"]), str(train["run_name"])
     if mode not in RESUME_MODES:
         raise ConfigError(f"train.resume={mode!r}: use one of {', '.join(RESUME_MODES)}")
-    storage = Path(str(train["storage_path"]))
-    if "://" in str(train["storage_path"]):  # object storage: Ray Train resumes by name, nothing is compared here
-        if mode == "must":
-            raise ConfigError(f"train.resume=must is checked on a local or mounted train.storage_path, not "
-                              f"{train['storage_path']}")
-        return config, Start(name, resumed=False)
-    old = started_config(storage / name)
+    import fsspec
+
+    storage = str(train["storage_path"]).rstrip("/")  # a local path, NFS, s3:// or gs://: what Ray Train writes to
+    fs, root = fsspec.core.url_to_fs(storage)
+    old = started_config(fs, f"{root}/{name}")
     if mode == "never":
-        if old is None and not (storage / name).exists():
+        if old is None and not fs.exists(f"{root}/{name}"):
             return config, Start(name, resumed=False)
-        fresh = next(f"{name}-{i}" for i in range(2, 10**6) if not (storage / f"{name}-{i}").exists())
+        fresh = next(f"{name}-{i}" for i in range(2, 10**6) if not fs.exists(f"{root}/{name}-{i}"))
         config = copy.deepcopy(config)
         config["train"]["run_name"] = fresh
         print(f"[train] train.resume=never: run '{name}' exists in {storage}; starting '{fresh}'", flush=True)
         return config, Start(fresh, resumed=False)
     if old is None:
         if mode == "must":
-            raise ConfigError(f"train.resume=must but {storage / name} holds no checkpoint to resume: check "
+            raise ConfigError(f"train.resume=must but {storage}/{name} holds no checkpoint to resume: check "
                               f"train.run_name and train.storage_path, or use train.resume=auto")
         return config, Start(name, resumed=False)
     changes = differences(old, config)

@@ -24,7 +24,7 @@ def started(storage: Path, config: dict, name: str = "tiny") -> Path:
     return folder
 
 
-def config_for(storage: Path, *overrides: str) -> dict:
+def config_for(storage: Path | str, *overrides: str) -> dict:
     return compose(["preset=tiny", f"train.storage_path={storage}", *overrides])
 
 
@@ -77,3 +77,16 @@ def test_a_refused_rerun_through_make_train_touches_nothing(tone_shards, tmp_pat
     assert "loss.optim.lr: 0.0001 -> 0.003" in proc.stderr and "Traceback" not in proc.stderr
     assert (folder / "state.json").read_bytes() == before and not (tmp_path / "mlflow.db").exists()
     assert "Ray run" not in proc.stdout
+
+
+def test_the_same_rules_on_object_storage(tmp_path):
+    """s3:// and gs:// run folders are read through fsspec, like any path: here its in-memory filesystem."""
+    import fsspec
+
+    storage = f"memory://{tmp_path.name}/ray"
+    with fsspec.open(f"{storage}/tiny/checkpoint_2026-01-01_00-00-00.000000/state.json", "w") as fh:
+        fh.write(json.dumps({"step": 20, "config": config_for(storage)}))
+    assert plan_start(config_for(storage, "train.steps=99"))[1].changes == {"train.steps": (40, 99)}
+    with pytest.raises(ConfigError, match="model.dim: 8 -> 4"):
+        plan_start(config_for(storage, "model.dim=4"))
+    assert plan_start(config_for(storage, "train.resume=never"))[1].run_name == "tiny-2"
