@@ -138,8 +138,7 @@ class EarlyStopping:
         spec = (cfg.get("train") or {}).get("early_stop")
         if not spec:
             return None
-        return cls(spec.get("metric", "eval/is_mean"), spec.get("mode"), int(spec.get("patience", 5)),
-                   float(spec.get("min_delta", 0.0)))
+        return cls(**{k: v for k, v in dict(spec).items() if v is not None})  # the defaults are __init__'s
 
     def improved(self, value: float) -> bool:
         if self.best is None:
