@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from ..conftest import checkpoints, finish, start, train_command
 
@@ -21,3 +22,13 @@ def trained(tone_shards, tmp_path_factory) -> dict:
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     return {"uri": uri, "base": base, "checkpoint": checkpoints(base / "ray")[-1], "shards": tone_shards}
+
+
+@pytest.fixture
+def one_thread_own_store(monkeypatch):
+    """One torch thread (shared cores); no tracking URI from the environment: each call names its store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

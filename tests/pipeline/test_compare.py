@@ -45,14 +45,7 @@ LABELS = ["c4", "e4", "g4"]  # three of the tone shards' ten labels: smaller pag
 AUDIO = re.compile(r'<audio controls preload="auto" src="data:audio/wav;base64,([^"]+)">')
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """One torch thread (shared cores); no tracking URI from the environment: each call names its store."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread_own_store")
 
 
 def checkpoint(directory: Path, seed: int, shards: str, names: list[str], tracking: dict) -> Path:

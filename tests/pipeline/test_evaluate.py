@@ -44,14 +44,7 @@ OVERRIDES = ["classifier.channels=[4,8,8,8]", "classifier.embed_dim=32", "classi
 MODEL = {**yaml.safe_load((ROOT / "conf/model/wavegan.yaml").read_text()), "dim": 4, "latent_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def _threads(monkeypatch):
-    """One thread (shared cores), and no tracking URI from the environment: each test names its store."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread_own_store")
 
 
 @pytest.fixture(scope="module")
