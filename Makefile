@@ -15,7 +15,7 @@ OUT        ?= data/shards/$(notdir $(SRC))
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock system-deps demo demo-chain lint test test-fast test-deps demo-data shards classifier train \
+.PHONY: help setup lock system-deps demo demo-chain lint test test-fast test-deps demo-data shards classifier train sweep sweep-cluster \
         train-cluster cluster-up cluster-down mlflow-ui promote compare generate serve eval bench summary clean
 
 help: ## list every target with one line each
@@ -90,6 +90,14 @@ train: setup ## train locally on Ray (in-process): make train ARGS="preset=tiny 
 
 train-cluster: setup ## submit training to RAY_ADDRESS with ray job submit: make train-cluster ARGS="preset=sc09"
 	$(PY) -m pipeline.launch.submit $(ARGS)
+
+SWEEP ?= cpu-demo
+
+sweep: setup ## many runs on Ray Tune, ranked by the in-training evaluation: make sweep SWEEP=tiny ARGS="data.dir=data/shards/tones"
+	$(PY) -m pipeline.sweep sweep=$(SWEEP) $(ARGS)
+
+sweep-cluster: setup ## the same sweep, submitted to RAY_ADDRESS like train-cluster: make sweep-cluster SWEEP=cpu-demo ARGS="..."
+	$(PY) -m pipeline.sweep.cluster sweep=$(SWEEP) $(ARGS)
 
 cluster-up: setup ## start a local 2-node Ray cluster (head + worker processes) on 127.0.0.1
 	$(PY) -m pipeline.launch.local_cluster up $(ARGS)

@@ -293,6 +293,7 @@ def test_train_refuses_multirun_rather_than_share_one_run(cli_runs):
     run = cli_runs["train_multirun"]
     assert run.returncode == 2
     assert "does not take --multirun (-m)" in run.stderr and "its own train.run_name" in run.stderr
+    assert "make sweep SWEEP=tiny" in run.stderr
     assert "Traceback" not in run.stderr + run.stdout
 
 

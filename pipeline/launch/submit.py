@@ -34,8 +34,10 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from common.errors import ConfigError
 from common.paths import PROJECT_ROOT
 from common.versions import project_requirements
 
@@ -123,6 +125,17 @@ def job_overrides(
     as it is with ``tracking.enabled=false``).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    places, env = absolute_places(overrides, base, tracking_uri_arg)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    kept = [o.input_line for o in parsed if o.key_or_group not in places]
+    return kept + [f"{key}={hydra_value(value)}" for key, value in places.items()], env
+
+
+def absolute_places(overrides: list[str], base: Path, tracking_uri_arg: str | None = None
+                    ) -> tuple[dict[str, str], dict[str, str]]:
+    """Every place of the config ``overrides`` make (:data:`PATH_KEYS`), absolute; and the MLflow environment
+    (see :func:`job_overrides`)."""
     from omegaconf import OmegaConf
 
     cfg = compose(overrides)  # first: a bad override fails before the slower imports
@@ -138,9 +151,7 @@ def job_overrides(
         if is_file_store(uri):  # artifacts where `make train` keeps them, not in the job's temporary copy of the repo
             places.setdefault("tracking.artifact_root", str(PROJECT_ROOT / "mlartifacts"))
         env["MLFLOW_TRACKING_URI"] = uri
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    kept = [o.input_line for o in parsed if o.key_or_group not in places]
-    return kept + [f"{key}={hydra_value(value)}" for key, value in places.items()], env
+    return places, env
 
 
 def head_is_this_machine(address: str) -> bool:
@@ -224,15 +235,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def train_entrypoint(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """``python -m pipeline.train`` with the overrides made for the job, and the job's MLflow environment."""
+    overrides, env = job_overrides(args.overrides, Path.cwd(), args.tracking_uri)
+    return ["python", "-m", "pipeline.train", *overrides], env
+
+
+def main(argv: list[str] | None = None,
+         entrypoint: Callable[[argparse.Namespace], tuple[list[str], dict[str, str]]] | None = None) -> int:
+    """Submit the job and follow it. ``entrypoint``: the job's command and MLflow environment from the parsed
+    arguments (default :func:`train_entrypoint`; ``make sweep-cluster`` passes the sweep's)."""
     args = parse_args(argv)
     try:
         address = job_address(args.address)
-        overrides, env = job_overrides(args.overrides, Path.cwd(), args.tracking_uri)
+        command, env = (entrypoint or train_entrypoint)(args)
         tracking = env.get("MLFLOW_TRACKING_URI", "the nodes' MLFLOW_TRACKING_URI")
         env.update({k: os.environ[k] for k in PASSED_ENV if k in os.environ})
         env["PYTHONUNBUFFERED"] = "1"  # the job's log stream shows lines as they are printed
-        entrypoint = shlex.join(["python", "-m", "pipeline.train", *overrides])
+        entrypoint = shlex.join(command)
 
         from ray.exceptions import AuthenticationError
         from ray.job_submission import JobSubmissionClient
@@ -248,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SubmitError(f"cannot submit to {address}: {exc}\nIs the cluster up (`make cluster-up`, or "
                               f"`ray up cluster/ray-cluster.yaml`), and RAY_AUTH_MODE=token exported when it uses "
                               f"token authentication?") from exc
-    except SubmitError as exc:
+    except (SubmitError, ConfigError) as exc:  # ConfigError: an entrypoint's bad config (a sweep's)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[submit] job {job_id} on {address}\n"

@@ -29,11 +29,11 @@ def git_commit() -> str:
 
 
 def open_run(tracking: Tracking, config: dict, changes: dict[str, tuple[Any, Any]] | None = None,
-             lineage: dict[str, str] | None = None) -> Tracking:
+             tags: dict[str, str] | None = None) -> Tracking:
     """``tracking`` for this training's MLflow run: a new run, or the run of an earlier start of the same Ray run
     (continued, sent what that start could not, and ``changes``, the resumable keys this start changed, recorded:
     MLflow params cannot be overwritten, so each as ``resume.<n>.<key>``, and a line in the run's description).
-    A new run is tagged with its ``lineage`` (``train.init_from``'s source)."""
+    A new run gets ``tags`` besides its own: ``train.init_from``'s lineage, a sweep's parent run."""
     from mlflow.entities import Param, RunStatus
 
     key = f"{config['train']['storage_path']}/{config['train']['run_name']}"
@@ -55,7 +55,7 @@ def open_run(tracking: Tracking, config: dict, changes: dict[str, tuple[Any, Any
         return run
     created = tracking.client.create_run(tracking.experiment_id, run_name=config["train"]["run_name"],
                                          tags={RUN_NAME_TAG: key, "mlflow.source.git.commit": git_commit(),
-                                               **(lineage or {})})
+                                               **(tags or {})})
     run = tracking.for_run(created.info.run_id, spool)
     manifest = config.get("data_manifest") or {}
     params = {k: v for k, v in flatten(config).items() if not k.startswith(("moments", "label_names", "data_manifest"))}

@@ -13,7 +13,7 @@ in the same MLflow run.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -30,28 +30,32 @@ from pipeline.train.resume import Start, plan_start
 @dataclass
 class Prepared:
     """What the preflight settled: the run's config (derived values added, the classifier pinned), the process's
-    tracking object, how this start treats an existing run of its name, and the weights it starts from."""
+    tracking object, how this start treats an existing run of its name, the weights it starts from, and the tags
+    a new MLflow run gets (the fine-tuning source's lineage; a sweep adds its parent run)."""
 
     config: dict
     tracking: Tracking
     start: Start
     init: InitWeights | None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
-def preflight(config: dict) -> Prepared:
-    """Everything checked before Ray starts; a config that cannot work fails here (ConfigError)."""
+def preflight(config: dict, summary: bool = True) -> Prepared:
+    """Everything checked before Ray starts; a config that cannot work fails here (ConfigError). ``summary``:
+    print the model's layer table."""
     from pipeline.evaluate.training import prepare_training_eval  # MLflow's imports take seconds: after the checks
     from pipeline.summary import summarize
     from pipeline.train import init_from
 
     config = prepare(config)  # model.num_classes=auto is resolved here
-    print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
+    if summary:
+        print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
     tracking = Tracking.from_config(config["tracking"])
     config, start = plan_start(prepare_training_eval(config, tracking))
     init = None if start.resumed else init_from.resolve(config, tracking)  # a resumed run has its own weights
     if init is not None:
         print(f"[train] {init.describe()}", flush=True)
-    return Prepared(config, tracking, start, init)
+    return Prepared(config, tracking, start, init, dict(init.lineage) if init is not None else {})
 
 
 def open_tracked_run(prepared: Prepared) -> Tracking:
@@ -60,9 +64,8 @@ def open_tracked_run(prepared: Prepared) -> Tracking:
     from pipeline.tracking.run import open_run
 
     config, tracking = prepared.config, prepared.tracking
-    lineage = prepared.init.lineage if prepared.init is not None else {}
-    run = open_run(tracking, config, prepared.start.changes, lineage) if config["tracking"].get("enabled", True) \
-        else tracking
+    run = open_run(tracking, config, prepared.start.changes, prepared.tags) \
+        if config["tracking"].get("enabled", True) else tracking
     print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
           f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
@@ -74,8 +77,9 @@ class TrainingFailed(RuntimeError):
     """Ray Train gave up: worker or worker-group start failures beyond their limits; the message says why."""
 
 
-def launch(prepared: Prepared, run: Tracking):
-    """Run the TorchTrainer on the connected Ray cluster to the end; return Ray's Result.
+def launch(prepared: Prepared, run: Tracking, callbacks: list | None = None):
+    """Run the TorchTrainer on the connected Ray cluster to the end; return Ray's Result. ``callbacks``: Ray
+    Train callbacks of the run (a sweep's trial passes the one that reports to Ray Tune).
 
     A worker group that cannot start (placement or start-up failures) is retried at most
     ``train.controller_failure_limit`` times (Ray Train's controller failure limit), then the run ends
@@ -105,6 +109,7 @@ def launch(prepared: Prepared, run: Tracking):
                                          controller_failure_limit=int(train["controller_failure_limit"])),
             checkpoint_config=checkpoint_config(config),
             logging_config=LoggingConfig(log_level=str(config["tracking"]["ray_log_level"])),
+            callbacks=list(callbacks or []),
         ),
     )
     wait_s = float(config["tracking"]["unsent_wait_s"])

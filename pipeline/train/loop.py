@@ -86,6 +86,16 @@ def _configure_threads(train: TrainConfig) -> None:
     torch.set_num_threads(int(threads))
 
 
+def _rank0_says(flag: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (a broadcast under more than one): every rank must leave the loop at the
+    same step, and only rank 0 holds the evaluation history; each rank's clock differs by a little."""
+    if world == 1:
+        return flag
+    tensor = torch.tensor([float(flag)], device=device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
 def _quiet_ray_train_reports(level: str) -> None:
     """Ray Train 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result ...:
     TrainingReport(...)") under a logger named by its file path, which ``RunConfig(logging_config=...)``
@@ -143,6 +153,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     best_metric = cfg["registry"]["metric"] if cfg["registry"].get("checkpoint") == "best" else None
     if stopper is not None:
         stopper.load_state_dict(state.extra.get("early_stop"))
+    budget_s = None if run.train.max_minutes is None else 60.0 * run.train.max_minutes
+    spent_before, started = float(state.extra.get("train_seconds", 0.0)), time.monotonic()
     meter = Meter()
     while state.step < total:
         meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
@@ -159,9 +171,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tracker.note(f"non-finite {', '.join(bad)} at step {state.step}: stopping; the last checkpoint is kept")
             ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in metrics.items()})
             break
+        state.extra["train_seconds"] = spent_before + time.monotonic() - started  # kept by the checkpoint
+        out_of_time = budget_s is not None and _rank0_says(state.extra["train_seconds"] >= budget_s, world, device)
+        final = state.step == total or out_of_time
         stop = False
-        checkpoint_due = state.step % ckpt_every == 0 or state.step == total
-        if evaluator.due(state.step) or (best_metric and checkpoint_due):  # "best" scores every checkpoint
+        checkpoint_due = state.step % ckpt_every == 0 or final
+        if evaluator.due(state.step) or (evaluator.enabled and final) or (best_metric and checkpoint_due):
+            # "best" scores every checkpoint
             if rank == 0:
                 metrics.update(evaluator(state.sampler, state.step))  # the EMA generator when there is one
                 if best_metric and best_metric not in metrics:
@@ -170,10 +186,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if stopper is not None:
                     stop = stopper.update(metrics, state.step)
                     state.extra["early_stop"] = stopper.state_dict()
-            if stopper is not None and world > 1:  # every rank must leave the loop at the same step
-                flag = torch.tensor([float(stop)], device=device)
-                dist.broadcast(flag, src=0)
-                stop = bool(flag.item())
+            if stopper is not None:
+                stop = _rank0_says(stop, world, device)
         due = checkpoint_due or stop
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0 and due:
@@ -186,5 +200,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if rank == 0:  # only rank 0 holds the evaluation history
                 tracker.note(f"early stop at step {state.step}: {stopper.metric} has not improved for "
                              f"{stopper.patience} evaluations (best {stopper.best:.4g} at step {stopper.best_step})")
+            break
+        if out_of_time:
+            tracker.note(f"train.max_minutes={run.train.max_minutes:g} spent at step {state.step} "
+                         f"({state.extra['train_seconds'] / 60:.1f} min): stopping with a last checkpoint")
             break
     tracker.close()

@@ -29,6 +29,7 @@ RESUME_MODES = ("auto", "never", "must")
 RESUMABLE = (
     "train.steps",                     # the budget: train on, or stop sooner
     "train.epochs",                    # the same budget in passes over the data
+    "train.max_minutes",               # the same budget in wall-clock minutes
     "train.resume",                    # how this start treats the run, not the run itself
     "train.log_every",                 # how often metrics are reported
     "train.checkpoint_every",          # how often Ray checkpoints

@@ -182,6 +182,7 @@ class TrainConfig(StepSettings):
     log_every: int
     checkpoint_every: int
     threads_per_worker: int | None
+    max_minutes: float | None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainConfig:

@@ -1,0 +1,110 @@
+"""Scoring and ranking a sweep's trials, the collapse guard, the table and the reproduce command.
+
+A trial's evaluation counts as collapsed when its generated clips are much closer to each other than real clips
+are (``eval/d_self_rel``, |D|self over the real clips', below ``sweep.collapse_ratio``): mode collapse can still
+score a fair inception score on a few classes. A collapsed evaluation scores the worst value, so the scheduler cuts
+such a trial at its next rung, and a trial is ranked by its best evaluation that did not collapse, or not at all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from wavegan.metrics import higher_is_better
+
+WORST = 1e9  # finite: ASHA takes percentiles of the scores at each rung
+D_SELF_REL = "eval/d_self_rel"
+
+
+def collapsed(metrics: dict[str, Any], collapse_ratio: float) -> bool:
+    ratio = metrics.get(D_SELF_REL)
+    return ratio is not None and math.isfinite(float(ratio)) and float(ratio) < collapse_ratio
+
+
+def trial_score(metrics: dict[str, Any], metric: str, collapse_ratio: float) -> float:
+    """What the scheduler compares: ``metric``, or the worst value for a collapsed evaluation or a diverged run."""
+    worst = -WORST if higher_is_better(metric) else WORST
+    value = metrics.get(metric)
+    if metrics.get("diverged") or value is None or not math.isfinite(float(value)) \
+            or collapsed(metrics, collapse_ratio):
+        return worst
+    return float(value)
+
+
+@dataclass
+class Trial:
+    """One row of the sweep's table."""
+
+    trial_id: str
+    run_name: str
+    values: dict[str, Any]
+    outcome: str                      # completed | stopped by the scheduler | diverged | failed | no evaluation
+    last_step: int | None
+    best: float | None = None         # the best evaluation that did not collapse
+    best_step: int | None = None
+    d_self_rel: float | None = None   # at best_step (or at the last evaluation when every one collapsed)
+    checkpoint: str | None = None     # the checkpoint reported at best_step, if one was
+    run_id: str | None = None         # the trial's MLflow run
+    collapsed_evals: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ranked(self) -> bool:
+        return self.best is not None
+
+
+def summarize(history: list[dict[str, Any]], metric: str, collapse_ratio: float) -> dict[str, Any]:
+    """From a trial's reports (as Tune got them): its best non-collapsed evaluation, that evaluation's step, |D|self
+    ratio and checkpoint, the last step, and how many evaluations collapsed."""
+    evaluated = [r for r in history if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+    healthy = [r for r in evaluated if not collapsed(r, collapse_ratio)]
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    best = max(healthy, key=lambda r: sign * float(r[metric]), default=None)
+    shown = best or (evaluated[-1] if evaluated else {})
+    steps = [int(r["step"]) for r in history if r.get("step") is not None]
+    return {"best": None if best is None else float(best[metric]),
+            "best_step": None if best is None else int(best["step"]),
+            "d_self_rel": shown.get(D_SELF_REL), "checkpoint": None if best is None else best.get("checkpoint_path"),
+            "last_step": max(steps, default=None), "collapsed_evals": len(evaluated) - len(healthy),
+            "diverged": any(r.get("diverged") for r in history)}
+
+
+def rank(trials: list[Trial], metric: str) -> list[Trial]:
+    """Ranked trials first (best first), then the unranked in trial order."""
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    ranked = sorted((t for t in trials if t.ranked), key=lambda t: -sign * t.best)
+    return ranked + [t for t in trials if not t.ranked]
+
+
+def table(trials: list[Trial], metric: str) -> str:
+    """The ranking as a Markdown table (printed, and logged to the sweep's MLflow run)."""
+    keys = sorted({k for t in trials for k in t.values})
+    head = ["rank", "trial", *keys, metric, "at step", "|D|self rel", "last step", "outcome"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    position = 0
+    for t in rank(trials, metric):
+        position += t.ranked
+        cells = [str(position) if t.ranked else "-", t.run_name, *(_fmt(t.values.get(k)) for k in keys),
+                 _fmt(t.best), _fmt(t.best_step), _fmt(t.d_self_rel), _fmt(t.last_step), t.outcome]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def reproduce_command(base: list[str], trial: Trial, name: str) -> str:
+    """The ``make train`` command that trains ``trial``'s config again, as a normal run named ``name``."""
+    import shlex
+
+    from pipeline.sweep.config import override
+
+    args = [*base, *(override(k, v) for k, v in trial.values.items()), f"train.run_name={name}"]
+    return f"make train ARGS={shlex.quote(' '.join(args))}"

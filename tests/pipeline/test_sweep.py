@@ -1,0 +1,138 @@
+"""Sweeps (``make sweep``): the sweep config, the collapse guard and ranking, and a real 3-trial sweep on Ray Tune."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+
+import pytest
+from mlflow import MlflowClient
+
+from common.errors import ConfigError
+from pipeline.schema import compose
+from pipeline.sweep.__main__ import compose_sweep, split
+from pipeline.sweep.config import SweepConfig, override
+from pipeline.sweep.ranking import WORST, Trial, rank, summarize, table, trial_score
+from pipeline.sweep.trial import PARENT_TAG, TRIAL_TAG
+from pipeline.train.state import load_checkpoint
+
+from ..conftest import ROOT, classifier_command, run_env
+
+
+def sweep_config(**changes) -> SweepConfig:
+    section = compose_sweep(["sweep=tiny"])["sweep"]
+    section.update(changes)
+    return SweepConfig.from_config(section)
+
+
+def test_the_sweep_config_is_checked_with_the_key_and_what_to_write():
+    assert sweep_config().samples() == 1 and sweep_config(trials=6).samples() == 2  # each grid point per sample
+    with pytest.raises(ConfigError, match=r"sweep.trials=4: expected a positive multiple of the grid's 3 points"):
+        sweep_config(trials=4)
+    with pytest.raises(ConfigError, match=r"sweep.space.loss.optim.lr=\{'range'"):
+        sweep_config(space={"loss.optim.lr": {"range": [1, 2]}}).dimensions()
+    with pytest.raises(ConfigError, match=r"loguniform=\[0, 1\]: both bounds must be > 0"):
+        sweep_config(space={"loss.optim.lr": {"loguniform": [0, 1]}}).grid_size()
+    with pytest.raises(ConfigError, match=r"low < high"):
+        sweep_config(space={"loss.optim.lr": {"uniform": [2, 1]}}).grid_size()
+    with pytest.raises(ConfigError, match="unknown key sweep.trails; did you mean sweep.trials"):
+        compose_sweep(["sweep=tiny", "sweep.trails=3"])
+    # sweep=/sweep.* set the sweep, everything else goes to the trials
+    assert split(["sweep=tiny", "sweep.trials=6", "data.dir=x", "+sweep.seed=1"]) == (
+        ["sweep=tiny", "sweep.trials=6", "+sweep.seed=1"], ["data.dir=x"])
+
+
+def test_a_searched_key_or_value_that_makes_no_training_config_fails_before_ray(tmp_path):
+    from pipeline.sweep.driver import check_space
+
+    base = ["preset=tiny", f"train.storage_path={tmp_path}"]
+    with pytest.raises(ConfigError, match=r"sweep.space.loss.optim.rl: the training config has no key "
+                                          r"loss.optim.rl \(did you mean loss.optim.lr"):
+        check_space(sweep_config(space={"loss.optim.rl": {"grid": [1e-4]}}, trials=1), base)
+    with pytest.raises(ConfigError, match="model.dim"):  # a listed value of the wrong type
+        check_space(sweep_config(space={"model.dim": {"choice": [8, "wide"]}}, trials=1), base)
+
+
+def test_overrides_read_back_as_the_values_they_carry(tmp_path):
+    values = {"loss.optim.lr": 3.1e-05, "train.ema.decay": 0.995, "train.run_name": "a b's", "train.compile": True,
+              "train.epochs": None}
+    config = compose([f"train.storage_path={tmp_path}", *(override(k, v) for k, v in values.items())])
+    for key, value in values.items():
+        section, _, leaf = key.rpartition(".")
+        node = config
+        for part in section.split("."):
+            node = node[part]
+        assert node[leaf] == value, key
+
+
+def test_a_collapsed_evaluation_or_a_diverged_run_scores_the_worst_and_never_ranks_best():
+    assert trial_score({"eval/is_mean": 2.0, "eval/d_self_rel": 0.8}, "eval/is_mean", 0.5) == 2.0
+    assert trial_score({"eval/is_mean": 3.0, "eval/d_self_rel": 0.2}, "eval/is_mean", 0.5) == -WORST
+    assert trial_score({"eval/fid": 3.0, "eval/d_self_rel": 0.2}, "eval/fid", 0.5) == WORST  # lower is better
+    assert trial_score({"diverged": 1, "step": 10}, "eval/is_mean", 0.5) == -WORST
+    history = [{"step": 10, "eval/is_mean": 1.5, "eval/d_self_rel": 0.9, "checkpoint_path": "/c10"},
+               {"step": 20, "eval/is_mean": 4.0, "eval/d_self_rel": 0.1, "checkpoint_path": "/c20"},  # collapsed
+               {"step": 30, "eval/is_mean": 1.8, "eval/d_self_rel": 0.7}]
+    seen = summarize(history, "eval/is_mean", 0.5)
+    assert (seen["best"], seen["best_step"], seen["checkpoint"], seen["collapsed_evals"], seen["last_step"]) == \
+        (1.8, 30, None, 1, 30)
+    collapsed_only = summarize(history[1:2], "eval/is_mean", 0.5)
+    assert collapsed_only["best"] is None and collapsed_only["d_self_rel"] == 0.1
+    trials = [Trial("t0", "s-t0", {"loss.optim.lr": 1.0}, "completed", 20),  # every evaluation collapsed
+              Trial("t1", "s-t1", {"loss.optim.lr": 1e-4}, "completed", 30, best=1.8, best_step=30),
+              Trial("t2", "s-t2", {"loss.optim.lr": 3e-4}, "completed", 30, best=2.2, best_step=10)]
+    assert [t.trial_id for t in rank(trials, "eval/is_mean")] == ["t2", "t1", "t0"]
+    assert [t.trial_id for t in rank(trials, "eval/fid")][-1] == "t0"  # unranked stays last either way
+    rows = table(trials, "eval/is_mean").splitlines()
+    assert rows[2].startswith("| 1 | s-t2 |") and rows[4].startswith("| - | s-t0 |")
+
+
+@pytest.mark.slow
+def test_make_sweep_runs_nested_trials_cuts_the_bad_one_and_prints_a_reproduce_command(tone_shards, tmp_path):
+    """3 trials of preset=tiny, one at a time; lr 1.0 collapses the generator (|D|self 0), so ASHA cuts it at
+    its first rung (step 10), right after a healthy trial recorded that rung."""
+    uri, storage = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "ray"
+    subprocess.run(classifier_command(tone_shards, storage, uri), cwd=ROOT, env=run_env(), check=True,
+                   capture_output=True, timeout=600)
+    args = [f"data.dir={tone_shards}", f"train.storage_path={storage}", f"tracking.uri={uri}",
+            f"tracking.artifact_root={tmp_path / 'mlartifacts'}", "cluster.dashboard=false"]
+    done = subprocess.run(["make", "--no-print-directory", "sweep", "SWEEP=tiny", f"ARGS={shlex.join(args)}"],
+                          cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=1200)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-6000:]
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("wavegan").experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`wavegan.sweep` LIKE 'tiny-%' and "
+                                                            "tags.`wavegan.sweep.config` = 'tiny'")
+    assert len(parents) == 1
+    parent = parents[0]
+    children = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    assert len(children) == 3
+    by_lr = {float(c.data.params["loss.optim.lr"]): c for c in children}
+    assert set(by_lr) == {1e-4, 1.0, 3e-4}
+    bad = by_lr[1.0]
+    assert bad.data.tags["wavegan.sweep.outcome"] == "stopped by the scheduler at step 10", out[-6000:]
+    assert bad.info.status == "KILLED" and bad.data.metrics["step"] == 10
+    assert f"{bad.data.tags[TRIAL_TAG]} stopped by the scheduler at step 10" in out
+    assert by_lr[1e-4].data.tags["wavegan.sweep.outcome"] == "completed"  # the first ran every rung
+    assert by_lr[1e-4].info.status == "FINISHED" and by_lr[1e-4].data.metrics["step"] == 40
+    assert client.search_registered_models(filter_string="name = 'wavegan-generator'") == []  # trials never register
+
+    # the parent holds the table; the console ends with the ranking and the reproduce command
+    assert "| rank | trial | loss.optim.lr | eval/is_mean |" in parent.data.tags["mlflow.note.content"]
+    assert len(client.list_artifacts(parent.info.run_id)) == 2  # trials.md, trials.json
+    best_run = parent.data.tags["wavegan.sweep.best_run"]
+    assert best_run != bad.info.run_name
+    match = re.search(r"^\[sweep\] reproduce: (make train ARGS=.*)$", out, re.MULTILINE)
+    assert match and match.group(1) == parent.data.tags["wavegan.sweep.reproduce"]
+    # the command composes the best trial's config: everything but the run's name and registration
+    argv = shlex.split(shlex.split(match.group(1))[2].removeprefix("ARGS="))
+    again = compose(argv)
+    trained = load_checkpoint(sorted(p for p in (storage / best_run).glob("checkpoint_*") if p.is_dir())[-1])["config"]
+    for key in ("model", "loss", "data", "eval", "cluster"):
+        assert again[key] == trained[key], key
+    assert {k: v for k, v in again["train"].items() if k != "run_name"} == \
+        {k: v for k, v in trained["train"].items() if k != "run_name"}
+    assert again["registry"] == {**trained["registry"], "register": True}
