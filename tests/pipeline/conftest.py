@@ -13,11 +13,13 @@ def trained(tone_shards, tmp_path_factory) -> dict:
     """One short `make train` run whose generator is registered as wavegan-generator version 1.
 
     It trains with the polyphase convolutions (``model.conv_impl=polyphase``), so the same run also shows
-    that form through the real entry point; the other end-to-end runs use the default (``auto``)."""
+    that form through the real entry point; the other end-to-end runs use the default (``auto``). Its budget is a
+    wall-clock one (``train.max_minutes``) spent before the first log step, so it ends at step 10."""
     base = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{base}/mlflow.db"
     log = base / "train.log"
-    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=10", "model.conv_impl=polyphase",
+    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=100000", "train.max_minutes=0.001",
+                               "model.conv_impl=polyphase",
                                "tracking.system_metrics_every_s=1"), log)  # a sample within the short run
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
