@@ -10,7 +10,7 @@ STAMP      := $(VENV)/.installed
 # Data locations (override on the command line).
 DEMO_KIND  ?= auto
 DEMO_DIR   ?= data/demo
-SRC        ?= $(DEMO_DIR)/$(shell [ "$(DEMO_KIND)" = digits ] || ( [ "$(DEMO_KIND)" = auto ] && command -v espeak-ng >/dev/null ) && echo digits || echo tones)
+SRC        ?= $(DEMO_DIR)/$(if $(filter auto,$(DEMO_KIND)),$(shell command -v espeak-ng >/dev/null && echo digits || echo tones),$(DEMO_KIND))
 OUT        ?= data/shards/$(notdir $(SRC))
 ARGS       ?=
 
@@ -48,6 +48,7 @@ lock: $(UV) ## regenerate requirements.lock from pyproject.toml (ARGS="--upgrade
 
 SYSTEM_PKGS  ?= espeak-ng sox postgresql
 BROWSER_PKGS ?= chromium chromium-driver
+AUDIO_PKGS   ?= fluidsynth fluid-soundfont-gm
 
 system-deps: ## install the Debian packages the demo and tests use when missing (SYSTEM_PKGS="espeak-ng sox postgresql"; make test adds BROWSER_PKGS="chromium chromium-driver")
 	@missing=""; for pkg in $(SYSTEM_PKGS); do \
@@ -64,8 +65,8 @@ system-deps: ## install the Debian packages the demo and tests use when missing 
 lint: setup ## ruff check over the whole tree (rules in pyproject.toml [tool.ruff])
 	$(VENV)/bin/ruff check .
 
-test-deps: # what the tests need from Debian: SYSTEM_PKGS plus a headless browser (compare page test), not for the demo
-	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS="$(SYSTEM_PKGS) $(BROWSER_PKGS)"
+test-deps: # what the tests need from Debian: SYSTEM_PKGS, a headless browser (compare page test) and the soundfont renderer (instruments set), not for the demo
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS="$(SYSTEM_PKGS) $(BROWSER_PKGS) $(AUDIO_PKGS)"
 
 test: setup test-deps lint ## run lint, then the whole test suite (the command CI runs)
 	$(PY) -m pytest $(ARGS)
@@ -73,7 +74,7 @@ test: setup test-deps lint ## run lint, then the whole test suite (the command C
 test-fast: setup ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-demo-data: setup ## make demo datasets: DEMO_KIND=auto|digits|tones (auto picks digits when espeak-ng exists)
+demo-data: setup ## make demo datasets: DEMO_KIND=auto|digits|tones|instruments (auto picks digits when espeak-ng exists; instruments needs fluidsynth fluid-soundfont-gm)
 	$(PY) -m data_prep.demo_data --kind $(DEMO_KIND) $(if $(filter auto,$(DEMO_KIND)),,--out $(DEMO_DIR)/$(DEMO_KIND)) $(ARGS)
 
 shards: setup ## audio folder -> WebDataset shards + manifest: make shards SRC=path/to/audio OUT=data/shards/name

@@ -9,6 +9,10 @@ own SC09 copy:
   the 16 kHz resampling path of ``make shards`` is exercised on every demo run.
 * ``tones``: ten pitched notes with random envelopes, harmonics, phase and noise, made with
   numpy alone, written at 16 kHz. For machines without espeak-ng and for fast tests.
+* ``instruments``: single notes of five instruments (piano, nylon guitar, violin, trumpet, flute), labelled by
+  instrument, rendered by fluidsynth from the recorded samples of Debian's ``fluid-soundfont-gm`` at 44.1 kHz:
+  real recorded sound, installed as a package (``make system-deps SYSTEM_PKGS="fluidsynth fluid-soundfont-gm"``),
+  across pitches, loudness and note lengths. The "speaker" is the pitch and take.
 
 The split is drawn from a hash of the "speaker" (voice settings), so one speaker never lands in
 two splits, as in SC09.
@@ -141,6 +145,76 @@ def tone(note: str, rng: np.random.Generator) -> np.ndarray:
     return (audio + rng.uniform(0, 0.01) * rng.standard_normal(t.size)).astype(np.float32)
 
 
+INSTRUMENTS = {"Piano": 0, "Guitar": 24, "Violin": 40, "Trumpet": 56, "Flute": 73}  # General MIDI programs
+INSTRUMENT_PITCHES = range(55, 80)  # MIDI G3..G5: inside every one of the five instruments' ranges
+INSTRUMENTS_RATE = 44100  # fluidsynth's native rate, kept so shards exercise resampling
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+NOTE_SPACING_S = 2.0  # one note every 2 s in the rendered stream: each release dies out before the next note
+
+
+def _midi_number(value: int) -> bytes:
+    """A MIDI variable-length quantity."""
+    out = [value & 0x7F]
+    while value > 0x7F:
+        value >>= 7
+        out.append(0x80 | (value & 0x7F))
+    return bytes(reversed(out))
+
+
+def midi_file(program: int, notes: list[tuple[int, int, float]]) -> bytes:
+    """A format-0 Standard MIDI File: ``program`` on channel 0, then each (pitch, velocity, seconds) note starting
+    every :data:`NOTE_SPACING_S` s (960 ticks per second at the default tempo)."""
+    ticks = 960
+    events, now = bytearray([0x00, 0xC0, program]), 0
+    for k, (pitch, velocity, length) in enumerate(notes):
+        on, off = round(k * NOTE_SPACING_S * ticks), round((k * NOTE_SPACING_S + length) * ticks)
+        events += _midi_number(on - now) + bytes([0x90, pitch, velocity])
+        events += _midi_number(off - on) + bytes([0x80, pitch, 0])
+        now = off
+    events += bytes([0x00, 0xFF, 0x2F, 0x00])
+    header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big") + \
+        (480).to_bytes(2, "big")
+    return header + b"MTrk" + len(events).to_bytes(4, "big") + bytes(events)
+
+
+def render_notes(program: int, notes: list[tuple[int, int, float]], work: Path) -> np.ndarray:
+    """Mono float audio at INSTRUMENTS_RATE of ``notes`` played by GM ``program`` (fluidsynth, no reverb/chorus)."""
+    midi, wav = work / f"program{program}.mid", work / f"program{program}.wav"
+    midi.write_bytes(midi_file(program, notes))
+    subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(INSTRUMENTS_RATE), "-o", "synth.reverb.active=0",
+                    "-o", "synth.chorus.active=0", "-F", str(wav), str(SOUNDFONT), str(midi)],
+                   check=True, capture_output=True, timeout=600)
+    audio, rate = sf.read(wav, dtype="float32", always_2d=True)
+    if rate != INSTRUMENTS_RATE:
+        raise RuntimeError(f"fluidsynth wrote {rate} Hz audio, expected {INSTRUMENTS_RATE} Hz")
+    return audio.mean(axis=1)
+
+
+def make_instruments(out: Path, per_class: int, seed: int, workers: int) -> Counter:
+    """``per_class`` notes per instrument, each cut to one second from its onset and peak-normalised."""
+    import tempfile
+
+    counts: Counter = Counter()
+    with tempfile.TemporaryDirectory() as work:
+        for index, (name, program) in enumerate(tqdm(INSTRUMENTS.items(), desc="demo instruments", unit="instrument")):
+            rng = np.random.default_rng([seed, index])
+            notes = [(int(rng.choice(INSTRUMENT_PITCHES)), int(rng.integers(50, 127)), float(rng.uniform(0.3, 0.9)))
+                     for _ in range(per_class)]
+            stream = render_notes(program, notes, Path(work))
+            for i, (pitch, _velocity, _length) in enumerate(notes):
+                start = round((i * NOTE_SPACING_S - rng.uniform(0.0, 0.1)) * INSTRUMENTS_RATE)  # a little lead-in
+                clip = stream[max(start, 0):max(start, 0) + INSTRUMENTS_RATE]
+                clip = np.pad(clip, (0, INSTRUMENTS_RATE - clip.size))
+                clip = clip / (np.abs(clip).max() + 1e-9) * rng.uniform(0.3, 0.95)
+                speaker = f"{pitch:02x}"  # the pitch: one pitch never lands in two splits, as one speaker in SC09
+                split = split_for(str(pitch))
+                path = out / split / f"{name}_{speaker}_nohash_{seed * per_class + i}.wav"
+                if not path.exists():
+                    write_wav(path, clip, INSTRUMENTS_RATE)
+                counts[(split, name)] += 1
+    return counts
+
+
 def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
     """16-bit PCM, written under a temporary name and renamed so a crash leaves no half file."""
     tmp = path.with_name(path.name + ".part")
@@ -216,8 +290,16 @@ def build(kind: str, out: Path, per_class: int, seed: int, workers: int) -> dict
         )
     for split, _ in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
+    if kind == "instruments" and not (shutil.which("fluidsynth") and SOUNDFONT.is_file()):
+        raise SystemExit(
+            f"fluidsynth and {SOUNDFONT} are needed for the instruments set.\n"
+            "Install them with `make system-deps SYSTEM_PKGS=\"fluidsynth fluid-soundfont-gm\"` "
+            "(or `sudo apt-get install fluidsynth fluid-soundfont-gm`)"
+        )
     if kind == "digits":
         counts, rate = make_digits(out, per_class, seed, workers), DIGITS_RATE
+    elif kind == "instruments":
+        counts, rate = make_instruments(out, per_class, seed, workers), INSTRUMENTS_RATE
     else:
         counts, rate = make_tones(out, per_class, seed, workers), TONES_RATE
     return summarise(out, kind, counts, rate)
@@ -228,9 +310,10 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m data_prep.demo_data",
         description="Make a labeled demo dataset laid out like SC09 (<split>/<Label>_<speaker>_nohash_<n>.wav).",
     )
-    parser.add_argument("--kind", choices=("auto", "digits", "tones"), default="auto",
+    parser.add_argument("--kind", choices=("auto", "digits", "tones", "instruments"), default="auto",
                         help="digits: espeak-ng spoken digits (22.05 kHz); tones: numpy notes (16 kHz); "
-                             "auto: digits when espeak-ng is installed, else tones (default)")
+                             "instruments: five instruments' notes rendered by fluidsynth from fluid-soundfont-gm "
+                             "(44.1 kHz); auto: digits when espeak-ng is installed, else tones (default)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: data/demo/<kind>)")
     parser.add_argument("--per-class", type=int, default=300, help="files per class (default: 300, 3000 in all)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

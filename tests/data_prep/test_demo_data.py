@@ -82,3 +82,28 @@ def test_digits_without_espeak_explains_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_data.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit, match="apt-get install espeak-ng"):
         demo_data.build("digits", tmp_path, per_class=1, seed=0, workers=1)
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not demo_data.SOUNDFONT.is_file(),
+                    reason="fluidsynth / fluid-soundfont-gm not installed (make test-deps)")
+def test_instruments_are_recorded_notes_at_their_pitch_through_make_shards(tmp_path):
+    """Five instruments' notes rendered from the soundfont's recordings, labelled by instrument, held out by pitch;
+    ``make shards`` resamples them from 44.1 to 16 kHz."""
+    out = tmp_path / "instruments"
+    proc = subprocess.run([sys.executable, "-m", "data_prep.demo_data", "--kind", "instruments", "--per-class", "6",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "wrote 30 files" in proc.stdout
+    check_dataset(out, tuple(demo_data.INSTRUMENTS), demo_data.INSTRUMENTS_RATE, 6)
+    for path in sorted(out.rglob("Flute_*.wav"))[:3] + sorted(out.rglob("Piano_*.wav"))[:3]:
+        audio, rate = sf.read(path)
+        assert np.sqrt(np.mean(audio**2)) > 0.01, path.name  # a note, not silence
+        pitch = int(NAME.match(path.name)["speaker"], 16)
+        spectrum = np.abs(np.fft.rfft(audio[: rate // 2]))  # the first half second: the note's body
+        harmonic = np.argmax(spectrum) * 2 / (440.0 * 2 ** ((pitch - 69) / 12))
+        assert abs(harmonic - round(harmonic)) < 0.06 and round(harmonic) >= 1, (path.name, harmonic)
+    shards = tmp_path / "shards"
+    subprocess.run([sys.executable, "-m", "data_prep.shard", f"src={out}", f"out={shards}", "progress=false"],
+                   cwd=ROOT, capture_output=True, text=True, check=True)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["labels"]["names"] == sorted(name.lower() for name in demo_data.INSTRUMENTS)
+    assert manifest["sample_rate"] == 16000
