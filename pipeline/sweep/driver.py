@@ -179,7 +179,7 @@ def collect(grid, sweep: SweepConfig, sweep_run: str, stopped: dict[str, int]) -
             outcome = "completed"
         trials.append(Trial(trial_id, f"{sweep_run}-{trial_id}", dict(result.config), outcome,
                             seen["last_step"], seen["best"], seen["best_step"], seen["d_self_rel"],
-                            seen["checkpoint"], collapsed_evals=seen["collapsed_evals"]))
+                            seen["checkpoint"], seen["checkpoint_step"], collapsed_evals=seen["collapsed_evals"]))
     return sorted(trials, key=lambda t: t.trial_id)
 
 
@@ -219,10 +219,12 @@ def register_best(best: Trial, tracking: Tracking) -> str | None:
     from pipeline.registry.generator import register_generator
     from pipeline.train.state import load_checkpoint
 
-    if best.checkpoint is None:
-        print(f"[sweep] {best.run_name} reported no checkpoint at its best step {best.best_step}: nothing "
-              f"registered (evaluate at checkpoint steps: eval.every=0 with train.checkpoint_every)", file=sys.stderr)
+    if best.checkpoint is None or not Path(best.checkpoint).is_dir():
+        print(f"[sweep] {best.run_name} kept no checkpoint of an evaluation that did not collapse: nothing "
+              f"registered", file=sys.stderr)
         return None
+    print(f"[sweep] registering {best.run_name}'s checkpoint of step {best.checkpoint_step} (its best evaluated "
+          f"checkpoint)", flush=True)
     config = load_checkpoint(best.checkpoint)["config"]
     config["registry"]["register"] = True
     return register_generator(config, ray.train.Checkpoint(best.checkpoint), tracking.for_run(best.run_id))

@@ -45,7 +45,8 @@ class Trial:
     best: float | None = None         # the best evaluation that did not collapse
     best_step: int | None = None
     d_self_rel: float | None = None   # at best_step (or at the last evaluation when every one collapsed)
-    checkpoint: str | None = None     # the checkpoint reported at best_step, if one was
+    checkpoint: str | None = None     # the best checkpoint: of the evaluations that did not collapse and were
+    checkpoint_step: int | None = None  # checkpointed, the best one (what sweep.register_best registers)
     run_id: str | None = None         # the trial's MLflow run
     collapsed_evals: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,17 +57,21 @@ class Trial:
 
 
 def summarize(history: list[dict[str, Any]], metric: str, collapse_ratio: float) -> dict[str, Any]:
-    """From a trial's reports (as Tune got them): its best non-collapsed evaluation, that evaluation's step, |D|self
-    ratio and checkpoint, the last step, and how many evaluations collapsed."""
+    """From a trial's reports (as Tune got them): its best non-collapsed evaluation, that evaluation's step and
+    |D|self ratio, the best such evaluation that came with a checkpoint, the last step, and how many evaluations
+    collapsed."""
     evaluated = [r for r in history if r.get(metric) is not None and math.isfinite(float(r[metric]))]
     healthy = [r for r in evaluated if not collapsed(r, collapse_ratio)]
     sign = 1.0 if higher_is_better(metric) else -1.0
     best = max(healthy, key=lambda r: sign * float(r[metric]), default=None)
+    saved = max((r for r in healthy if isinstance(r.get("checkpoint_path"), str)),
+                key=lambda r: sign * float(r[metric]), default=None)
     shown = best or (evaluated[-1] if evaluated else {})
     steps = [int(r["step"]) for r in history if r.get("step") is not None]
     return {"best": None if best is None else float(best[metric]),
             "best_step": None if best is None else int(best["step"]),
-            "d_self_rel": shown.get(D_SELF_REL), "checkpoint": None if best is None else best.get("checkpoint_path"),
+            "d_self_rel": shown.get(D_SELF_REL), "checkpoint": None if saved is None else saved["checkpoint_path"],
+            "checkpoint_step": None if saved is None else int(saved["step"]),
             "last_step": max(steps, default=None), "collapsed_evals": len(evaluated) - len(healthy),
             "diverged": any(r.get("diverged") for r in history)}
 

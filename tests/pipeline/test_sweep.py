@@ -75,8 +75,8 @@ def test_a_collapsed_evaluation_or_a_diverged_run_scores_the_worst_and_never_ran
                {"step": 20, "eval/is_mean": 4.0, "eval/d_self_rel": 0.1, "checkpoint_path": "/c20"},  # collapsed
                {"step": 30, "eval/is_mean": 1.8, "eval/d_self_rel": 0.7}]
     seen = summarize(history, "eval/is_mean", 0.5)
-    assert (seen["best"], seen["best_step"], seen["checkpoint"], seen["collapsed_evals"], seen["last_step"]) == \
-        (1.8, 30, None, 1, 30)
+    assert (seen["best"], seen["best_step"], seen["collapsed_evals"], seen["last_step"]) == (1.8, 30, 1, 30)
+    assert (seen["checkpoint"], seen["checkpoint_step"]) == ("/c10", 10)  # the best kept one: step 20 collapsed
     collapsed_only = summarize(history[1:2], "eval/is_mean", 0.5)
     assert collapsed_only["best"] is None and collapsed_only["d_self_rel"] == 0.1
     trials = [Trial("t0", "s-t0", {"loss.optim.lr": 1.0}, "completed", 20),  # every evaluation collapsed
@@ -96,7 +96,7 @@ def test_make_sweep_runs_nested_trials_cuts_the_bad_one_and_prints_a_reproduce_c
     subprocess.run(classifier_command(tone_shards, storage, uri), cwd=ROOT, env=run_env(), check=True,
                    capture_output=True, timeout=600)
     args = [f"data.dir={tone_shards}", f"train.storage_path={storage}", f"tracking.uri={uri}",
-            f"tracking.artifact_root={tmp_path / 'mlartifacts'}", "cluster.dashboard=false"]
+            f"tracking.artifact_root={tmp_path / 'mlartifacts'}", "cluster.dashboard=false", "sweep.register_best=true"]
     done = subprocess.run(["make", "--no-print-directory", "sweep", "SWEEP=tiny", f"ARGS={shlex.join(args)}"],
                           cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=1200)
     out = done.stdout + done.stderr
@@ -118,13 +118,19 @@ def test_make_sweep_runs_nested_trials_cuts_the_bad_one_and_prints_a_reproduce_c
     assert f"{bad.data.tags[TRIAL_TAG]} stopped by the scheduler at step 10" in out
     assert by_lr[1e-4].data.tags["wavegan.sweep.outcome"] == "completed"  # the first ran every rung
     assert by_lr[1e-4].info.status == "FINISHED" and by_lr[1e-4].data.metrics["step"] == 40
-    assert client.search_registered_models(filter_string="name = 'wavegan-generator'") == []  # trials never register
+    # trials never register; the sweep registers its best trial's best evaluated checkpoint (sweep.register_best)
+    versions = client.search_model_versions("name = 'wavegan-generator'")
+    assert len(versions) == 1, [(v.version, v.run_id) for v in versions]
 
     # the parent holds the table; the console ends with the ranking and the reproduce command
     assert "| rank | trial | loss.optim.lr | eval/is_mean |" in parent.data.tags["mlflow.note.content"]
     assert len(client.list_artifacts(parent.info.run_id)) == 2  # trials.md, trials.json
     best_run = parent.data.tags["wavegan.sweep.best_run"]
     assert best_run != bad.info.run_name
+    best_child = next(c for c in children if c.info.run_name == best_run)
+    assert versions[0].run_id == best_child.info.run_id
+    assert f"registered wavegan-generator version 1 from {best_run}" in out
+    assert versions[0].tags["step"] in ("20", "40")  # checkpoints every 20 steps (evaluations every 10)
     match = re.search(r"^\[sweep\] reproduce: (make train ARGS=.*)$", out, re.MULTILINE)
     assert match and match.group(1) == parent.data.tags["wavegan.sweep.reproduce"]
     # the command composes the best trial's config: everything but the run's name and registration
