@@ -16,7 +16,6 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from ray.tune import Callback
 
@@ -24,7 +23,7 @@ from common.errors import ConfigError
 from common.typed import flatten
 from pipeline.sweep.config import SweepConfig, override
 from pipeline.sweep.ranking import D_SELF_REL, Trial, collapsed, rank, reproduce_command, summarize, table
-from pipeline.sweep.trial import PARENT_TAG, SCORE, SWEEP_TAG, TRIAL_TAG, run_trial
+from pipeline.sweep.trial import PARENT_TAG, SCORE, SWEEP_TAG, TRIAL_TAG, TrialSpec, run_trial
 from pipeline.tracking.client import Tracking
 from wavegan.metrics import optimum
 
@@ -91,7 +90,7 @@ def open_sweep_run(tracking: Tracking, sweep: SweepConfig, sweep_run: str, base:
     return run
 
 
-def tuner(sweep: SweepConfig, spec: dict[str, Any], storage: str, sweep_run: str, total_steps: int,
+def tuner(sweep: SweepConfig, spec: TrialSpec, storage: str, sweep_run: str, total_steps: int,
           progress: Progress):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -255,8 +254,8 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
     parent = open_sweep_run(tracking, sweep, sweep_run, base)
     print(f"[sweep] {sweep_run}: {sweep.trials} trial(s), {sweep.concurrency} at a time, ranked by {sweep.metric} "
           f"({optimum(sweep.metric)}); MLflow run {parent.run_id}", flush=True)
-    spec = {"name": sweep_run, "base": absolute, "forced": [*kept, *only_trials], "env": env,
-            "parent_run_id": parent.run_id, "metric": sweep.metric, "collapse_ratio": sweep.collapse_ratio}
+    spec = TrialSpec(sweep_run, absolute, [*kept, *only_trials], env, parent.run_id, sweep.metric,
+                     sweep.collapse_ratio)
     storage = absolute_storage(config["train"]["storage_path"])
     total = int(checked.config["total_steps"])
     progress = Progress(sweep.metric, sweep.collapse_ratio, total)

@@ -8,6 +8,7 @@ values), runs the driver's preflight, opens its MLflow run nested under the swee
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -38,13 +39,26 @@ class EvaluatedReports(TuneReportCallback):
         super().after_report(run_context, [scored, *metrics[1:]], checkpoint)
 
 
-def trial_overrides(spec: dict[str, Any], values: dict[str, Any], trial_id: str) -> list[str]:
+@dataclass(frozen=True)
+class TrialSpec:
+    """What the sweep's driver fixes for every trial (handed to Tune's trainable by ``tune.with_parameters``)."""
+
+    sweep_run: str            # the sweep run's name: trials are <sweep_run>-<trial id>
+    base: list[str]           # the base run's overrides, every place absolute
+    forced: list[str]         # what every trial gets on top of its values (registry.register=false, ...)
+    env: dict[str, str]       # MLFLOW_TRACKING_URI, absolute
+    parent_run_id: str        # the sweep's MLflow run
+    metric: str
+    collapse_ratio: float
+
+
+def trial_overrides(spec: TrialSpec, values: dict[str, Any], trial_id: str) -> list[str]:
     """The trial's ``make train`` overrides: the sweep's base, then its own values, then what every trial gets."""
-    return [*spec["base"], *(override(key, value) for key, value in values.items()), *spec["forced"],
-            f"train.run_name={spec['name']}-{trial_id}"]
+    return [*spec.base, *(override(key, value) for key, value in values.items()), *spec.forced,
+            f"train.run_name={spec.sweep_run}-{trial_id}"]
 
 
-def run_trial(values: dict[str, Any], spec: dict[str, Any]) -> None:
+def run_trial(values: dict[str, Any], spec: TrialSpec) -> None:
     """Tune's trainable: ``values``, this trial's value of each searched key; ``spec``, what the sweep's driver
     fixed for every trial (given through ``tune.with_parameters``)."""
     import ray.tune
@@ -52,13 +66,13 @@ def run_trial(values: dict[str, Any], spec: dict[str, Any]) -> None:
     from pipeline.schema import compose
     from pipeline.train.driver import TrainingFailed, launch, open_tracked_run, preflight
 
-    os.environ.update(spec["env"])  # the MLflow store, made absolute by the sweep's driver
+    os.environ.update(spec.env)  # the MLflow store, made absolute by the sweep's driver
     trial_id = ray.tune.get_context().get_trial_id()
     prepared = preflight(compose(trial_overrides(spec, values, trial_id)), summary=False)  # the sweep printed it
-    prepared.tags.update({PARENT_TAG: spec["parent_run_id"], SWEEP_TAG: spec["name"], TRIAL_TAG: trial_id})
+    prepared.tags.update({PARENT_TAG: spec.parent_run_id, SWEEP_TAG: spec.sweep_run, TRIAL_TAG: trial_id})
     run = open_tracked_run(prepared)
     try:
-        launch(prepared, run, callbacks=[EvaluatedReports(spec["metric"], spec["collapse_ratio"])])
+        launch(prepared, run, callbacks=[EvaluatedReports(spec.metric, spec.collapse_ratio)])
     except TrainingFailed:
         run.finish("FAILED")
         raise
