@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 from mlflow import MlflowClient
@@ -86,6 +87,28 @@ def test_a_collapsed_evaluation_or_a_diverged_run_scores_the_worst_and_never_ran
     assert [t.trial_id for t in rank(trials, "eval/fid")][-1] == "t0"  # unranked stays last either way
     rows = table(trials, "eval/is_mean").splitlines()
     assert rows[2].startswith("| 1 | s-t2 |") and rows[4].startswith("| - | s-t0 |")
+
+
+def test_the_cluster_job_runs_the_same_sweep_with_every_place_absolute(tmp_path, monkeypatch):
+    """make sweep-cluster: the job's command is the sweep's, its places made absolute after the user's overrides."""
+    import argparse
+    import os
+
+    from pipeline.sweep.cluster import sweep_entrypoint
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    command, env = sweep_entrypoint(argparse.Namespace(
+        overrides=["sweep=tiny", "data.dir=shards", "sweep.trials=6"], tracking_uri="http://mlflow:5000"))
+    assert command[:5] == ["python", "-m", "pipeline.sweep", "sweep=tiny", "sweep.trials=6"]
+    ours, training = split(command[3:])
+    assert training[0] == "data.dir=shards"  # the last value of a key wins: the absolute one, appended
+    assert compose([*sweep_config().train, *training])["data"]["dir"] == str(tmp_path / "shards")
+    assert f"train.storage_path={tmp_path / 'ray_results'}" in training and env == {
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    bad = subprocess.run([sys.executable, "-m", "pipeline.sweep.cluster", "sweep=tiny", "sweep.trails=3"], cwd=ROOT,
+                         env={**os.environ, "RAY_ADDRESS": "http://127.0.0.1:1"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown key sweep.trails" in bad.stderr  # before contacting the cluster
 
 
 @pytest.mark.slow
