@@ -270,9 +270,10 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
     record(parent, trials, sweep, text, reproduce)
     print(f"[sweep] {sweep_run}: ranked by {sweep.metric} (best evaluation whose |D|self is at least "
           f"{sweep.collapse_ratio:g} x the real clips')\n{text}", flush=True)
-    if best is None:
-        print("[sweep] no trial was ranked: every one failed, diverged or collapsed", file=sys.stderr)
-        parent.finish("FAILED")
+    if best is None:  # the sweep ran; its answer is that no setting it tried works (the table says why)
+        print(f"[sweep] no trial was ranked: every one failed, diverged or collapsed (|D|self below "
+              f"{sweep.collapse_ratio:g} x the real clips' at every evaluation)", file=sys.stderr)
+        parent.finish("FINISHED")
         return 1
     print(f"[sweep] best: {best.run_name} ({sweep.metric} {best.best:.4g} at step {best.best_step})\n"
           f"[sweep] reproduce: {reproduce}", flush=True)
