@@ -112,4 +112,5 @@ def reproduce_command(base: list[str], trial: Trial, name: str) -> str:
     from pipeline.sweep.config import override
 
     args = [*base, *(override(k, v) for k, v in trial.values.items()), f"train.run_name={name}"]
-    return f"make train ARGS={shlex.quote(' '.join(args))}"
+    last = {arg.split("=", 1)[0]: i for i, arg in enumerate(args)}  # a key given twice: its last value wins
+    return f"make train ARGS={shlex.quote(' '.join(a for i, a in enumerate(args) if last[a.split('=', 1)[0]] == i))}"

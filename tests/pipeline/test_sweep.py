@@ -14,7 +14,7 @@ from common.errors import ConfigError
 from pipeline.schema import compose
 from pipeline.sweep.__main__ import compose_sweep, split
 from pipeline.sweep.config import SweepConfig, override
-from pipeline.sweep.ranking import WORST, Trial, rank, summarize, table, trial_score
+from pipeline.sweep.ranking import WORST, Trial, rank, reproduce_command, summarize, table, trial_score
 from pipeline.sweep.trial import PARENT_TAG, TRIAL_TAG
 from pipeline.train.state import load_checkpoint
 
@@ -85,6 +85,8 @@ def test_a_collapsed_evaluation_or_a_diverged_run_scores_the_worst_and_never_ran
               Trial("t2", "s-t2", {"loss.optim.lr": 3e-4}, "completed", 30, best=2.2, best_step=10)]
     assert [t.trial_id for t in rank(trials, "eval/is_mean")] == ["t2", "t1", "t0"]
     assert [t.trial_id for t in rank(trials, "eval/fid")][-1] == "t0"  # unranked stays last either way
+    command = reproduce_command(["preset=tiny", "data.dir=rel", "data.dir=/abs"], trials[2], "again")
+    assert command == "make train ARGS='preset=tiny data.dir=/abs loss.optim.lr=0.0003 train.run_name=again'"
     rows = table(trials, "eval/is_mean").splitlines()
     assert rows[2].startswith("| 1 | s-t2 |") and rows[4].startswith("| - | s-t0 |")
 
