@@ -68,10 +68,6 @@ class Dimension:
             return tune.choice(self.values)
         return getattr(tune, self.kind)(*self.values)
 
-    def examples(self) -> list[Any]:
-        """Values a trial can take that are worth composing before the sweep starts (every listed one; the bounds)."""
-        return list(self.values)
-
 
 @dataclass
 class Scheduler:

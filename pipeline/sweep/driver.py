@@ -68,7 +68,7 @@ def check_space(sweep: SweepConfig, base: list[str]) -> dict:
         if dim.key not in keys:
             raise ConfigError(f"sweep.space.{dim.key}: the training config has no key {dim.key}"
                               f"{_suggest(nearest(dim.key, keys))}")
-        for value in dim.examples():
+        for value in dim.values:  # every listed value; an interval's bounds
             compose_checked([*base, override(dim.key, value), *kept, *only_trials], f"sweep.space.{dim.key}")
     return config
 
@@ -232,7 +232,7 @@ def register_best(best: Trial, tracking: Tracking) -> str | None:
 def run(sweep: SweepConfig, extra: list[str]) -> int:
     """The whole sweep; the exit code (0 when at least one trial was ranked)."""
     from pipeline.launch.resources import connect
-    from pipeline.launch.submit import job_overrides
+    from pipeline.launch.submit import absolute_local, job_overrides
     from pipeline.train.driver import preflight
 
     base = [*sweep.train, *extra]
@@ -241,10 +241,10 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
     sweep_run = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     # Trials run in other processes (and, on a cluster, machines): places become absolute, the store explicit.
     absolute, env = job_overrides(base, Path.cwd())
-    checked = preflight({**config, "train": {**config["train"], "run_name": f"{sweep_run}-preflight"}})
-    tracking = checked.tracking
     if not config["tracking"].get("enabled", True):
         raise ConfigError("a sweep needs tracking: its trials and their table are MLflow runs (tracking.enabled)")
+    checked = preflight({**config, "train": {**config["train"], "run_name": f"{sweep_run}-preflight"}})
+    tracking = checked.tracking
     if not config["cluster"]["dashboard"]:
         # Ray Train frees the workers of a trial the scheduler stopped through Ray's state API (its placement group
         # cleaner), which the dashboard serves: without it the next trial waits for CPUs that never come back.
@@ -256,7 +256,7 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
           f"({optimum(sweep.metric)}); MLflow run {parent.run_id}", flush=True)
     spec = TrialSpec(sweep_run, absolute, [*kept, *only_trials], env, parent.run_id, sweep.metric,
                      sweep.collapse_ratio)
-    storage = absolute_storage(config["train"]["storage_path"])
+    storage = absolute_local(config["train"]["storage_path"], Path.cwd())
     total = int(checked.config["total_steps"])
     progress = Progress(sweep.metric, sweep.collapse_ratio, total)
     grid = tuner(sweep, spec, storage, sweep_run, total, progress).fit()
@@ -285,6 +285,3 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
     parent.finish("FINISHED")
     return 0
 
-
-def absolute_storage(path: str) -> str:
-    return path if "://" in path else str(Path(path).expanduser().resolve())

@@ -9,7 +9,7 @@ such a trial at its next rung, and a trial is ranked by its best evaluation that
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from wavegan.metrics import higher_is_better
@@ -49,7 +49,6 @@ class Trial:
     checkpoint_step: int | None = None  # checkpointed, the best one (what sweep.register_best registers)
     run_id: str | None = None         # the trial's MLflow run
     collapsed_evals: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ranked(self) -> bool:
