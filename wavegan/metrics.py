@@ -34,6 +34,7 @@ ALL_METRICS = CLASSIFIER_METRICS + UNLABELED_METRICS
 # per-label form (``fid/seven``) goes the way of its metric; a name not listed counts as higher-is-better.
 HIGHER_IS_BETTER = {
     "is_mean": True,
+    "is_rel": True,
     "mis": True,
     "label_accuracy": True,
     "fid": False,
@@ -205,6 +206,15 @@ def relative_distances(row: dict[str, float], test_row: dict[str, float]) -> dic
         "d_self_rel": row["d_self"] / test_row["d_self"],
         "d_train_rel": row["d_train"] / test_row["d_train"],
     }
+
+
+def relative_inception_score(is_mean: float, test_is_mean: float) -> float:
+    """How much of the real test clips' inception score above 1 a model reaches: ``(IS - 1) / (IS_test - 1)``.
+
+    1 is the score of clips the classifier cannot place (every clip the same spread over the classes), so noise
+    scores near 0 however many classes the data has, and the real test clips score 1.
+    """
+    return (is_mean - 1.0) / (test_is_mean - 1.0) if test_is_mean > 1.0 else math.nan
 
 
 def upsampling_noise(

@@ -26,11 +26,12 @@ from wavegan.metrics import (
     log_mel_features,
     modified_inception_score,
     relative_distances,
+    relative_inception_score,
     upsampling_noise,
 )
 
 ROW_KEYS = ("is_mean", "is_std", "fid", "mis", "am", "d_self", "d_train", "d_self_rel", "d_train_rel",
-            "upsampling_noise")
+            "is_rel", "upsampling_noise")
 #: class-conditional models: accuracy of the classifier on clips generated for each label (overall and per label)
 LABEL_KEYS = ("label_accuracy",)
 
@@ -105,6 +106,8 @@ class Reference:
     def _relative(self, row: dict[str, float]) -> None:
         if self.uses_distances:
             row.update(relative_distances(row, self.test_row))
+        if "is_mean" in row and "is_mean" in self.test_row:
+            row["is_rel"] = relative_inception_score(row["is_mean"], self.test_row["is_mean"])
 
     def _row(self, audio: Tensor, splits: int, outputs: tuple[Tensor, Tensor] | None = None,
              feats: Tensor | None = None) -> dict[str, float]:

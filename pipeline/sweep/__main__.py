@@ -18,8 +18,8 @@ normal run with its own checkpoints and MLflow run nested under the sweep's. Pri
 
 Sweeps (conf/sweep/): {sweeps}
 Sweep keys (conf/sweep.yaml): name, train (the base: make train overrides), space ({{grid|choice|uniform|loguniform}}
-  per training key), trials, concurrency, metric, collapse_ratio, scheduler.{{name,time_attr,grace_period,
-  reduction_factor,max_t}}, register_best, seed
+  per training key), trials, concurrency, metric, collapse_ratio, quality_floor,
+  scheduler.{{name,time_attr,grace_period,reduction_factor,max_t}}, register_best, seed
 Examples:
   make classifier DATA=data/shards/tones EVAL=cpu
   make sweep SWEEP=tiny ARGS="data.dir=data/shards/tones"

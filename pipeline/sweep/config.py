@@ -14,6 +14,7 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.typed import typed
+from pipeline.sweep.ranking import Guard
 
 KINDS = ("grid", "choice", "uniform", "loguniform")
 
@@ -89,6 +90,7 @@ class SweepConfig:
     concurrency: int                                  # trials at once (Tune's max_concurrent_trials)
     metric: str                                       # eval/is_mean, eval/fid, ... (direction: wavegan.metrics)
     collapse_ratio: float                             # |D|self below this x the real clips' = collapsed
+    quality_floor: float                              # IS gain below this x the real clips' = not recognisable
     scheduler: Scheduler = field(default_factory=Scheduler)
     register_best: bool = False
     seed: int | None = 0                              # the draws of choice / uniform / loguniform
@@ -114,6 +116,10 @@ class SweepConfig:
             raise ConfigError(f"sweep {self.name!r} has an empty sweep.space: name at least one training key, "
                               f"e.g. space: {{loss.optim.lr: {{loguniform: [1e-4, 3e-3]}}}}")
         return [Dimension.parse(key, spec) for key, spec in self.space.items()]
+
+    @property
+    def guard(self) -> Guard:
+        return Guard(self.collapse_ratio, self.quality_floor)
 
     def grid_size(self) -> int:
         return math.prod(len(d.values) for d in self.dimensions() if d.kind == "grid")

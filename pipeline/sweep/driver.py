@@ -22,7 +22,7 @@ from ray.tune import Callback
 from common.errors import ConfigError
 from common.typed import flatten
 from pipeline.sweep.config import SweepConfig, override
-from pipeline.sweep.ranking import D_SELF_REL, Trial, collapsed, rank, reproduce_command, summarize, table
+from pipeline.sweep.ranking import D_SELF_REL, IS_REL, Guard, Trial, rank, reproduce_command, summarize, table
 from pipeline.sweep.trial import PARENT_TAG, SCORE, SWEEP_TAG, TRIAL_TAG, TrialSpec, run_trial
 from pipeline.tracking.client import Tracking
 from wavegan.metrics import optimum
@@ -134,8 +134,8 @@ class Progress(Callback):
     see it (a trial that ends by itself is marked done on a repeat of its last result, which callbacks never see).
     """
 
-    def __init__(self, metric: str, collapse_ratio: float, total_steps: int):
-        self.metric, self.collapse_ratio, self.total_steps = metric, collapse_ratio, total_steps
+    def __init__(self, metric: str, guard: Guard, total_steps: int):
+        self.metric, self.guard, self.total_steps = metric, guard, total_steps
         self.stopped: dict[str, int] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -143,10 +143,12 @@ class Progress(Callback):
         print(f"[sweep] {trial.trial_id} started: {values}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        state = " (collapsed: scored as the worst)" if collapsed(result, self.collapse_ratio) else ""
+        failed = self.guard.fails(result)
+        state = f" ({failed}: scored as the worst)" if failed else ""
         print(f"[sweep] {trial.trial_id} step {result.get('step')}: {self.metric} "
               f"{float(result.get(self.metric, float('nan'))):.4g}, |D|self rel "
-              f"{float(result.get(D_SELF_REL, float('nan'))):.3g}{state}", flush=True)
+              f"{float(result.get(D_SELF_REL, float('nan'))):.3g}, IS gain rel "
+              f"{float(result.get(IS_REL, float('nan'))):.3g}{state}", flush=True)
         if result.get("done") and int(result.get("step", 0)) < self.total_steps:
             self.stopped[trial.trial_id] = int(result["step"])
             print(f"[sweep] {trial.trial_id} stopped by the scheduler at step {result['step']}", flush=True)
@@ -165,7 +167,7 @@ def collect(grid, sweep: SweepConfig, sweep_run: str, stopped: dict[str, int]) -
     for result in grid:
         trial_id = Path(result.path).name
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-        seen = summarize(history, sweep.metric, sweep.collapse_ratio)
+        seen = summarize(history, sweep.metric, sweep.guard)
         if result.error is not None:
             outcome = f"failed: {str(result.error).strip().splitlines()[-1][:200]}"
         elif seen["diverged"]:
@@ -177,8 +179,8 @@ def collect(grid, sweep: SweepConfig, sweep_run: str, stopped: dict[str, int]) -
         else:
             outcome = "completed"
         trials.append(Trial(trial_id, f"{sweep_run}-{trial_id}", dict(result.config), outcome,
-                            seen["last_step"], seen["best"], seen["best_step"], seen["d_self_rel"],
-                            seen["checkpoint"], seen["checkpoint_step"], collapsed_evals=seen["collapsed_evals"]))
+                            seen["last_step"], seen["best"], seen["best_step"], seen["d_self_rel"], seen["is_rel"],
+                            seen["checkpoint"], seen["checkpoint_step"], failed_evals=seen["failed_evals"]))
     return sorted(trials, key=lambda t: t.trial_id)
 
 
@@ -219,8 +221,8 @@ def register_best(best: Trial, tracking: Tracking) -> str | None:
     from pipeline.train.state import load_checkpoint
 
     if best.checkpoint is None or not Path(best.checkpoint).is_dir():
-        print(f"[sweep] {best.run_name} kept no checkpoint of an evaluation that did not collapse: nothing "
-              f"registered", file=sys.stderr)
+        print(f"[sweep] {best.run_name} kept no checkpoint of an evaluation the guard passed: nothing registered",
+              file=sys.stderr)
         return None
     print(f"[sweep] registering {best.run_name}'s checkpoint of step {best.checkpoint_step} (its best evaluated "
           f"checkpoint)", flush=True)
@@ -254,11 +256,10 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
     parent = open_sweep_run(tracking, sweep, sweep_run, base)
     print(f"[sweep] {sweep_run}: {sweep.trials} trial(s), {sweep.concurrency} at a time, ranked by {sweep.metric} "
           f"({optimum(sweep.metric)}); MLflow run {parent.run_id}", flush=True)
-    spec = TrialSpec(sweep_run, absolute, [*kept, *only_trials], env, parent.run_id, sweep.metric,
-                     sweep.collapse_ratio)
+    spec = TrialSpec(sweep_run, absolute, [*kept, *only_trials], env, parent.run_id, sweep.metric, sweep.guard)
     storage = absolute_local(config["train"]["storage_path"], Path.cwd())
     total = int(checked.config["total_steps"])
-    progress = Progress(sweep.metric, sweep.collapse_ratio, total)
+    progress = Progress(sweep.metric, sweep.guard, total)
     grid = tuner(sweep, spec, storage, sweep_run, total, progress).fit()
     trials = collect(grid, sweep, sweep_run, progress.stopped)
     best = next((t for t in rank(trials, sweep.metric) if t.ranked), None)
@@ -268,11 +269,11 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
     reproduce = reproduce_command([*base, *kept, *pinned], best, f"{sweep.name}-best") if best else None
     text = table(trials, sweep.metric)
     record(parent, trials, sweep, text, reproduce)
-    print(f"[sweep] {sweep_run}: ranked by {sweep.metric} (best evaluation whose |D|self is at least "
-          f"{sweep.collapse_ratio:g} x the real clips')\n{text}", flush=True)
+    print(f"[sweep] {sweep_run}: ranked by {sweep.metric} (best evaluation with {sweep.guard.describe()})\n{text}",
+          flush=True)
     if best is None:  # the sweep ran; its answer is that no setting it tried works (the table says why)
-        print(f"[sweep] no trial was ranked: every one failed, diverged or collapsed (|D|self below "
-              f"{sweep.collapse_ratio:g} x the real clips' at every evaluation)", file=sys.stderr)
+        print(f"[sweep] no trial was ranked: every one failed or diverged, or no evaluation had "
+              f"{sweep.guard.describe()}", file=sys.stderr)
         parent.finish("FINISHED")
         return 1
     print(f"[sweep] best: {best.run_name} ({sweep.metric} {best.best:.4g} at step {best.best_step})\n"

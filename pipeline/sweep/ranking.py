@@ -1,9 +1,14 @@
-"""Scoring and ranking a sweep's trials, the collapse guard, the table and the reproduce command.
+"""Scoring and ranking a sweep's trials, the guard, the table and the reproduce command.
 
-A trial's evaluation counts as collapsed when its generated clips are much closer to each other than real clips
-are (``eval/d_self_rel``, |D|self over the real clips', below ``sweep.collapse_ratio``): mode collapse can still
-score a fair inception score on a few classes. A collapsed evaluation scores the worst value, so the scheduler cuts
-such a trial at its next rung, and a trial is ranked by its best evaluation that did not collapse, or not at all.
+The guard keeps two kinds of evaluation from ever ranking a trial:
+- collapsed: the generated clips are much closer to each other than real clips are (``eval/d_self_rel``,
+  |D|self over the real clips', below ``sweep.collapse_ratio``): mode collapse can still score a fair inception
+  score on a few classes;
+- below the quality floor: the classifier cannot place the clips (``eval/is_rel``, the inception score's gain over
+  1 relative to the real clips', below ``sweep.quality_floor``): noise spreads as widely as real clips do, so
+  |D|self alone passes it.
+A failed evaluation scores the worst value, so the scheduler cuts such a trial at its next rung, and a trial is
+ranked by its best evaluation that passed, or not at all.
 """
 
 from __future__ import annotations
@@ -16,19 +21,37 @@ from wavegan.metrics import higher_is_better
 
 WORST = 1e9  # finite: ASHA takes percentiles of the scores at each rung
 D_SELF_REL = "eval/d_self_rel"
+IS_REL = "eval/is_rel"
 
 
-def collapsed(metrics: dict[str, Any], collapse_ratio: float) -> bool:
-    ratio = metrics.get(D_SELF_REL)
-    return ratio is not None and math.isfinite(float(ratio)) and float(ratio) < collapse_ratio
+@dataclass(frozen=True)
+class Guard:
+    collapse_ratio: float   # |D|self below this x the real clips': collapsed
+    quality_floor: float    # inception score gain below this x the real clips': not recognisable (0: no floor)
+
+    def fails(self, metrics: dict[str, Any]) -> str | None:
+        """Why this evaluation may not rank its trial (``collapsed`` / ``below the quality floor``), or None."""
+        if _below(metrics.get(D_SELF_REL), self.collapse_ratio):
+            return "collapsed"
+        if self.quality_floor > 0 and _below(metrics.get(IS_REL), self.quality_floor):
+            return "below the quality floor"
+        return None
+
+    def describe(self) -> str:
+        floor = f", inception score gain at least {self.quality_floor:g} x theirs" if self.quality_floor > 0 else ""
+        return f"|D|self at least {self.collapse_ratio:g} x the real clips'{floor}"
 
 
-def trial_score(metrics: dict[str, Any], metric: str, collapse_ratio: float) -> float:
-    """What the scheduler compares: ``metric``, or the worst value for a collapsed evaluation or a diverged run."""
+def _below(value: Any, bound: float) -> bool:
+    return value is not None and math.isfinite(float(value)) and float(value) < bound
+
+
+def trial_score(metrics: dict[str, Any], metric: str, guard: Guard) -> float:
+    """What the scheduler compares: ``metric``, or the worst value for an evaluation the guard fails or a diverged
+    run."""
     worst = -WORST if higher_is_better(metric) else WORST
     value = metrics.get(metric)
-    if metrics.get("diverged") or value is None or not math.isfinite(float(value)) \
-            or collapsed(metrics, collapse_ratio):
+    if metrics.get("diverged") or value is None or not math.isfinite(float(value)) or guard.fails(metrics):
         return worst
     return float(value)
 
@@ -42,25 +65,26 @@ class Trial:
     values: dict[str, Any]
     outcome: str                      # completed | stopped by the scheduler | diverged | failed | no evaluation
     last_step: int | None
-    best: float | None = None         # the best evaluation that did not collapse
+    best: float | None = None         # the best evaluation the guard passed
     best_step: int | None = None
-    d_self_rel: float | None = None   # at best_step (or at the last evaluation when every one collapsed)
-    checkpoint: str | None = None     # the best checkpoint: of the evaluations that did not collapse and were
+    d_self_rel: float | None = None   # at best_step (or at the last evaluation when the guard failed every one)
+    is_rel: float | None = None       # likewise
+    checkpoint: str | None = None     # the best checkpoint: of the evaluations the guard passed that were
     checkpoint_step: int | None = None  # checkpointed, the best one (what sweep.register_best registers)
     run_id: str | None = None         # the trial's MLflow run
-    collapsed_evals: int = 0
+    failed_evals: int = 0             # evaluations the guard failed
 
     @property
     def ranked(self) -> bool:
         return self.best is not None
 
 
-def summarize(history: list[dict[str, Any]], metric: str, collapse_ratio: float) -> dict[str, Any]:
-    """From a trial's reports (as Tune got them): its best non-collapsed evaluation, that evaluation's step and
+def summarize(history: list[dict[str, Any]], metric: str, guard: Guard) -> dict[str, Any]:
+    """From a trial's reports (as Tune got them): its best evaluation the guard passed, that evaluation's step and
     |D|self ratio, the best such evaluation that came with a checkpoint, the last step, and how many evaluations
-    collapsed."""
+    the guard failed."""
     evaluated = [r for r in history if r.get(metric) is not None and math.isfinite(float(r[metric]))]
-    healthy = [r for r in evaluated if not collapsed(r, collapse_ratio)]
+    healthy = [r for r in evaluated if not guard.fails(r)]
     sign = 1.0 if higher_is_better(metric) else -1.0
     best = max(healthy, key=lambda r: sign * float(r[metric]), default=None)
     saved = max((r for r in healthy if isinstance(r.get("checkpoint_path"), str)),
@@ -69,9 +93,10 @@ def summarize(history: list[dict[str, Any]], metric: str, collapse_ratio: float)
     steps = [int(r["step"]) for r in history if r.get("step") is not None]
     return {"best": None if best is None else float(best[metric]),
             "best_step": None if best is None else int(best["step"]),
-            "d_self_rel": shown.get(D_SELF_REL), "checkpoint": None if saved is None else saved["checkpoint_path"],
+            "d_self_rel": shown.get(D_SELF_REL), "is_rel": shown.get(IS_REL),
+            "checkpoint": None if saved is None else saved["checkpoint_path"],
             "checkpoint_step": None if saved is None else int(saved["step"]),
-            "last_step": max(steps, default=None), "collapsed_evals": len(evaluated) - len(healthy),
+            "last_step": max(steps, default=None), "failed_evals": len(evaluated) - len(healthy),
             "diverged": any(r.get("diverged") for r in history)}
 
 
@@ -85,13 +110,15 @@ def rank(trials: list[Trial], metric: str) -> list[Trial]:
 def table(trials: list[Trial], metric: str) -> str:
     """The ranking as a Markdown table (printed, and logged to the sweep's MLflow run)."""
     keys = sorted({k for t in trials for k in t.values})
-    head = ["rank", "trial", *keys, metric, "at step", "|D|self rel", "last step", "outcome"]
+    head = ["rank", "trial", *keys, metric, "at step", "|D|self rel", "IS gain rel", "last step",
+            "outcome"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     position = 0
     for t in rank(trials, metric):
         position += t.ranked
         cells = [str(position) if t.ranked else "-", t.run_name, *(_fmt(t.values.get(k)) for k in keys),
-                 _fmt(t.best), _fmt(t.best_step), _fmt(t.d_self_rel), _fmt(t.last_step), t.outcome]
+                 _fmt(t.best), _fmt(t.best_step), _fmt(t.d_self_rel), _fmt(t.is_rel), _fmt(t.last_step),
+                 t.outcome]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -14,9 +14,9 @@ from typing import Any
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from pipeline.sweep.config import override
-from pipeline.sweep.ranking import trial_score
+from pipeline.sweep.ranking import Guard, trial_score
 
-SCORE = "sweep/score"  # what Tune's scheduler and ranking read: the metric, or the worst value when collapsed
+SCORE = "sweep/score"  # what Tune's scheduler and ranking read: the metric, or the worst value when the guard fails
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the trial's run under the sweep's
 SWEEP_TAG = "wavegan.sweep"        # the sweep run's name, on the parent and every trial
 TRIAL_TAG = "wavegan.sweep.trial"  # Tune's trial id
@@ -27,15 +27,15 @@ class EvaluatedReports(TuneReportCallback):
     ones) or the end of a diverged run, each with :data:`SCORE` added: Tune requires its metric in every result,
     and ASHA cuts at rungs reached by evaluated reports only."""
 
-    def __init__(self, metric: str, collapse_ratio: float):
+    def __init__(self, metric: str, guard: Guard):
         super().__init__()
-        self.metric, self.collapse_ratio = metric, collapse_ratio
+        self.metric, self.guard = metric, guard
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         first = metrics[0]
         if self.metric not in first and not first.get("diverged"):
             return
-        scored = {**first, SCORE: trial_score(first, self.metric, self.collapse_ratio)}
+        scored = {**first, SCORE: trial_score(first, self.metric, self.guard)}
         super().after_report(run_context, [scored, *metrics[1:]], checkpoint)
 
 
@@ -49,7 +49,7 @@ class TrialSpec:
     env: dict[str, str]       # MLFLOW_TRACKING_URI, absolute
     parent_run_id: str        # the sweep's MLflow run
     metric: str
-    collapse_ratio: float
+    guard: Guard
 
 
 def trial_overrides(spec: TrialSpec, values: dict[str, Any], trial_id: str) -> list[str]:
@@ -72,7 +72,7 @@ def run_trial(values: dict[str, Any], spec: TrialSpec) -> None:
     prepared.tags.update({PARENT_TAG: spec.parent_run_id, SWEEP_TAG: spec.sweep_run, TRIAL_TAG: trial_id})
     run = open_tracked_run(prepared)
     try:
-        launch(prepared, run, callbacks=[EvaluatedReports(spec.metric, spec.collapse_ratio)])
+        launch(prepared, run, callbacks=[EvaluatedReports(spec.metric, spec.guard)])
     except TrainingFailed:
         run.finish("FAILED")
         raise

@@ -283,8 +283,10 @@ def test_evaluator_during_training(classifier_trained, data, eval_store):
     metrics = evaluator(gan, 6)
     assert gan.training  # the mode is restored
     for key in ("eval/is_mean", "eval/fid", "eval/mis", "eval/am", "eval/d_self_rel", "eval/d_train_rel",
-                "eval/seconds"):
+                "eval/is_rel", "eval/seconds"):
         assert key in metrics
+    real_is = evaluator.reference.test_row["is_mean"]
+    assert metrics["eval/is_rel"] == pytest.approx((metrics["eval/is_mean"] - 1) / (real_is - 1))
     again = evaluator(gan, 12)  # same latents, same weights: same scores; real statistics are not recomputed
     assert {k: v for k, v in again.items() if k != "eval/seconds"} == {k: v for k, v in metrics.items()
                                                                        if k != "eval/seconds"}

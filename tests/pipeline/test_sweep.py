@@ -14,9 +14,10 @@ from common.errors import ConfigError
 from pipeline.schema import compose
 from pipeline.sweep.__main__ import compose_sweep, split
 from pipeline.sweep.config import SweepConfig, override
-from pipeline.sweep.ranking import WORST, Trial, rank, reproduce_command, summarize, table, trial_score
+from pipeline.sweep.ranking import WORST, Guard, Trial, rank, reproduce_command, summarize, table, trial_score
 from pipeline.sweep.trial import PARENT_TAG, TRIAL_TAG
 from pipeline.train.state import load_checkpoint
+from wavegan.metrics import relative_inception_score
 
 from ..conftest import ROOT, classifier_command, run_env
 
@@ -67,18 +68,25 @@ def test_overrides_read_back_as_the_values_they_carry(tmp_path):
         assert node[leaf] == value, key
 
 
-def test_a_collapsed_evaluation_or_a_diverged_run_scores_the_worst_and_never_ranks_best():
-    assert trial_score({"eval/is_mean": 2.0, "eval/d_self_rel": 0.8}, "eval/is_mean", 0.5) == 2.0
-    assert trial_score({"eval/is_mean": 3.0, "eval/d_self_rel": 0.2}, "eval/is_mean", 0.5) == -WORST
-    assert trial_score({"eval/fid": 3.0, "eval/d_self_rel": 0.2}, "eval/fid", 0.5) == WORST  # lower is better
-    assert trial_score({"diverged": 1, "step": 10}, "eval/is_mean", 0.5) == -WORST
-    history = [{"step": 10, "eval/is_mean": 1.5, "eval/d_self_rel": 0.9, "checkpoint_path": "/c10"},
+def test_a_collapsed_or_unrecognisable_evaluation_or_a_diverged_run_scores_the_worst_and_never_ranks_best():
+    guard = Guard(collapse_ratio=0.5, quality_floor=0.1)
+    assert trial_score({"eval/is_mean": 2.0, "eval/d_self_rel": 0.8, "eval/is_rel": 0.3}, "eval/is_mean", guard) == 2.0
+    assert trial_score({"eval/is_mean": 3.0, "eval/d_self_rel": 0.2}, "eval/is_mean", guard) == -WORST
+    assert trial_score({"eval/fid": 3.0, "eval/d_self_rel": 0.2}, "eval/fid", guard) == WORST  # lower is better
+    assert trial_score({"diverged": 1, "step": 10}, "eval/is_mean", guard) == -WORST
+    # noise: spread like real clips (|D|self rel 1.1) but nothing the classifier can place (IS 1.08 of 9.4)
+    noise = {"eval/is_mean": 1.08, "eval/d_self_rel": 1.1, "eval/is_rel": relative_inception_score(1.08, 9.4)}
+    assert guard.fails(noise) == "below the quality floor"
+    assert trial_score(noise, "eval/is_mean", guard) == -WORST
+    assert trial_score(noise, "eval/is_mean", Guard(0.5, 0.0)) == 1.08  # quality_floor 0: no floor
+    history = [{"step": 10, "eval/is_mean": 1.5, "eval/d_self_rel": 0.9, "eval/is_rel": 0.2, "checkpoint_path": "/c10"},
                {"step": 20, "eval/is_mean": 4.0, "eval/d_self_rel": 0.1, "checkpoint_path": "/c20"},  # collapsed
-               {"step": 30, "eval/is_mean": 1.8, "eval/d_self_rel": 0.7}]
-    seen = summarize(history, "eval/is_mean", 0.5)
-    assert (seen["best"], seen["best_step"], seen["collapsed_evals"], seen["last_step"]) == (1.8, 30, 1, 30)
+               {"step": 30, "eval/is_mean": 1.8, "eval/d_self_rel": 0.7},
+               {"step": 40, "eval/is_mean": 1.9, "eval/d_self_rel": 0.9, "eval/is_rel": 0.05}]  # below the floor
+    seen = summarize(history, "eval/is_mean", guard)
+    assert (seen["best"], seen["best_step"], seen["failed_evals"], seen["last_step"]) == (1.8, 30, 2, 40)
     assert (seen["checkpoint"], seen["checkpoint_step"]) == ("/c10", 10)  # the best kept one: step 20 collapsed
-    collapsed_only = summarize(history[1:2], "eval/is_mean", 0.5)
+    collapsed_only = summarize(history[1:2], "eval/is_mean", guard)
     assert collapsed_only["best"] is None and collapsed_only["d_self_rel"] == 0.1
     trials = [Trial("t0", "s-t0", {"loss.optim.lr": 1.0}, "completed", 20),  # every evaluation collapsed
               Trial("t1", "s-t1", {"loss.optim.lr": 1e-4}, "completed", 30, best=1.8, best_step=30),

@@ -22,6 +22,7 @@ from wavegan.metrics import (
     modified_inception_score,
     nearest_neighbour_distance,
     relative_distances,
+    relative_inception_score,
     upsampling_noise,
 )
 
@@ -168,6 +169,13 @@ def test_nearest_neighbour_distance_matches_brute_force():
 def test_relative_distances():
     rel = relative_distances({"d_self": 2.0, "d_train": 3.0}, {"d_self": 4.0, "d_train": 1.5})
     assert rel == {"d_self_rel": 0.5, "d_train_rel": 2.0}
+
+
+def test_relative_inception_score_is_the_gain_over_one_relative_to_the_real_clips():
+    assert relative_inception_score(9.4, 9.4) == 1.0
+    assert relative_inception_score(1.0, 9.4) == 0.0  # clips the classifier cannot place
+    assert relative_inception_score(3.0, 5.0) == 0.5
+    assert math.isnan(relative_inception_score(2.0, 1.0))  # real clips the classifier cannot place: undefined
 
 
 # upsampling noise
