@@ -137,20 +137,22 @@ summary: setup ## print per-layer shapes and parameter counts of G and D: make s
 bench: setup ## measure the pipeline and write BENCHMARKS.md (ARGS=--quick for a 5-minute run)
 	$(PY) -m bench $(ARGS)
 
-DEMO_PRESET ?= cpu-demo
-DEMO_STEPS  ?= 1000
+DEMO_PRESET  ?= cpu-demo
+DEMO_MINUTES ?= 2.5
 
 demo: setup ## the whole chain on demo data: data -> shards -> classifier -> train -> register -> eval -> promote -> generate
 	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS=espeak-ng || true
 	@command -v espeak-ng >/dev/null || [ "$(DEMO_KIND)" != auto ] || echo "[demo] espeak-ng is not installed" \
 	  "(see above), so the demo uses synthetic tones instead of spoken digits" >&2
-	@$(MAKE) --no-print-directory demo-chain
+	@started=$$(date +%s); $(MAKE) --no-print-directory demo-chain && \
+	  echo "[demo] the whole chain took $$(( ($$(date +%s) - started) / 60 )) min $$(( ($$(date +%s) - started) % 60 )) s"
 
 demo-chain: # the steps of `make demo`, in a make of their own so that SRC sees espeak-ng once installed
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT)
 	$(PY) -m pipeline.evaluate.classifier --data-dir $(OUT) --config cpu
-	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.steps=$(DEMO_STEPS) data.dir=$(OUT) $(ARGS)
+	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.max_minutes=$(DEMO_MINUTES) train.steps=100000 data.dir=$(OUT) \
+	  $(ARGS)
 	$(PY) -m pipeline.evaluate --model-uri models:/wavegan-generator/latest --config cpu
 	$(PY) -m pipeline.promote --version latest || echo "[demo] the gate kept the current champion"
 	$(PY) -m pipeline.generate --model-uri models:/wavegan-generator@champion --n 2 --out outputs/demo

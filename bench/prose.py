@@ -127,6 +127,14 @@ def section_meanings(results: dict, only: str, everything: dict) -> list[str]:
                            f"On a {cores}-core machine a second worker only splits the same cores."
                            + (" Other processes took a large share of the CPU meanwhile: these ratios partly "
                               "measure contention, not Ray." if busy else ""))
+    if only == "startup":
+        first = next(r for r in s["startup"]["rows"] if r["name"].endswith("to the first step line"))
+        steps = [r for r in s["startup"]["rows"] if r["name"].startswith("  ")]
+        slowest = sorted(steps, key=lambda r: -r["value"])[:2]
+        out.append(f"**Start-up**: `make train ARGS=\"preset=tiny train.steps=4\"` reaches its first step line "
+                   f"{first['value']:.0f} s after the command (target 45 s: "
+                   f"{'met' if first['value'] <= 45 else 'not met'}); the longest phases: "
+                   + ", ".join(f"{r['name'].strip()} {r['value']:.0f} s" for r in slowest) + ".")
     if only == "generate":
         gen = s["generate"]["details"]
         best = max(gen.values(), key=lambda g: g["realtime_factor"])

@@ -46,7 +46,7 @@ from bench.core import (
 from bench.prose import section_busy, section_meanings
 from bench.sections import RUNNERS
 
-SECTIONS = ("data", "model", "conv", "train", "generate", "eval", "gpu")
+SECTIONS = ("data", "model", "conv", "train", "startup", "generate", "eval", "gpu")
 DEFAULT_OUT = "BENCHMARKS.md"
 DEFAULT_JSON = "bench/results.json"
 BEGIN = "<!-- bench:begin -->"

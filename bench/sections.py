@@ -60,6 +60,12 @@ def section_conv(device, sizes, log, workdir):
     return run_conv_impl(device, sizes, log)
 
 
+def section_startup(device, sizes, log, workdir):
+    from bench.startup import run
+
+    return run(device, sizes, log, workdir)
+
+
 def section_generate(device, sizes, log, workdir):
     from bench.model import run_generation
 
@@ -90,6 +96,7 @@ RUNNERS = {
     "model": section_model,
     "conv": section_conv,
     "train": section_train,
+    "startup": section_startup,
     "generate": section_generate,
     "eval": section_eval,
     "gpu": section_gpu,

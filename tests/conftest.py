@@ -70,6 +70,22 @@ def classifier_command(shards: Path, storage: Path, tracking_uri: str, config: s
             f"tracking.uri={tracking_uri}", f"tracking.artifact_root={storage.parent / 'mlartifacts'}"]
 
 
+@pytest.fixture(scope="session")
+def classifier_store(tone_shards, tmp_path_factory) -> Path:
+    """An MLflow store holding the CPU classifier of ``tone_shards`` as ``make classifier EVAL=cpu`` registers it,
+    trained once for the session: tests take a copy (:func:`store_with_classifier`)."""
+    base = tmp_path_factory.mktemp("classifier-store")
+    subprocess.run(classifier_command(tone_shards, base / "ray", f"sqlite:///{base}/mlflow.db"), cwd=ROOT,
+                   env=run_env(), check=True, capture_output=True, timeout=600)
+    return base
+
+
+def store_with_classifier(classifier_store: Path, into: Path) -> str:
+    """A copy of :func:`classifier_store`'s database in ``into`` (its artifacts are read where they are); its URI."""
+    shutil.copy(classifier_store / "mlflow.db", into / "mlflow.db")
+    return f"sqlite:///{into}/mlflow.db"
+
+
 def run_env() -> dict[str, str]:
     """The user's environment minus anything pointing at another Ray cluster or MLflow server."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 from common.errors import ConfigError
 
@@ -108,8 +109,10 @@ def check_this_machine_fits(cluster: dict) -> None:
     check_cluster_fits(per_worker, int(cluster["num_workers"]), [this_machine], None)
 
 
-def connect(cluster: dict) -> None:
-    """Start (or join) Ray and refuse at once a worker request it can never meet."""
+def connect(cluster: dict) -> str:
+    """Start (or join) Ray and refuse at once a worker request it can never meet; say which Ray, and how long it
+    took to reach."""
+    started = time.perf_counter()
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a Ray this process already uses
     if not address and not joined:
@@ -130,3 +133,10 @@ def connect(cluster: dict) -> None:
                  "runtime_env": {"worker_process_setup_hook": "pipeline.train.ray_worker_setup.setup"}}
         ray.init(address=address, configure_logging=False, **({} if address else local))
     check_resources(cluster)
+    if address:
+        where = f"joined {address}"
+    elif joined:
+        where = "this process's"
+    else:
+        where = "started here" + (", dashboard on http://127.0.0.1:8265" if cluster["dashboard"] else "")
+    return f"Ray {where}, ready in {time.perf_counter() - started:.1f} s"

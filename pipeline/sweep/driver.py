@@ -252,7 +252,7 @@ def run(sweep: SweepConfig, extra: list[str]) -> int:
         # cleaner), which the dashboard serves: without it the next trial waits for CPUs that never come back.
         print("[sweep] cluster.dashboard=true: a sweep needs Ray's state API to free stopped trials' workers",
               flush=True)
-    connect({**config["cluster"], "dashboard": True})
+    print(f"[sweep] {connect({**config['cluster'], 'dashboard': True})}", flush=True)
     parent = open_sweep_run(tracking, sweep, sweep_run, base)
     print(f"[sweep] {sweep_run}: {sweep.trials} trial(s), {sweep.concurrency} at a time, ranked by {sweep.metric} "
           f"({optimum(sweep.metric)}); MLflow run {parent.run_id}", flush=True)

@@ -111,7 +111,8 @@ class NullTracker:
     """What ranks other than 0 get: every call is a no-op."""
 
     def note(self, message: str) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int, budget: tuple[float, float] | None = None) -> None:
+        ...
     def maybe_preview(self, state) -> None: ...
     def log_real(self, data_dir: str, split: str) -> None: ...
     def close(self) -> None: ...
@@ -143,10 +144,11 @@ class WorkerTracker(NullTracker):
         if self.logger:
             self.logger.submit("tag", "wavegan.last_note", message[:500])
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, budget: tuple[float, float] | None = None) -> None:
+        """``budget``: (seconds spent, seconds allowed) of ``train.max_minutes``, for the progress line."""
         from mlflow.entities import Metric
 
-        console(progress_line(step, int(self.cfg["total_steps"]), metrics))
+        console(progress_line(step, int(self.cfg["total_steps"]), metrics, budget))
         if self.logger:
             now = int(time.time() * 1000)
             self.logger.submit("metrics", [Metric(k, float(v), now, step) for k, v in metrics.items()])
@@ -187,14 +189,22 @@ class WorkerTracker(NullTracker):
                     f"sends them once the server answers")
 
 
-def progress_line(step: int, total: int, metrics: dict[str, float]) -> str:
+def progress_line(step: int, total: int, metrics: dict[str, float],
+                  budget: tuple[float, float] | None = None) -> str:
     """``[train] step 200/1000 (20%) d_loss=-1.2 ... steps_per_s=3.1 clips_per_s=96 data_wait_frac=0 ETA 0:04:18``
-    (``key=value`` pairs, which ``make bench`` reads back)."""
+    (``key=value`` pairs, which ``make bench`` reads back). With a time budget (``budget``: seconds spent and
+    allowed, ``train.max_minutes``) that ends the run before its last step, the share and the ETA are the budget's:
+    ``step 200/100000 (40% of 2.5 min) ... ETA 0:01:30``."""
     shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("d_loss", "g_loss", "wasserstein", "steps_per_s",
                                                       "clips_per_s", "data_wait_frac") if k in metrics)
     rate = metrics.get("steps_per_s") or 0.0
-    eta = str(datetime.timedelta(seconds=round((total - step) / rate))) if rate > 0 else "?"
-    return f"[train] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} ETA {eta}"
+    left = (total - step) / rate if rate > 0 else None
+    share = f"{100 * step / max(total, 1):.0f}%"
+    if budget is not None and (left is None or budget[1] - budget[0] < left):
+        left = max(0.0, budget[1] - budget[0])
+        share = f"{100 * min(1.0, budget[0] / budget[1]):.0f}% of {budget[1] / 60:g} min"
+    eta = str(datetime.timedelta(seconds=round(left))) if left is not None else "?"
+    return f"[train] step {step}/{total} ({share}) {shown} ETA {eta}"
 
 
 def system_metrics(tracking: Tracking, every_s: float, resumed: bool):

@@ -177,7 +177,7 @@ def run(config: dict) -> int:
     Returns the process exit code."""
     prepared = preflight(config)
     config = prepared.config
-    connect(config["cluster"])  # before anything slow: a cluster too small for the request fails here
+    print(f"[train] {connect(config['cluster'])}", flush=True)  # a cluster too small for the request fails here
     tracked = open_tracked_run(prepared)
     try:
         result = launch(prepared, tracked)

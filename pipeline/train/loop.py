@@ -155,6 +155,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         stopper.load_state_dict(state.extra.get("early_stop"))
     budget_s = None if run.train.max_minutes is None else 60.0 * run.train.max_minutes
     spent_before, started = float(state.extra.get("train_seconds", 0.0)), time.monotonic()
+    if rank == 0:
+        console(f"[train] {world} worker(s) ready on {device} ({torch.get_num_threads()} threads each); training "
+                f"from step {state.step}")
     meter = Meter()
     while state.step < total:
         meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
@@ -194,7 +197,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 save_state(state, directory, cfg)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)
                              if rank == 0 and due else None)
-        tracker.log_metrics(metrics, state.step)
+        tracker.log_metrics(metrics, state.step,
+                            None if budget_s is None else (state.extra["train_seconds"], budget_s))
         tracker.maybe_preview(state)
         if stop:
             if rank == 0:  # only rank 0 holds the evaluation history

@@ -143,6 +143,11 @@ def test_the_progress_line_reads_well_and_make_bench_still_reads_it():
     line = progress_line(100, 400, metrics)
     assert line.startswith("[train] step 100/400 (25%) d_loss=-1.5") and line.endswith("ETA 0:10:00")
     assert _printed_metrics(line) == {100: metrics}
+    # a wall-clock budget (train.max_minutes) that ends the run first: its share and its ETA
+    budgeted = progress_line(100, 100000, metrics, budget=(90.0, 150.0))
+    assert budgeted.startswith("[train] step 100/100000 (60% of 2.5 min) d_loss=-1.5") and budgeted.endswith("0:01:00")
+    assert _printed_metrics(budgeted) == {100: metrics}
+    assert progress_line(100, 400, metrics, budget=(90.0, 6000.0)) == line  # the steps end it first
 
 
 def test_gpu_section_modules_import_nothing_but_torch():
@@ -186,3 +191,27 @@ def test_gpu_script_dry_run_measures_every_variant_and_merges_into_the_markdown(
     assert json.loads(results.read_text())["sections"]["gpu"]["details"]["variants"].keys() == result["variants"].keys()
     text = md.read_text()
     assert "| gpu | sc09 iteration polyphase bf16 (CPU dry run) |" in text and "**GPU**: not measured yet" in text
+
+
+def test_startup_phases_are_read_from_the_stamped_lines_of_a_run():
+    from bench.startup import PHASES, phases
+
+    lines = [(3.0, "| layer | output |"), (9.5, "[train] Ray started here, ready in 4.5 s"),
+             (10.0, "[train] WaveGAN on data: 4 steps, ... MLflow run 0123abcd"), (30.0, "(RayTrainWorker pid=7) x"),
+             (41.0, "[train] 1 worker(s) ready on cpu (2 threads each); training from step 0"),
+             (44.0, "[train] step 4/4 (100%) d_loss=1 ETA 0:00:00"), (46.0, "[train] step 4/4 again")]
+    got = phases(lines, total=52.0)
+    assert [got[p] for p in PHASES] == [5.0, 4.5, 0.5, 31.0, 3.0, 8.0]
+    assert got["to first step"] == 44.0 and sum(got[p] for p in PHASES) == got["total"] == 52.0
+    with pytest.raises(RuntimeError, match="worker"):
+        phases(lines[:3], total=12.0)  # a run that never reached its workers says so
+
+
+def test_startup_cpu_is_grouped_by_what_each_process_is():
+    from bench.startup import process_kind
+
+    assert process_kind(["ray::TrainController.run"]) == process_kind(["ray::TrainController"]) == \
+        "ray::TrainController"
+    assert process_kind(["/v/bin/python", "-m", "pipeline.train", "preset=tiny"]) == "python -m pipeline.train"
+    assert process_kind(["/v/bin/python", "/v/lib/ray/dashboard/dashboard.py", "--host=127.0.0.1"]) == "dashboard.py"
+    assert process_kind(["/v/lib/ray/core/src/ray/raylet/raylet", "--node"]) == "raylet"

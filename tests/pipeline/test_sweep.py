@@ -19,7 +19,7 @@ from pipeline.sweep.trial import PARENT_TAG, TRIAL_TAG
 from pipeline.train.state import load_checkpoint
 from wavegan.metrics import relative_inception_score
 
-from ..conftest import ROOT, classifier_command, run_env
+from ..conftest import ROOT, run_env, store_with_classifier
 
 
 def sweep_config(**changes) -> SweepConfig:
@@ -122,12 +122,11 @@ def test_the_cluster_job_runs_the_same_sweep_with_every_place_absolute(tmp_path,
 
 
 @pytest.mark.slow
-def test_make_sweep_runs_nested_trials_cuts_the_bad_one_and_prints_a_reproduce_command(tone_shards, tmp_path):
+def test_make_sweep_runs_nested_trials_cuts_the_bad_one_and_prints_a_reproduce_command(tone_shards, classifier_store,
+                                                                                        tmp_path):
     """3 trials of preset=tiny, one at a time; lr 1.0 collapses the generator (|D|self 0), so ASHA cuts it at
     its first rung (step 10), right after a healthy trial recorded that rung."""
-    uri, storage = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "ray"
-    subprocess.run(classifier_command(tone_shards, storage, uri), cwd=ROOT, env=run_env(), check=True,
-                   capture_output=True, timeout=600)
+    uri, storage = store_with_classifier(classifier_store, tmp_path), tmp_path / "ray"
     args = [f"data.dir={tone_shards}", f"train.storage_path={storage}", f"tracking.uri={uri}",
             f"tracking.artifact_root={tmp_path / 'mlartifacts'}", "cluster.dashboard=false", "sweep.register_best=true"]
     done = subprocess.run(["make", "--no-print-directory", "sweep", "SWEEP=tiny", f"ARGS={shlex.join(args)}"],

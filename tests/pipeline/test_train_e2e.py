@@ -5,20 +5,16 @@ Each test runs `python -m pipeline.train` as a user would, in its own process gr
 
 from __future__ import annotations
 
-import subprocess
-
 import psutil
 import pytest
 from mlflow import MlflowClient
 
 from ..conftest import (
-    ROOT,
     checkpoints,
-    classifier_command,
     finish,
     kill_group,
-    run_env,
     start,
+    store_with_classifier,
     train_command,
     wait_for,
 )
@@ -50,17 +46,15 @@ def train_workers(driver: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, tmp_path):
+def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, classifier_store, tmp_path):
     """The driver dies (and the Ray it started with it): the same command, run again, resumes from the last
     checkpoint and continues the same MLflow run. Then a training worker is killed: Ray Train restarts the
     worker group from the newest checkpoint, and the run ends at its last step, registering its best-scoring
     checkpoint (registry.checkpoint=best): keeping one checkpoint, Ray kept the best next to the latest through
     both restarts. (One scenario, because every
     `pipeline.train` start costs about 100 s of Ray start-up on two cores.)"""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_with_classifier(classifier_store, tmp_path)  # make classifier: the stage before training's evaluation
     storage, log = tmp_path / "ray", tmp_path / "first.log"
-    subprocess.run(classifier_command(tone_shards, storage, uri), cwd=ROOT, env=run_env(), check=True,
-                   capture_output=True, timeout=600)  # make classifier: the stage before training that evaluates
     cmd = train_command(tone_shards, storage, uri, "cluster.num_workers=2", "train.steps=60", "eval=cpu",
                         "registry.checkpoint=best", "train.keep_checkpoints=1")
     first_cmd = [arg if arg != "train.steps=60" else "train.steps=80" for arg in cmd]  # the re-run shortens it
