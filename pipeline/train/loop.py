@@ -1,8 +1,12 @@
 """``train_loop_per_worker``: what every Ray Train worker runs.
 
-Rank 0 alone writes checkpoints and talks to MLflow; every rank calls ``ray.train.report`` at the
-same steps (it is a barrier). Metrics are averaged over ranks with one all-reduce per log interval,
-which is also where a non-finite loss is caught before it can reach a checkpoint.
+Rank 0 alone writes checkpoints and talks to MLflow (metrics of every log interval go there directly). Ray Train
+hears only what it acts on: every rank calls ``ray.train.report`` at the steps that checkpoint or evaluate (what
+Ray keeps, ranks the best checkpoint by, and passes on to a sweep), at the last step, and when a loss diverges.
+Each report is a barrier across ranks through an actor and waits for Ray Train's controller to take the previous
+one, which it polls every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s): reported at every log interval, that cost
+a run on two cores a quarter of its speed (BENCHMARKS.md). Metrics are averaged over ranks with one all-reduce
+per log interval, which is also where a non-finite loss is caught before it can reach a checkpoint.
 """
 
 from __future__ import annotations
@@ -179,7 +183,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         final = state.step == total or out_of_time
         stop = False
         checkpoint_due = state.step % ckpt_every == 0 or final
-        if evaluator.due(state.step) or (evaluator.enabled and final) or (best_metric and checkpoint_due):
+        evaluate = evaluator.due(state.step) or (evaluator.enabled and final) or bool(best_metric and checkpoint_due)
+        if evaluate:
             # "best" scores every checkpoint
             if rank == 0:
                 metrics.update(evaluator(state.sampler, state.step))  # the EMA generator when there is one
@@ -192,11 +197,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if stopper is not None:
                 stop = _rank0_says(stop, world, device)
         due = checkpoint_due or stop
-        with tempfile.TemporaryDirectory() as directory:
-            if rank == 0 and due:
-                save_state(state, directory, cfg)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)
-                             if rank == 0 and due else None)
+        if due or evaluate:  # the same steps on every rank
+            with tempfile.TemporaryDirectory() as directory:
+                if rank == 0 and due:
+                    save_state(state, directory, cfg)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)
+                                 if rank == 0 and due else None)
         tracker.log_metrics(metrics, state.step,
                             None if budget_s is None else (state.extra["train_seconds"], budget_s))
         tracker.maybe_preview(state)
