@@ -33,8 +33,11 @@ $(UV): $(LOCK)
 	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(VENV)/uv-requirement.txt
 	@touch $(UV)
 
+# --compile-bytecode: every process then loads compiled modules instead of compiling torch's, Ray's and MLflow's
+# sources again (nothing writes them later where PYTHONDONTWRITEBYTECODE is set): about 3 s less per process, and
+# a training run starts a dozen (BENCHMARKS.md, "Start-up").
 $(STAMP): $(LOCK) pyproject.toml $(UV)
-	$(UV) pip sync -q --python $(PY) --require-hashes $(LOCK)
+	$(UV) pip sync -q --python $(PY) --require-hashes --compile-bytecode $(LOCK)
 	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
 	$(PY) -m common.stack_check
 	@touch $(STAMP)
