@@ -129,7 +129,7 @@ def section_meanings(results: dict, only: str, everything: dict) -> list[str]:
                               "measure contention, not Ray." if busy else ""))
     if only == "startup":
         first = next(r for r in s["startup"]["rows"] if r["name"].endswith("to the first step line"))
-        steps = [r for r in s["startup"]["rows"] if r["name"].startswith("  ")]
+        steps = [r for r in s["startup"]["rows"] if r["name"].startswith("  ") and r["unit"] == "s"]
         slowest = sorted(steps, key=lambda r: -r["value"])[:2]
         out.append(f"**Start-up**: `make train ARGS=\"preset=tiny train.steps=4\"` reaches its first step line "
                    f"{first['value']:.0f} s after the command (target 45 s: "

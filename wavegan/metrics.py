@@ -306,7 +306,8 @@ def evaluate_generated(
 
     * ``is_mean, is_std`` (all clips of the set, ``splits`` parts), ``fid`` (penultimate
       features against all of the training set), ``mis``, ``am`` (against the mean
-      prediction on the training set): need ``classifier``;
+      prediction on the training set), ``is_rel`` (:func:`relative_inception_score` against the real test
+      row): need ``classifier``;
     * ``d_self, d_train`` (raw, first ``n_nn`` clips of the set; neighbours searched in all
       of the training set) and ``d_self_rel, d_train_rel`` (divided by the real test row's
       values), in the classifier's log-mel input representation;
@@ -346,6 +347,9 @@ def evaluate_generated(
                 row["mis"] = modified_inception_score(probs)
             if "am" in metrics:
                 row["am"] = am_score(probs, train_probs.mean(dim=0))
+        if "is" in metrics:
+            for name in sets:
+                rows[name]["is_rel"] = relative_inception_score(rows[name]["is_mean"], rows[REAL_TEST]["is_mean"])
 
     if "d_self" in metrics or "d_train" in metrics:
         if classifier is not None:

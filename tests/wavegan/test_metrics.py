@@ -235,11 +235,13 @@ def test_evaluate_generated_full_row_set_and_table():
         "d_train",
         "d_self_rel",
         "d_train_rel",
+        "is_rel",
         "upsampling_noise",
     }
     for row in rows.values():
         assert set(row) == keys
         assert 1.0 <= row["is_mean"] <= 3.0
+    assert rows[REAL_TEST]["is_rel"] == 1.0
     assert rows[REAL_TRAIN]["fid"] == pytest.approx(0.0, abs=1e-6)
     assert rows[REAL_TRAIN]["d_train"] == 0.0
     lines = format_table1(rows).splitlines()
