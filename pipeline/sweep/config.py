@@ -14,7 +14,6 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.typed import typed
-from pipeline.sweep.ranking import Guard
 
 KINDS = ("grid", "choice", "uniform", "loguniform")
 
@@ -32,6 +31,35 @@ def override(key: str, value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"{key}=[{','.join(override('', v)[1:] for v in value)}]"
     return f"{key}={hydra_value(str(value))}" if isinstance(value, str) else f"{key}={value}"
+
+
+D_SELF_REL = "eval/d_self_rel"
+IS_REL = "eval/is_rel"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What keeps an evaluation from ranking its trial (sweep.collapse_ratio, sweep.quality_floor; see
+    :mod:`pipeline.sweep.ranking`)."""
+
+    collapse_ratio: float   # |D|self below this x the real clips': collapsed
+    quality_floor: float    # inception score gain below this x the real clips': not recognisable (0: no floor)
+
+    def fails(self, metrics: dict[str, Any]) -> str | None:
+        """Why this evaluation may not rank its trial (``collapsed`` / ``below the quality floor``), or None."""
+        if _below(metrics.get(D_SELF_REL), self.collapse_ratio):
+            return "collapsed"
+        if self.quality_floor > 0 and _below(metrics.get(IS_REL), self.quality_floor):
+            return "below the quality floor"
+        return None
+
+    def describe(self) -> str:
+        floor = f", inception score gain at least {self.quality_floor:g} x theirs" if self.quality_floor > 0 else ""
+        return f"|D|self at least {self.collapse_ratio:g} x the real clips'{floor}"
+
+
+def _below(value: Any, bound: float) -> bool:
+    return value is not None and math.isfinite(float(value)) and float(value) < bound
 
 
 @dataclass

@@ -21,8 +21,8 @@ from ray.tune import Callback
 
 from common.errors import ConfigError
 from common.typed import flatten
-from pipeline.sweep.config import SweepConfig, override
-from pipeline.sweep.ranking import D_SELF_REL, IS_REL, Guard, Trial, rank, reproduce_command, summarize, table
+from pipeline.sweep.config import D_SELF_REL, IS_REL, Guard, SweepConfig, override
+from pipeline.sweep.ranking import Trial, rank, reproduce_command, summarize, table
 from pipeline.sweep.trial import PARENT_TAG, SCORE, SWEEP_TAG, TRIAL_TAG, TrialSpec, run_trial
 from pipeline.tracking.client import Tracking
 from wavegan.metrics import optimum

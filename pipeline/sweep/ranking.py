@@ -17,33 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.sweep.config import D_SELF_REL, IS_REL, Guard, override
 from wavegan.metrics import higher_is_better
 
 WORST = 1e9  # finite: ASHA takes percentiles of the scores at each rung
-D_SELF_REL = "eval/d_self_rel"
-IS_REL = "eval/is_rel"
-
-
-@dataclass(frozen=True)
-class Guard:
-    collapse_ratio: float   # |D|self below this x the real clips': collapsed
-    quality_floor: float    # inception score gain below this x the real clips': not recognisable (0: no floor)
-
-    def fails(self, metrics: dict[str, Any]) -> str | None:
-        """Why this evaluation may not rank its trial (``collapsed`` / ``below the quality floor``), or None."""
-        if _below(metrics.get(D_SELF_REL), self.collapse_ratio):
-            return "collapsed"
-        if self.quality_floor > 0 and _below(metrics.get(IS_REL), self.quality_floor):
-            return "below the quality floor"
-        return None
-
-    def describe(self) -> str:
-        floor = f", inception score gain at least {self.quality_floor:g} x theirs" if self.quality_floor > 0 else ""
-        return f"|D|self at least {self.collapse_ratio:g} x the real clips'{floor}"
-
-
-def _below(value: Any, bound: float) -> bool:
-    return value is not None and math.isfinite(float(value)) and float(value) < bound
 
 
 def trial_score(metrics: dict[str, Any], metric: str, guard: Guard) -> float:
@@ -134,8 +111,6 @@ def _fmt(value: Any) -> str:
 def reproduce_command(base: list[str], trial: Trial, name: str) -> str:
     """The ``make train`` command that trains ``trial``'s config again, as a normal run named ``name``."""
     import shlex
-
-    from pipeline.sweep.config import override
 
     args = [*base, *(override(k, v) for k, v in trial.values.items()), f"train.run_name={name}"]
     last = {arg.split("=", 1)[0]: i for i, arg in enumerate(args)}  # a key given twice: its last value wins

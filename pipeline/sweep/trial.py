@@ -13,8 +13,8 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from pipeline.sweep.config import override
-from pipeline.sweep.ranking import Guard, trial_score
+from pipeline.sweep.config import Guard, override
+from pipeline.sweep.ranking import trial_score
 
 SCORE = "sweep/score"  # what Tune's scheduler and ranking read: the metric, or the worst value when the guard fails
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the trial's run under the sweep's

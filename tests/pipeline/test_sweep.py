@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from common.errors import ConfigError
 from pipeline.schema import compose
 from pipeline.sweep.__main__ import compose_sweep, split
-from pipeline.sweep.config import SweepConfig, override
-from pipeline.sweep.ranking import WORST, Guard, Trial, rank, reproduce_command, summarize, table, trial_score
+from pipeline.sweep.config import Guard, SweepConfig, override
+from pipeline.sweep.ranking import WORST, Trial, rank, reproduce_command, summarize, table, trial_score
 from pipeline.sweep.trial import PARENT_TAG, TRIAL_TAG
 from pipeline.train.state import load_checkpoint
 from wavegan.metrics import relative_inception_score
