@@ -4,9 +4,9 @@ Rank 0 alone writes checkpoints and talks to MLflow (metrics of every log interv
 hears only what it acts on: every rank calls ``ray.train.report`` at the steps that checkpoint or evaluate (what
 Ray keeps, ranks the best checkpoint by, and passes on to a sweep), at the last step, and when a loss diverges.
 Each report is a barrier across ranks through an actor and waits for Ray Train's controller to take the previous
-one, which it polls every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s): reported at every log interval, that cost
-a run on two cores a quarter of its speed (BENCHMARKS.md). Metrics are averaged over ranks with one all-reduce
-per log interval, which is also where a non-finite loss is caught before it can reach a checkpoint.
+one, which it polls every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s): reported at every log interval, an interval
+shorter than that poll waited for it. Metrics are averaged over ranks with one all-reduce per log interval, which
+is also where a non-finite loss is caught before it can reach a checkpoint.
 """
 
 from __future__ import annotations
