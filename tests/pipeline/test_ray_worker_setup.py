@@ -50,9 +50,21 @@ def test_workers_log_the_timeout_warning_without_its_traceback(local_ray):
     assert "Traceback" in log_a_timeout()  # the driver has no such filter: the same record carries its traceback
 
 
+def command_lines(processes: list[psutil.Process]) -> list[str]:
+    """The command lines of ``processes`` that still run (one that ended, or a zombie left by an earlier test's
+    subprocess, has none)."""
+    lines = []
+    for proc in processes:
+        try:
+            lines.append(" ".join(proc.cmdline()))
+        except psutil.Error:
+            pass
+    return lines
+
+
 @pytest.mark.slow
 def test_a_ray_started_with_dashboard_false_runs_no_dashboard(local_ray):
-    started = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    started = command_lines(psutil.Process().children(recursive=True))
     assert any("gcs_server" in cmd for cmd in started), started  # the Ray that connect() started, seen from here
     # Ray keeps a headless dashboard process for its own bookkeeping: no web frontend, none of the head modules
     # (each its own process, titled ray-dashboard-<Module>-0) that a dashboard serves.
