@@ -39,9 +39,13 @@ def alive_nodes(state) -> set[str]:
 def worker_raylet(state) -> int:
     """PID of the raylet of worker node w1 (its temp dir is <temp_root>/w1)."""
     for proc in cluster_processes(Path(state.state_dir)):
-        if proc.label == "raylet":
+        if proc.label != "raylet":
+            continue
+        try:
             if f"{state.temp_root}/w1" in " ".join(psutil.Process(proc.pid).cmdline()):
                 return proc.pid
+        except psutil.Error:  # ended (or a zombie) since the listing
+            pass
     return 0
 
 
