@@ -76,6 +76,19 @@ def autoscaling_client_logger_name() -> str:
     return "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client"
 
 
+def placement_group_cleaner_logger_name() -> str:
+    """The logger under which Ray Train's placement-group cleaner warns, once a second, that it cannot ask Ray's
+    state API whether the Train controller lives.
+
+    The state API is the dashboard's: a Ray started with ``cluster.dashboard=false`` has none, so every poll
+    fails and warns. ``pipeline.train.ray_worker_setup`` keeps the first warning and explains it. The logger is
+    the module's ``logging.getLogger(__name__)``; its name is returned without importing Ray Train.
+
+    Checked with ray 2.60.0.
+    """
+    return "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
 def validate_launcher_config(config: dict[str, Any]) -> None:
     """Check a Ray cluster-launcher config (cluster/ray-cluster.yaml) as ``ray up`` does: defaults filled in,
     then validated; raises on an invalid config. ``config`` is left as it was.

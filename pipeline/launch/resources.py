@@ -138,5 +138,6 @@ def connect(cluster: dict) -> str:
     elif joined:
         where = "this process's"
     else:
-        where = "started here" + (", dashboard on http://127.0.0.1:8265" if cluster["dashboard"] else "")
+        where = "started here" + (", dashboard on http://127.0.0.1:8265" if cluster["dashboard"] else
+                                  " (no dashboard: cluster.dashboard=true serves one on http://127.0.0.1:8265)")
     return f"Ray {where}, ready in {time.perf_counter() - started:.1f} s"

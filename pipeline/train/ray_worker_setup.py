@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from common.private_api import autoscaling_client_logger_name
+from common.private_api import autoscaling_client_logger_name, placement_group_cleaner_logger_name
 
 
 class TracebackToOneLine(logging.Filter):
@@ -22,8 +22,33 @@ class TracebackToOneLine(logging.Filter):
         return True
 
 
+class StateApiUnreachableOnce(logging.Filter):
+    """Ray Train's placement-group cleaner asks Ray's state API every second whether the run's controller lives,
+    and warns each time it cannot. The state API is served by the dashboard, so in a Ray started without one
+    (``cluster.dashboard=false``) every poll warns: keep the first warning, say why, drop the rest."""
+
+    MESSAGE = "Failed to query Ray Train Controller actor state"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.MESSAGE not in record.getMessage():
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg, record.args = (
+            f"{record.getMessage()} Ray's state API is served by its dashboard (cluster.dashboard=false leaves it "
+            "out): the cleaner cannot tell whether the controller lives, and a placement group it would have freed "
+            "goes when this Ray stops, at the end of the run. Not repeated.", None)
+        return True
+
+
 def setup() -> None:
     # Ray Train's controller re-sends its resource request to the autoscaling coordinator every 20 s and waits 5 s
     # for the answer; on a busy machine (two cores, a worker group starting) that wait times out and the warning
     # comes with the whole GetTimeoutError traceback, although its own text says it is safe to ignore.
     logging.getLogger(autoscaling_client_logger_name()).addFilter(TracebackToOneLine())
+    logging.getLogger(placement_group_cleaner_logger_name()).addFilter(StateApiUnreachableOnce())

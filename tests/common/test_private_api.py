@@ -109,6 +109,20 @@ def test_autoscaling_client_logger_names_the_module_that_warns():
     assert logging.getLogger(name).name == name
 
 
+def test_placement_group_cleaner_logger_names_the_module_that_warns():
+    note = upgrade_note("placement_group_cleaner_logger_name", "ray")
+    name = private_api.placement_group_cleaner_logger_name()
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin, note + f"{name} is gone: find where the warning moved"
+    source = Path(spec.origin).read_text()
+    assert "logging.getLogger(__name__)" in source, note + f"{name} no longer logs under its module name"
+    from pipeline.train.ray_worker_setup import StateApiUnreachableOnce
+
+    assert StateApiUnreachableOnce.MESSAGE in source, (
+        note + f"{name} no longer warns '{StateApiUnreachableOnce.MESSAGE}': the filter in "
+        "pipeline.train.ray_worker_setup may be unneeded")
+
+
 def test_validate_launcher_config_accepts_the_projects_and_refuses_a_broken_one():
     import yaml
 

@@ -1,5 +1,6 @@
 """The Ray that pipeline.train starts: its workers log Ray Train's resource-request timeouts in one line, not a
-traceback, and it runs no dashboard when ``cluster.dashboard`` is false."""
+traceback, it runs no dashboard when ``cluster.dashboard`` is false, and then Ray Train's placement-group cleaner
+says once, not every second, that it cannot reach the dashboard's state API."""
 
 import io
 import logging
@@ -8,7 +9,7 @@ import psutil
 import pytest
 import ray
 
-from common.private_api import autoscaling_client_logger_name
+from common.private_api import autoscaling_client_logger_name, placement_group_cleaner_logger_name
 from pipeline.launch.resources import connect
 
 LOCAL = {"address": None, "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "worker_niceness": 0,
@@ -26,6 +27,21 @@ def log_a_timeout() -> str:
             raise ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
         except ray.exceptions.GetTimeoutError:
             logger.warning("Failed to send resource request for train-1. It's safe to ignore.", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def log_the_cleaners_warning(times: int) -> str:
+    """What Ray Train's placement-group cleaner logs at each poll that finds no state API, ``times`` times."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger(placement_group_cleaner_logger_name())
+    logger.addHandler(handler)
+    try:
+        for _ in range(times):
+            logger.warning("Failed to query Ray Train Controller actor state. State API may be temporarily "
+                           "unavailable. Continuing to monitor.")
     finally:
         logger.removeHandler(handler)
     return stream.getvalue()
@@ -71,3 +87,11 @@ def test_a_ray_started_with_dashboard_false_runs_no_dashboard(local_ray):
     dashboard = [cmd for cmd in started if "dashboard/dashboard.py" in cmd]
     assert dashboard and all("--disable-frontend" in cmd for cmd in dashboard), dashboard
     assert not [cmd for cmd in started if cmd.startswith("ray-dashboard-")], started
+
+
+@pytest.mark.slow
+def test_workers_say_once_that_the_state_api_is_unreachable(local_ray):
+    in_a_worker = ray.get(ray.remote(log_the_cleaners_warning).remote(3), timeout=120)
+    assert in_a_worker.count("Failed to query Ray Train Controller actor state") == 1, in_a_worker
+    assert "cluster.dashboard=false" in in_a_worker and "Not repeated." in in_a_worker
+    assert log_the_cleaners_warning(3).count("Failed to query") == 3  # the driver has no such filter

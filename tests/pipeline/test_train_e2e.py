@@ -70,6 +70,9 @@ def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, classifie
     victim.kill()  # and then a worker
     out = finish(proc2, log2, timeout=900)
     assert proc2.returncode == 0, out[-5000:]
+    # no dashboard here (cluster.dashboard=false): Ray Train's placement-group cleaner, which polls the dashboard's
+    # state API every second, says once that it cannot (pipeline/train/ray_worker_setup.py), not at every poll
+    assert out.count("Failed to query Ray Train Controller actor state") <= 1, out[-5000:]
     assert "resumed from checkpoint at step" in out and "done at step 60" in out
     client, run = the_run(uri)
     assert run.info.run_id == first.info.run_id, "the resumed training must continue the same MLflow run"
