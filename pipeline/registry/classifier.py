@@ -62,8 +62,9 @@ class ClassifierInfo:
     extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
-        acc = f", test accuracy {self.test_accuracy:.3f}" if self.test_accuracy is not None else ""
-        return f"{self.uri} ({len(self.labels)} classes{acc})"
+        about = ([f"{len(self.labels)} classes"] if self.labels else []) + (
+            [f"test accuracy {self.test_accuracy:.3f}"] if self.test_accuracy is not None else [])
+        return self.uri + (f" ({', '.join(about)})" if about else "")  # a URI given as is: nothing known yet
 
 
 def _version_info(mv, name: str) -> ClassifierInfo:

@@ -28,7 +28,7 @@ from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.generated import generate_audio
 from pipeline.evaluate.real_data import Reference
 from pipeline.evaluate.training import EarlyStopping, Evaluator, prepare_training_eval
-from pipeline.registry.classifier import MODEL_NAME, find_classifier, load_classifier
+from pipeline.registry.classifier import MODEL_NAME, ClassifierInfo, find_classifier, load_classifier
 from pipeline.tracking.client import Tracking
 from pipeline.train.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
@@ -339,3 +339,12 @@ def test_conditional_model_gets_label_accuracy_per_label(classifier_trained, dat
                  *OVERRIDES])
     captured = capsys.readouterr()
     assert code == 2 and "unknown label 'nope'" in captured.err and ", ".join(names) in captured.err
+
+
+def test_a_classifier_given_by_uri_is_named_without_made_up_facts(tmp_path):
+    """``eval.classifier_uri`` is taken as given (no registry lookup): its lines name the URI, not "0 classes"."""
+    pinned = lookup_classifier({}, str(tmp_path), Tracking(uri=f"sqlite:///{tmp_path}/mlflow.db"),
+                               classifier_uri="models:/wavegan-classifier/2")
+    assert pinned.describe() == "models:/wavegan-classifier/2"
+    known = ClassifierInfo(uri="models:/wavegan-classifier/1", labels=["a", "b"], test_accuracy=0.9961)
+    assert known.describe() == "models:/wavegan-classifier/1 (2 classes, test accuracy 0.996)"
