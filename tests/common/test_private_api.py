@@ -97,27 +97,28 @@ def test_ray_train_report_logger_is_the_one_that_logs_reports():
     assert "Reporting training result" in source, note + f"{name} no longer logs the reports"
 
 
-def test_autoscaling_client_logger_names_the_module_that_warns():
-    note = upgrade_note("autoscaling_client_logger_name", "ray")
-    name = private_api.autoscaling_client_logger_name()
+def module_logger_source(entry: str) -> tuple[str, str, str]:
+    """The upgrade note, logger name and source of a private_api entry that names a module's own logger."""
+    note = upgrade_note(entry, "ray")
+    name = getattr(private_api, entry)()
     spec = importlib.util.find_spec(name)
     assert spec is not None and spec.origin, note + f"{name} is gone: find where the warning moved"
     source = Path(spec.origin).read_text()
     assert "logging.getLogger(__name__)" in source, note + f"{name} no longer logs under its module name"
+    assert logging.getLogger(name).name == name
+    return note, name, source
+
+
+def test_autoscaling_client_logger_names_the_module_that_warns():
+    note, name, source = module_logger_source("autoscaling_client_logger_name")
     assert "Failed to send resource request" in source and "exc_info=True" in source, (
         note + f"{name} no longer warns with a traceback: pipeline.train.ray_worker_setup may be unneeded")
-    assert logging.getLogger(name).name == name
 
 
 def test_placement_group_cleaner_logger_names_the_module_that_warns():
-    note = upgrade_note("placement_group_cleaner_logger_name", "ray")
-    name = private_api.placement_group_cleaner_logger_name()
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.origin, note + f"{name} is gone: find where the warning moved"
-    source = Path(spec.origin).read_text()
-    assert "logging.getLogger(__name__)" in source, note + f"{name} no longer logs under its module name"
     from pipeline.train.ray_worker_setup import StateApiUnreachableOnce
 
+    note, name, source = module_logger_source("placement_group_cleaner_logger_name")
     assert StateApiUnreachableOnce.MESSAGE in source, (
         note + f"{name} no longer warns '{StateApiUnreachableOnce.MESSAGE}': the filter in "
         "pipeline.train.ray_worker_setup may be unneeded")
