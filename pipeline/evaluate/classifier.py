@@ -77,8 +77,11 @@ def lookup_classifier(eval_cfg: dict, data_dir: str, tracking: Tracking, *, clas
     config_name = config_name or _eval_config_named(classifier_spec(eval_cfg, manifest), manifest)
     others = ""
     if other_specs:
-        others = (f" ({model_name} versions {', '.join(i.version for i in other_specs)} were trained on these shards "
-                  f"with other classifier settings: pass --classifier-uri {other_specs[0].uri} to use one)")
+        versions, uri = ", ".join(i.version for i in other_specs), other_specs[0].uri
+        which = f"version {versions} was" if len(other_specs) == 1 else f"versions {versions} were"
+        others = (f" ({model_name} {which} trained on these shards with other classifier settings, for example "
+                  f"an earlier conf/eval: to score with it, pin it with --classifier-uri {uri} (make eval) or "
+                  f"eval.classifier_uri={uri} (make train, make sweep))")
     config = config_name or "<the eval config>"
     same = "" if config_name else " with the same eval overrides (they match no conf/eval option as they are)"
     raise ClassifierMissing(

@@ -161,6 +161,13 @@ def test_classifier_trained_registered_and_reused(classifier_trained, data, eval
     with torch.no_grad():
         assert torch.equal(model2(audio[:4]), model.eval()(audio[:4]))
     assert find_classifier(tracking_of(eval_store), "another-fingerprint")[0] is None
+    # other settings (an eval config changed since): not reused, but named, with how to pin it where it scores
+    changed = {**cfg, "train": {**cfg["train"], "max_epochs": int(cfg["train"]["max_epochs"]) + 1}}
+    with pytest.raises(ClassifierMissing) as other:
+        lookup_classifier(changed, data["labelled"], tracking_of(eval_store))
+    assert f"version {info.version} was trained on these shards with other classifier settings" in str(other.value)
+    assert f"--classifier-uri {info.uri} (make eval)" in str(other.value)
+    assert f"eval.classifier_uri={info.uri} (make train" in str(other.value)
     # shards without labels: the stage refuses, saying how to get labels
     assert classifier_cli.main(["--data-dir", data["unlabelled"], "--config", "cpu", *store_args(eval_store)]) == 2
 
