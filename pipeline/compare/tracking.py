@@ -55,7 +55,9 @@ def log_page(tracking: Tracking, run_id: str, page: Path, version: tuple[str, st
     artifact's URI under :func:`comparison_tag` of ``against``. Returns that URI."""
     mlflow_client = tracking.client
     mlflow_client.log_artifact(run_id, str(page), ARTIFACT_DIR)
-    uri = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}/{page.name}"
+    run = mlflow_client.get_run(run_id)
+    tracking.mark_training(mlflow_client.get_experiment(run.info.experiment_id))  # its experiment opens for training
+    uri = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}/{page.name}"
     if version is not None:
         mlflow_client.set_model_version_tag(*version, comparison_tag(against), uri)
     return uri

@@ -20,6 +20,9 @@ from typing import Any
 from common.paths import PROJECT_ROOT
 
 DEFAULT_EXPERIMENT = "wavegan"
+# MLflow's UI opens an experiment in training mode (runs table, training pages) or in GenAI mode (traces, judges,
+# prompts) by this tag; without it MLflow infers GenAI. Every experiment the project creates or uses gets it.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -69,15 +72,24 @@ class Tracking:
 
     @functools.cached_property
     def experiment_id(self) -> str:
-        """The experiment's id, created on first use (a local store keeps its artifacts in ``artifact_root``)."""
+        """The experiment's id, created on first use (a local store keeps its artifacts in ``artifact_root``) and
+        tagged a training experiment (:data:`EXPERIMENT_KIND`), also when an older one lacks the tag."""
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
-            return found.experiment_id
+            return self.mark_training(found)
         location = None
         if self.uri.startswith("sqlite:"):  # a server decides where artifacts go for itself
             root = Path(self.artifact_root or PROJECT_ROOT / "mlartifacts").resolve().as_uri()
             location = f"{root}/{self.experiment}"
-        return self.client.create_experiment(self.experiment, artifact_location=location)
+        return self.client.create_experiment(self.experiment, artifact_location=location,
+                                             tags=dict([EXPERIMENT_KIND]))
+
+    def mark_training(self, experiment) -> str:
+        """Tag ``experiment`` (an MLflow ``Experiment``, made before the tag existed) a training experiment when it
+        is not; its id."""
+        if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            self.client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+        return experiment.experiment_id
 
     @contextlib.contextmanager
     def global_uri(self) -> Iterator[None]:
