@@ -6,6 +6,7 @@ PYTHON_BIN ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
+WEB_NPM    := web/node_modules/.package-lock.json
 
 # Data locations (override on the command line).
 DEMO_KIND  ?= auto
@@ -16,7 +17,8 @@ ARGS       ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock system-deps demo demo-chain lint test test-fast test-deps demo-data shards classifier train sweep sweep-cluster \
-        train-cluster cluster-up cluster-down mlflow-ui promote compare generate serve eval bench summary clean
+        train-cluster cluster-up cluster-down mlflow-ui promote compare generate serve eval bench summary clean \
+        export web web-serve
 
 help: ## list every target with one line each
 	@echo "WaveGAN pipeline. Usage: make <target> [VAR=value ...]"
@@ -68,13 +70,13 @@ system-deps: ## install the Debian packages the demo and tests use when missing 
 lint: setup ## ruff check over the whole tree (rules in pyproject.toml [tool.ruff])
 	$(VENV)/bin/ruff check .
 
-test-deps: # what the tests need from Debian: SYSTEM_PKGS, a headless browser (compare page test) and the soundfont renderer (instruments set), not for the demo
-	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS="$(SYSTEM_PKGS) $(BROWSER_PKGS) $(AUDIO_PKGS)"
+test-deps: # what the tests need from Debian: SYSTEM_PKGS, a headless browser (compare page test) and the soundfont renderer (instruments set), not for the demo; npm for the web page
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS="$(SYSTEM_PKGS) $(BROWSER_PKGS) $(AUDIO_PKGS) npm"
 
-test: setup test-deps lint ## run lint, then the whole test suite (the command CI runs)
+test: setup test-deps $(WEB_NPM) lint ## run lint, then the whole test suite (the command CI runs)
 	$(PY) -m pytest $(ARGS)
 
-test-fast: setup ## run the tests not marked slow
+test-fast: setup $(WEB_NPM) ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 demo-data: setup ## make demo datasets: DEMO_KIND=auto|digits|tones|instruments (auto picks digits when espeak-ng exists; instruments needs fluidsynth fluid-soundfont-gm)
@@ -131,6 +133,21 @@ serve: setup ## REST endpoint for a registered generator on 127.0.0.1: make serv
 	  $(PY) -m mlflow models serve -m $(or $(MODEL_URI),models:/wavegan-generator@champion) \
 	  --env-manager local -h $(or $(HOST),127.0.0.1) -p $(or $(PORT),5001)
 
+# onnxruntime-web at web/package-lock.json's exact version (the page's runtime; make web copies it in).
+$(WEB_NPM): web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: sudo apt-get install npm (make web needs onnxruntime-web)" >&2; exit 1; }
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	@touch $(WEB_NPM)
+
+export: setup ## ONNX file of a generator, checked against PyTorch, logged + tagged: make export [MODEL_URI=models:/wavegan-generator@champion]
+	$(PY) -m pipeline.export $(if $(MODEL_URI),--model $(MODEL_URI)) $(if $(OUT_FILE),--out $(OUT_FILE)) $(ARGS)
+
+web: setup $(WEB_NPM) ## the drum-machine page that generates in the browser: make web [MODEL_URI=...] -> outputs/web/<name>-v<N>/
+	$(PY) -m pipeline.export --web $(if $(MODEL_URI),--model $(MODEL_URI)) $(ARGS)
+
+web-serve: setup ## serve outputs/web on 127.0.0.1 with COOP/COEP headers (threads): make web-serve [PORT=8000]
+	$(PY) -m pipeline.export.serve $(if $(PORT),--port $(PORT)) $(ARGS)
+
 eval: setup ## evaluate a model against real data (inception score, FID, |D|self, |D|train)
 	$(PY) -m pipeline.evaluate $(if $(MODEL_URI),--model-uri $(MODEL_URI)) $(if $(N),--n $(N)) $(ARGS)
 
@@ -162,7 +179,7 @@ demo-chain: # the steps of `make demo`, in a make of their own so that SRC sees 
 	@echo; echo "[demo] done. Made: shards in $(OUT), MLflow runs and models in mlflow.db + mlartifacts/," \
 	  "2 clips per label (per digit or note) + a spectrogram sheet in outputs/demo/."
 	@echo "[demo] next: listen to outputs/demo/*.wav; make mlflow-ui (http://127.0.0.1:5000: curves, previews," \
-	  "the registered model); then the README's 'A day with the pipeline'."
+	  "the registered model); make web (play it in the browser); then the README's 'A day with the pipeline'."
 
 clean: ## remove generated data, outputs and local MLflow / Ray state (keeps .venv)
 	rm -rf data outputs mlruns mlartifacts mlflow.db ray_results .cluster
