@@ -112,6 +112,7 @@ class EvalConfig:
     is_splits: int
     is_min_split_size: int
     n_nn: int
+    distance_floor_db: float
     batch_size: int
     model_name: str
     seed: int

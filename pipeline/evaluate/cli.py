@@ -198,7 +198,8 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
         classifier_uri = info.uri
         log(f"[eval] classifier: {info.describe()}")
     splits = int(cfg.get("is_splits", 10))
-    reference = build_reference(data_dir, classifier, metrics=metrics, splits=splits, n_nn=int(cfg.get("n_nn", 1000)),
+    reference = build_reference(data_dir, classifier, metrics=metrics, splits=splits,
+                                n_nn=min(int(cfg["n_nn"]), n), floor_db=float(cfg["distance_floor_db"]),
                                 n_real=cfg.get("n_real"), batch_size=int(cfg.get("batch_size", 256)),
                                 min_split_size=int(cfg.get("is_min_split_size", 50)), log=log)
     t0 = time.perf_counter()
@@ -215,8 +216,10 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = print) -> in
     text = f"{format_table1(table)}\n({directions_note()})"
     if classifier_uri:
         text = f"Scores by classifier {classifier_uri} (conf/eval/{config_name}.yaml)\n{text}"
-    log(f"[eval] {n} generated clips (seed {seed}), IS over {reference.effective_splits(n)} splits, |D| over "
-        f"{min(int(cfg.get('n_nn', 1000)), n)} clips, relative to real (test) ({time.perf_counter() - t0:.1f} s)")
+    sizes = (f", |D| over {min(int(cfg['n_nn']), n)} clips (|D|self: sets of {reference.set_size})"
+             if reference.uses_distances else "")
+    log(f"[eval] {n} generated clips (seed {seed}), IS over {reference.effective_splits(n)} splits{sizes} "
+        f"({time.perf_counter() - t0:.1f} s)")
     print(text, flush=True)
     if "label_accuracy" in row:
         print(format_label_scores(row), flush=True)

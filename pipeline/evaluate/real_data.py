@@ -20,17 +20,18 @@ from wavegan.metrics import (
     am_score,
     d_self,
     d_train,
+    distance_features,
     feature_stats,
     frechet_distance_from_stats,
     inception_score,
-    log_mel_features,
     modified_inception_score,
     relative_distances,
     relative_inception_score,
+    set_size,
     upsampling_noise,
 )
 
-ROW_KEYS = ("is_mean", "is_std", "fid", "mis", "am", "d_self", "d_train", "d_self_rel", "d_train_rel",
+ROW_KEYS = ("is_mean", "is_std", "fid", "mis", "am", "d_self", "d_train", "d_self_rel", "d_train_rel", "d_self_n",
             "is_rel", "upsampling_noise")
 #: class-conditional models: accuracy of the classifier on clips generated for each label (overall and per label)
 LABEL_KEYS = ("label_accuracy",)
@@ -46,10 +47,12 @@ class Reference:
     Same definitions as :func:`wavegan.metrics.evaluate_generated` (tested equal), but the real
     sets go through the classifier and the log-mel front end only once, so scoring a model during
     training costs only its own clips. Keeps the training set's class-probability mean, embedding
-    mean/covariance and log-mel features (the |D|train search space), not its audio.
+    mean/covariance and log-mel features (the |D|train search space), not its audio. |D|self compares sets of
+    ``set_size`` clips, the smaller of ``n_nn`` and the real test clips: a generated set must hold at least as many.
     """
 
     def __init__(self, classifier: EvalClassifier | None, train_audio: Tensor, test_audio: Tensor, *,
+                 floor_db: float,
                  metrics: Sequence[str] = ALL_METRICS, splits: int = 10, n_nn: int = 1000, batch_size: int = 256,
                  sample_rate: int = 16000, min_split_size: int = 50, train_labels: Tensor | None = None,
                  label_names: Sequence[str] = ()):
@@ -59,6 +62,7 @@ class Reference:
         if classifier is None and needs:
             raise EvalError(f"metrics {needs} need a classifier (labelled data); request only {UNLABELED_METRICS}")
         self.classifier, self.splits, self.n_nn, self.batch_size = classifier, splits, n_nn, batch_size
+        self.floor_db = floor_db
         self.sample_rate = classifier.sample_rate if classifier is not None else sample_rate
         self.slice_len = train_audio.shape[-1]
         self.n_train, self.n_test = train_audio.shape[0], test_audio.shape[0]
@@ -84,15 +88,17 @@ class Reference:
             else:
                 self.front_end = LogMelFeatures(sample_rate).fit(
                     train_audio[i : i + batch_size] for i in range(0, train_audio.shape[0], batch_size))
-            self.train_feats = log_mel_features(self.front_end, train_audio, batch_size)
-            train_feats = self.train_feats[:n_nn]
+            self.set_size = set_size(n_nn, self.n_test)
+            self.train_feats = distance_features(self.front_end, train_audio, floor_db, batch_size)
+            train_feats = self.train_feats
         self.test_row: dict[str, float] | None = None
+        self.train_row: dict[str, float] | None = None
         test_row = self._row(test_audio, splits)
         self.test_row = test_row
+        self.train_row = self._row(train_audio, splits, outputs=train_out, feats=train_feats)
         self._relative(test_row)
-        train_row = self._row(train_audio, splits, outputs=train_out, feats=train_feats)
-        self._relative(train_row)
-        self.rows = {REAL_TRAIN: train_row, REAL_TEST: test_row}
+        self._relative(self.train_row)
+        self.rows = {REAL_TRAIN: self.train_row, REAL_TEST: test_row}
 
     def effective_splits(self, n: int, splits: int | None = None) -> int:
         """``splits``, lowered so that every split holds at least ``min_split_size`` clips (at least 1 split).
@@ -105,7 +111,7 @@ class Reference:
 
     def _relative(self, row: dict[str, float]) -> None:
         if self.uses_distances:
-            row.update(relative_distances(row, self.test_row))
+            row.update(relative_distances(row, self.train_row, self.test_row))
         if "is_mean" in row and "is_mean" in self.test_row:
             row["is_rel"] = relative_inception_score(row["is_mean"], self.test_row["is_mean"])
 
@@ -124,9 +130,10 @@ class Reference:
                 row["am"] = am_score(probs, self.train_probs_mean)
         if self.uses_distances:
             if feats is None:
-                feats = log_mel_features(self.front_end, audio[: self.n_nn], self.batch_size)
-            row["d_self"] = d_self(feats)
-            row["d_train"] = d_train(feats, self.train_feats)
+                feats = distance_features(self.front_end, audio[: self.n_nn], self.floor_db, self.batch_size)
+            row["d_self"] = d_self(feats, self.set_size)  # the training set: over all its subsets of that size
+            row["d_self_n"] = self.set_size
+            row["d_train"] = d_train(feats[: self.n_nn], self.train_feats)
         if "upsampling_noise" in self.metrics:
             row["upsampling_noise"] = upsampling_noise(audio[: self.n_nn], self.sample_rate)
         return row
@@ -139,6 +146,9 @@ class Reference:
             raise EvalError(f"generated clips have {audio.shape[-1]} samples but the real data {self.slice_len}")
         if audio.shape[0] < 2:
             raise EvalError("need at least 2 generated clips")
+        if self.uses_distances and audio.shape[0] < self.set_size:
+            raise EvalError(f"|D|self compares sets of {self.set_size} clips (eval.n_nn and the real test clips), but "
+                            f"only {audio.shape[0]} were generated: generate at least {self.set_size}, or lower n_nn")
         row = self._row(audio, self.splits if splits is None else splits, outputs=outputs)
         self._relative(row)
         return row
@@ -176,7 +186,7 @@ class Reference:
 
 
 def build_reference(data_dir: str, classifier: EvalClassifier | None, *, metrics: Sequence[str], splits: int,
-                    n_nn: int, n_real: int | None, batch_size: int, min_split_size: int = 50,
+                    n_nn: int, floor_db: float, n_real: int | None, batch_size: int, min_split_size: int = 50,
                     log: Callable[[str], None] = print) -> Reference:
     """Load the real train and test clips of ``data_dir`` (the valid split stands in for a missing test split)."""
     from data_prep.loader import read_manifest
@@ -194,6 +204,7 @@ def build_reference(data_dir: str, classifier: EvalClassifier | None, *, metrics
     train = load_clips(data_dir, "train", n_real)
     test = load_clips(data_dir, test_split, n_real)
     reference = Reference(classifier, train.audio(), test.audio(), metrics=metrics, splits=splits, n_nn=n_nn,
+                          floor_db=floor_db,
                           batch_size=batch_size, sample_rate=int(manifest.get("sample_rate", 16000)),
                           min_split_size=min_split_size, train_labels=train.labels, label_names=label_names(manifest))
     log(f"[eval] real data: {len(train)} train / {len(test)} {test_split} clips from {data_dir} "

@@ -84,7 +84,8 @@ class Evaluator:
             n_real = self.cfg.get("n_real_during_training", self.cfg.get("n_real"))
             self.reference = build_reference(
                 self.data_dir, classifier, metrics=metrics, splits=self.splits,
-                n_nn=min(int(self.cfg.get("n_nn", 1000)), self.n), n_real=None if n_real is None else int(n_real),
+                n_nn=min(int(self.cfg["n_nn"]), self.n), floor_db=float(self.cfg["distance_floor_db"]),
+                n_real=None if n_real is None else int(n_real),
                 batch_size=int(self.cfg.get("batch_size", 256)),
                 min_split_size=int(self.cfg.get("is_min_split_size", 50)), log=self.log)
             real = self.reference.rows[REAL_TRAIN]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ from pipeline.train.state import TrainState, load_checkpoint, save_state
 from wavegan import build_gan
 from wavegan.classifier import EvalClassifier
 from wavegan.losses import build_optimizers
-from wavegan.metrics import ALL_METRICS, evaluate_generated, format_table1
+from wavegan.metrics import ALL_METRICS, REAL_TEST, evaluate_generated, format_table1
 
 ROOT = Path(__file__).resolve().parents[2]
 # The CPU eval config, shrunk further so the classifier trains in seconds on ~110 clips.
@@ -253,8 +254,9 @@ def test_reference_equals_evaluate_generated():
     classifier = EvalClassifier(3, slice_len=length, channels=(2, 2, 2, 2), embed_dim=8, dropout=0.0).eval()
     train, test, fake = torch.randn(24, 1, length), torch.randn(12, 1, length) * 0.5, torch.rand(10, 1, length)
     classifier.fit_normalization([train])
-    expected = evaluate_generated(classifier, fake, train, test, splits=2, model_name="m", n_nn=8, batch_size=5)
-    reference = Reference(classifier, train, test, splits=2, n_nn=8, batch_size=5, min_split_size=1)
+    expected = evaluate_generated(classifier, fake, train, test, splits=2, model_name="m", n_nn=8, batch_size=5,
+                                  floor_db=-80.0)
+    reference = Reference(classifier, train, test, splits=2, n_nn=8, batch_size=5, min_split_size=1, floor_db=-80.0)
     got = reference.table("m", reference.score(fake))
     assert set(got) == set(expected)
     for name in expected:
@@ -262,10 +264,13 @@ def test_reference_equals_evaluate_generated():
         for key, value in expected[name].items():
             assert got[name][key] == pytest.approx(value, rel=1e-9, abs=1e-9), (name, key)
     assert format_table1(got) == format_table1(expected)
-    unlabelled = Reference(None, train, test, metrics=("d_self", "d_train"), n_nn=8, sample_rate=16000)
-    assert set(unlabelled.score(fake)) == {"d_self", "d_train", "d_self_rel", "d_train_rel"}
+    unlabelled = Reference(None, train, test, metrics=("d_self", "d_train"), n_nn=8, sample_rate=16000,
+                           floor_db=-80.0)
+    assert set(unlabelled.score(fake)) == {"d_self", "d_train", "d_self_rel", "d_train_rel", "d_self_n"}
+    with pytest.raises(ValueError, match="at least 8"):  # |D|self compares sets of 8: fewer generated clips cannot
+        unlabelled.score(fake[:7])
     with pytest.raises(ValueError, match="need a classifier"):
-        Reference(None, train, test, metrics=ALL_METRICS)
+        Reference(None, train, test, metrics=ALL_METRICS, floor_db=-80.0)
 
 
 def test_evaluator_during_training(classifier_trained, data, eval_store):
@@ -355,3 +360,63 @@ def test_a_classifier_given_by_uri_is_named_without_made_up_facts(tmp_path):
     assert pinned.describe() == "models:/wavegan-classifier/2"
     known = ClassifierInfo(uri="models:/wavegan-classifier/1", labels=["a", "b"], test_accuracy=0.9961)
     assert known.describe() == "models:/wavegan-classifier/1 (2 classes, test accuracy 0.996)"
+
+
+# ----------------------------------------------------------------------------------------------------
+# |D|self, calibrated (issue 39): points the yardstick must hit on the demo tones and the recorded instruments
+
+
+@pytest.fixture(scope="module")
+def calibration_data(data, tmp_path_factory) -> dict[str, str]:
+    """The labelled tones of this module, and recorded instruments (fluidsynth, 24 notes per instrument) when the
+    soundfont is installed."""
+    from data_prep import demo_data
+
+    out = {"tones": data["labelled"]}
+    if shutil.which("fluidsynth") and demo_data.SOUNDFONT.is_file():
+        root = tmp_path_factory.mktemp("calibration")
+        build_demo("instruments", root / "audio", per_class=24, seed=0, workers=1)
+        make_shards(ShardSettings.from_mapping({"src": str(root / "audio"), "out": str(root / "shards"),
+                                                "workers": 1, "progress": False}))
+        out["instruments"] = str(root / "shards")
+    return out
+
+
+def collapsed_latents(n: int, num_classes: int, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deliberately collapsed generator's inputs: one latent per label, plus noise of 1e-3."""
+    labels = torch.arange(n) % num_classes
+    anchors = torch.rand(num_classes, latent_dim, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    return anchors[labels] + 1e-3 * torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(4)), labels
+
+
+@pytest.mark.parametrize("kind", ["tones", "instruments"])
+def test_d_self_calibration_points(kind, calibration_data):
+    """Real clips score about 1, faint hiss on them changes nothing, a collapsed generator scores below 0.2, and a
+    freshly initialised one (faint noise, -54 dBFS RMS) sits between: the yardstick of the sweep's collapse guard."""
+    from wavegan.sampling import generate
+
+    if kind not in calibration_data:
+        pytest.skip("fluidsynth / fluid-soundfont-gm not installed (make test-deps)")
+    data_dir = calibration_data[kind]
+    train, test = load_clips(data_dir, "train").audio(), load_clips(data_dir, "test").audio()
+    floor_db = load_eval_config("default")["distance_floor_db"]
+    n = 2 * test.shape[0]  # generated sets larger than the real test set: |D|self still compares equal sizes
+    reference = Reference(None, train, test, metrics=("d_self", "d_train"), n_nn=n, floor_db=floor_db)
+    assert reference.set_size == test.shape[0] and reference.rows[REAL_TEST]["d_self_n"] == test.shape[0]
+    real_test = reference.rows[REAL_TEST]["d_self_rel"]
+    if kind == "tones":  # train and test drawn alike; the instruments' test split holds out 2 pitches (RESULTS.md)
+        assert 0.8 < real_test < 1.2
+    noisy = test + 10 ** (-60 / 20) * torch.randn(test.shape, generator=torch.Generator().manual_seed(1))
+    assert reference.score(torch.cat([noisy, noisy]))["d_self_rel"] == pytest.approx(real_test, rel=0.1)
+
+    num_classes = len(read_manifest(data_dir)["labels"]["names"])
+    torch.manual_seed(0)
+    gan = build_gan({**MODEL, "dim": 8, "latent_dim": 100, "num_classes": num_classes})
+    fresh = reference.score(generate_audio(gan, n, seed=0))["d_self_rel"]
+    z, labels = collapsed_latents(n, num_classes, 100)
+    collapsed = reference.score(generate(gan, z, labels).float())["d_self_rel"]
+    assert collapsed < 0.2
+    # an untrained generator makes faint noise (about -54 dBFS RMS at d=8), mostly below the floor: nearly one
+    # sound, so never past the sweep's collapse guard (0.5), yet more varied than the collapsed one (RESULTS.md:
+    # 0.13-0.19 on these sets)
+    assert collapsed < fresh < 0.5, fresh

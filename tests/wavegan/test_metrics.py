@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from wavegan.classifier import EvalClassifier
+from wavegan.classifier import EvalClassifier, LogMelFeatures
 from wavegan.metrics import (
     REAL_TEST,
     REAL_TRAIN,
@@ -13,12 +13,14 @@ from wavegan.metrics import (
     am_score,
     d_self,
     d_train,
+    distance_features,
     evaluate_generated,
     feature_stats,
     format_table1,
     frechet_distance,
     frechet_distance_from_stats,
     inception_score,
+    log_mel_features,
     modified_inception_score,
     nearest_neighbour_distance,
     relative_distances,
@@ -166,9 +168,39 @@ def test_nearest_neighbour_distance_matches_brute_force():
         nearest_neighbour_distance(queries, refs, exclude_self=True)
 
 
-def test_relative_distances():
-    rel = relative_distances({"d_self": 2.0, "d_train": 3.0}, {"d_self": 4.0, "d_train": 1.5})
+def test_d_self_over_subsets_of_one_size_averages_the_disjoint_subsets():
+    gen = torch.Generator().manual_seed(1)
+    points = torch.randn(23, 4, generator=gen)
+    parts = [d_self(points[i * 7 : (i + 1) * 7]) for i in range(3)]  # the last 2 points are left out
+    assert d_self(points, 7, chunk=3) == pytest.approx(sum(parts) / 3)
+    assert d_self(points, 23) == pytest.approx(d_self(points))
+    # the nearest of more neighbours is nearer: the size must be equal for sets to compare
+    assert d_self(points) < d_self(points, 7)
+    for bad in (1, 24):
+        with pytest.raises(ValueError, match="subsets"):
+            d_self(points, bad)
+
+
+def test_relative_distances_divide_d_self_by_the_training_clips_and_d_train_by_the_test_clips():
+    rel = relative_distances({"d_self": 2.0, "d_train": 3.0}, {"d_self": 4.0, "d_train": 0.0},
+                             {"d_self": 8.0, "d_train": 1.5})
     assert rel == {"d_self_rel": 0.5, "d_train_rel": 2.0}
+
+
+def test_distance_features_floor_makes_digital_silence_and_faint_hiss_one_point_and_keeps_louder_sound():
+    front_end = LogMelFeatures(SR).fit([_clips(4, 0)])
+    silence = torch.zeros(1, 1, L)
+    hiss = 10 ** (-100 / 20) * torch.randn(1, 1, L, generator=torch.Generator().manual_seed(0))  # -100 dBFS
+    t = torch.arange(L) / SR
+    quiet_tone = (10 ** (-40 / 20) * torch.sin(2 * math.pi * 440 * t))[None, None]
+    feats = distance_features(front_end, torch.cat([silence, hiss, quiet_tone]), floor_db=-80.0)
+    raw = log_mel_features(front_end, torch.cat([silence, hiss, quiet_tone]))
+    assert (raw[0] - raw[1]).norm() > 10  # the paper's features: exact zeros are far from any hiss
+    assert torch.equal(feats[0], feats[1])  # both below the floor: one point
+    assert (feats[2] - feats[0]).norm() > 10  # a -40 dBFS tone stays far above it
+    assert feats[2].max() == raw[2].max()  # its loudest bin is the paper's
+    with pytest.raises(ValueError, match="negative"):
+        distance_features(front_end, silence, floor_db=0.0)
 
 
 def test_relative_inception_score_is_the_gain_over_one_relative_to_the_real_clips():
@@ -209,12 +241,13 @@ def test_evaluate_generated_without_classifier():
     train, test = _clips(12, 0), _clips(8, 1)
     gen = train[:6].clone()  # memorised training clips
     with pytest.raises(ValueError, match="classifier"):
-        evaluate_generated(None, gen, train, test)
-    rows = evaluate_generated(None, gen, train, test, metrics=UNLABELED_METRICS, n_nn=6)
+        evaluate_generated(None, gen, train, test, floor_db=-80.0)
+    rows = evaluate_generated(None, gen, train, test, metrics=UNLABELED_METRICS, n_nn=6, floor_db=-80.0)
     assert set(rows) == {REAL_TRAIN, REAL_TEST, "generated"}
     assert rows["generated"]["d_train"] == pytest.approx(0.0, abs=1e-6)
     assert rows[REAL_TRAIN]["d_train"] == 0.0
-    assert rows[REAL_TEST]["d_self_rel"] == rows[REAL_TEST]["d_train_rel"] == 1.0
+    assert rows[REAL_TRAIN]["d_self_rel"] == rows[REAL_TEST]["d_train_rel"] == 1.0
+    assert {row["d_self_n"] for row in rows.values()} == {6}  # the smallest set: 6 generated clips
     assert rows[REAL_TEST]["d_train"] > 0
     table = format_table1(rows)
     assert "generated" in table and "|D|self" in table and "-" in table.splitlines()[2]
@@ -224,7 +257,7 @@ def test_evaluate_generated_full_row_set_and_table():
     torch.manual_seed(0)
     train, test, gen = _clips(20, 0), _clips(10, 1), _clips(10, 2)
     classifier = EvalClassifier(3, channels=(2, 2, 2, 2), embed_dim=4).fit_normalization([train])
-    rows = evaluate_generated(classifier, gen, train, test, splits=2, model_name="WaveGAN", n_nn=5)
+    rows = evaluate_generated(classifier, gen, train, test, splits=2, model_name="WaveGAN", n_nn=5, floor_db=-80.0)
     keys = {
         "is_mean",
         "is_std",
@@ -235,6 +268,7 @@ def test_evaluate_generated_full_row_set_and_table():
         "d_train",
         "d_self_rel",
         "d_train_rel",
+        "d_self_n",
         "is_rel",
         "upsampling_noise",
     }
