@@ -117,7 +117,7 @@ class ManifestBuilder:
     def clips(self) -> int:
         return sum(s["samples"] for s in self.split_stats.values())
 
-    def build(self, *, fingerprint: str, config: dict[str, Any], shards: dict[str, list[dict]], label_source: str,
+    def build(self, *, fingerprint: str, config: dict[str, Any], shards: dict[str, dict], label_source: str,
               split_source: str, sample_rate: int, slice_len: int, engine: str, created: str) -> dict[str, Any]:
         label_counts: dict[str, int] = {}
         for stats in self.split_stats.values():
@@ -130,7 +130,8 @@ class ManifestBuilder:
                 "samples": stats["samples"],
                 "seconds": round(stats["seconds"], 3),
                 "label_counts": dict(sorted(stats["label_counts"].items())),
-                "shards": shards[split],
+                "shards": shards[split]["shards"],
+                "index": shards[split]["index"],  # data_prep.stream.index: each sample's shard, bytes and label
             }
         return {
             "format": FORMAT,

@@ -177,8 +177,12 @@ def _check_output(store: OutputStore, fp: str, overwrite: bool) -> dict[str, Any
     manifest = store.read_json(MANIFEST)
     if manifest is not None:
         if manifest.get("fingerprint") == fp:
-            listed = [s for split in manifest["splits"].values() for s in split["shards"]]
+            splits = manifest["splits"].values()
+            listed = [s for split in splits for s in split["shards"] + ([split["index"]] if split.get("index") else [])]
             damaged = [s["name"] for s in listed if store.size(s["name"]) != s["bytes"]]
+            if any(split["samples"] and not split.get("index") for split in splits):
+                log.warning("%s: the shards predate the split index that training reads: rebuilding", store.url)
+                return None
             if not damaged:
                 return manifest
             log.warning("%s: manifest is current but %d shard(s) are missing or changed (%s...): rebuilding",
@@ -215,7 +219,8 @@ def _check_output(store: OutputStore, fp: str, overwrite: bool) -> dict[str, Any
 
 def _write_shards(
     store: OutputStore, jobs: list[FileJob], builder: ManifestBuilder, settings: ShardSettings
-) -> dict[str, list[dict]]:
+) -> dict[str, dict]:
+    """Every split's shards, and its index (None for an empty split)."""
     prep = settings.prep
     writers = {
         split: SplitShardWriter(store.work_dir, split, prep.samples_per_shard, store.publish) for split in SPLITS
@@ -241,7 +246,8 @@ def _write_shards(
         raise
     finally:
         bar.close()
-    return {split: [info.to_dict() for info in writer.close()] for split, writer in writers.items()}
+    return {split: {"shards": [info.to_dict() for info in writer.close()],
+                    "index": writer.index.to_dict() if writer.index else None} for split, writer in writers.items()}
 
 
 def _write_result(

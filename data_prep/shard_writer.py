@@ -81,7 +81,9 @@ class SplitShardWriter:
 
     A shard is written under a temporary name in `directory` and handed to
     `publish(temp_path, final_name)` only once it is complete, so a crash never
-    leaves a half-written file under a shard name.
+    leaves a half-written file under a shard name. Each finished shard is indexed
+    while it is still local (every sample's byte range and label), and `close`
+    publishes the split's index beside the shards (data_prep.stream.index).
     """
 
     def __init__(self, directory: str, split: str, samples_per_shard: int, publish: Callable[[str, str], None]):
@@ -90,6 +92,8 @@ class SplitShardWriter:
         self.samples_per_shard = samples_per_shard
         self.publish = publish
         self.shards: list[ShardInfo] = []
+        self.index: ShardInfo | None = None  # the split's index file, once closed with shards
+        self._rows: list = []  # index rows of the finished shards
         self._tar = None  # webdataset.TarWriter while a shard is open
         self._file: _HashingFile | None = None
         self._count = 0
@@ -105,6 +109,8 @@ class SplitShardWriter:
     def close(self) -> list[ShardInfo]:
         if self._tar is not None:
             self._finish()
+        if self._rows and self.index is None:
+            self._publish_index()
         return self.shards
 
     def abort(self) -> None:
@@ -136,6 +142,23 @@ class SplitShardWriter:
         self._tar.close()  # writes the end-of-archive blocks through the hashing file
         self._file.close()
         info = ShardInfo(self._name, self._count, self._file.size, self._file.sha256.hexdigest())
+        from data_prep.stream.index import index_tar  # after webdataset, like _open (imports numpy only)
+
+        with open(self._temp_path, "rb") as fh:
+            self._rows.append(index_tar(fh, self._temp_path, len(self.shards)))
         self.publish(self._temp_path, info.name)
         self.shards.append(info)
         self._tar = self._file = None
+
+    def _publish_index(self) -> None:
+        import numpy as np
+
+        from data_prep.stream.index import INDEX_NAME, write_index
+
+        name = INDEX_NAME.format(split=self.split)
+        temp = os.path.join(self.directory, partial_name(name))
+        write_index(np.concatenate(self._rows), temp)
+        with open(temp, "rb") as fh:
+            data = fh.read()
+        self.index = ShardInfo(name, sum(len(rows) for rows in self._rows), len(data), hashlib.sha256(data).hexdigest())
+        self.publish(temp, name)

@@ -24,7 +24,7 @@ MANIFEST = "manifest.json"
 # Written when a run starts and removed when its manifest is committed: shards
 # next to it belong to an unfinished run and are never trusted.
 IN_PROGRESS = ".shards-in-progress.json"
-_SHARD_FILE = re.compile(r"^(train|valid|test)-\d{6}\.tar$")
+_SHARD_FILE = re.compile(r"^(train|valid|test)-(\d{6}\.tar|index\.npy)$")  # shards and split indexes
 
 
 class OutputStore:

@@ -42,12 +42,23 @@ def tar_members(stream: BinaryIO, where: str = "") -> Iterator[tuple[str, bytes]
     written by tarfile's default format) and GNU long names are understood, so
     shards packed by other WebDataset tools read too.
     """
+    for name, data, _start, _end in tar_records(stream, where):
+        yield name, data
+
+
+def tar_records(stream: BinaryIO, where: str = "", *, start: int = 0,
+                eof_ok: bool = False) -> Iterator[tuple[str, bytes, int, int]]:
+    """(member name, data, first byte, end byte) for each regular file: the byte range [first, end) spans the
+    member's own headers (PAX, long name included) and its padded data, counted from ``start`` (the stream's
+    position in its file). ``eof_ok``: the stream may end at a member boundary without tar's end-of-archive
+    marker (a byte range cut out of a shard, see :mod:`data_prep.stream.reads`)."""
     read = stream.read
     long_name: bytes | None = None
     pax: dict[bytes, bytes] = {}
+    pos = first = start
     while True:
         header = read(_BLOCK)
-        if header == _ZERO_BLOCK:  # end-of-archive marker
+        if header == _ZERO_BLOCK or (eof_ok and not header and pos == first):  # end of archive / of the range
             return
         if len(header) < _BLOCK:
             raise TarFormatError(f"{where}: truncated: the file ends without tar's end-of-archive marker")
@@ -65,6 +76,7 @@ def tar_members(stream: BinaryIO, where: str = "") -> Iterator[tuple[str, bytes]
         padding = -size % _BLOCK
         if padding:
             read(padding)
+        pos += _BLOCK + size + padding
         if typeflag == b"x":
             pax = _pax_records(data, where)
         elif typeflag == b"L":
@@ -72,9 +84,12 @@ def tar_members(stream: BinaryIO, where: str = "") -> Iterator[tuple[str, bytes]
         elif typeflag in _REGULAR:
             name = pax.get(b"path") or long_name or _ustar_name(header)
             long_name, pax = None, {}
-            yield os.fsdecode(name), data
+            yield os.fsdecode(name), data, first, pos
+            first = pos
         elif typeflag not in _IGNORED:
             raise TarFormatError(f"{where}: unsupported tar member type {typeflag!r}")
+        else:
+            first = pos
 
 
 def _ustar_name(header: bytes) -> bytes:

@@ -6,6 +6,7 @@ being measured, and return plain dicts ready to print or log.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -81,10 +82,10 @@ def bench_loader(tmpdir: str, n_clips: int) -> dict:
     prep = PrepConfig(first_slice=True, pad_end=True, split=SplitConfig(valid=0.0, test=0.0), samples_per_shard=1024)
     make_shards(ShardSettings(src=src, out=out, prep=prep, workers=1, overwrite=True, progress=False))
 
-    batches = max(1, n_clips // _BATCH)
-    loader = build_loader(out, batch_size=_BATCH, batches_per_epoch=batches, num_workers=0, shuffle_buffer=2048)
+    loader = build_loader(out, global_batch=_BATCH, num_workers=0)
     next(iter(loader))  # warm-up: imports, first shard open
-    loader_rate = _rate(lambda: sum(audio.shape[0] for audio, _ in loader))
+    epoch = loader.batches_per_epoch
+    loader_rate = _rate(lambda: sum(audio.shape[0] for audio, _ in itertools.islice(loader, epoch)))
     eval_rate = _rate(lambda: sum(audio.shape[0] for audio, _ in iterate_split(out, "train", _BATCH)))
 
     def wav_loop() -> int:

@@ -21,8 +21,8 @@ SHARDS = ("src=/data/in", "out=/data/out")
 GROUPS = {
     "model": ("config", "model/wavegan.yaml", "dim", "model.dim=big", "model.dimm=3", "model.dim"),
     "loss": ("config", "loss/wgan-gp.yaml", "gp_weight", "loss.gp_weight=strong", "loss.gp_wieght=5", "loss.gp_weight"),
-    "data": ("config", "data/default.yaml", "shuffle_buffer", "data.num_workers=two", "data.shufle_buffer=9",
-             "data.shuffle_buffer"),
+    "data": ("config", "data/default.yaml", "shuffle_block", "data.num_workers=two", "data.shufle_block=9",
+             "data.shuffle_block"),
     "train": ("config", "train/default.yaml", "log_every", "train.steps=abc", "train.stepz=5", "train.steps"),
     "cluster": ("config", "cluster/local.yaml", "num_workers", "cluster.use_gpu=maybe", "cluster.num_worker=2",
                 "cluster.num_workers"),

@@ -16,7 +16,6 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
 
 import ray.train
 import ray.train.torch
@@ -28,19 +27,8 @@ from pipeline.evaluate.training import EarlyStopping, EvalError, Evaluator
 from pipeline.tracking.client import Tracking
 from pipeline.tracking.worker import console, open_worker_tracker
 from pipeline.train.run_config import RunConfig, TrainConfig
-from pipeline.train.state import build_state, derived_seed, load_checkpoint, save_state
+from pipeline.train.state import build_state, load_checkpoint, save_state
 from pipeline.train.step import DDP_KWARGS, IterationConfig, train_iteration
-
-
-def endless(loader: Iterable) -> Iterator:
-    """Chain the loader's fixed-length epochs into one stream."""
-    while True:
-        yielded = False
-        for batch in loader:
-            yielded = True
-            yield batch
-        if not yielded:
-            raise RuntimeError("the training data loader yielded no batch: are the shards empty?")
 
 
 class Meter:
@@ -78,6 +66,14 @@ class Meter:
         out["steps_per_s"] = self.count / max(elapsed, 1e-9)
         self.sums, self.counts, self.count, self.started = {}, {}, 0, time.perf_counter()
         return out
+
+
+def data_totals(loader) -> dict[str, float]:
+    """This rank's data counters since the run (re)started: bytes read, clips read, corrupt clips skipped.
+    Loader workers read ahead of the step by a few batches, and those count once read."""
+    counts = loader.counters.totals()
+    return {"data/bytes_read": counts["bytes_read"], "data/clips_read": counts["clips"],
+            "data/skipped_samples": counts["skipped"]}
 
 
 def _configure_threads(train: TrainConfig) -> None:
@@ -135,15 +131,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state.mlflow = {"uri": tracking.uri, "experiment": tracking.experiment, "run_id": tracking.run_id}
 
     iteration = IterationConfig.from_config(cfg)
-    local_batch = iteration.global_batch // world
+    # the rank's share of the epoch's global order, from the global batch the run has reached (a resumed run
+    # continues the interrupted epoch, on any number of workers)
     loader = build_loader(
-        data.dir, data.split, batch_size=local_batch, batches_per_epoch=run.plan.batches_per_epoch,
-        num_workers=data.num_workers, shuffle_buffer=data.shuffle_buffer,
-        seed=derived_seed(iteration.seed, state.batches_seen, 0) % (2**31), rank=rank, world_size=world,
-        pin_memory=data.pin_memory and device.type == "cuda",
+        data.dir, data.split, global_batch=iteration.global_batch, seed=iteration.seed, start=state.batches_seen,
+        num_workers=data.num_workers, block=data.shuffle_block, window=data.shuffle_window,
+        rank=rank, world_size=world, pin_memory=data.pin_memory and device.type == "cuda",
         labelled_only=state.gan.num_classes > 0,  # real clips carry their labels into the critic
     )
-    batches = endless(loader)
+    if loader.batches_per_epoch != run.plan.batches_per_epoch:
+        raise RuntimeError(f"the loader's epoch is {loader.batches_per_epoch} global batches, the driver planned "
+                           f"{run.plan.batches_per_epoch}: the shards changed since the run started?")
+    batches = iter(loader)
     tracker = open_worker_tracker(cfg, tracking, rank, state, device, resumed=resumed_from is not None)
     if resumed_from is not None:
         tracker.note(f"resumed from checkpoint at step {resumed_from}")
@@ -167,7 +166,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
         if state.step % log_every and state.step != total:
             continue
-        metrics = meter.reduce(device, totals={"data/skipped_samples": loader.errors})  # corrupt data, all ranks
+        metrics = meter.reduce(device, totals=data_totals(loader))  # summed over ranks
         metrics["clips_per_s"] = metrics["steps_per_s"] * iteration.global_batch * iteration.critic_steps
         metrics.update(step=state.step, epoch=state.step / run.plan.steps_per_epoch,
                        resumed_from_step=-1 if resumed_from is None else resumed_from)
@@ -200,6 +199,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if due or evaluate:  # the same steps on every rank
             with tempfile.TemporaryDirectory() as directory:
                 if rank == 0 and due:
+                    epoch, batch = divmod(state.batches_seen, run.plan.batches_per_epoch)
+                    state.extra["data_position"] = {"epoch": epoch, "global_batch": batch}  # for readers only
                     save_state(state, directory, cfg)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)
                                  if rank == 0 and due else None)

@@ -109,7 +109,11 @@ def prepare(config: dict) -> dict:
     if ema_decay is not None and not 0.0 <= float(ema_decay) < 1.0:
         raise ConfigError(f"train.ema.decay={ema_decay} must lie in [0, 1) (e.g. 0.999), or be null for no EMA")
     critic_steps = int(loss["critic_steps"])
-    config["batches_per_epoch"] = max(1, n_clips // batch)
+    if n_clips < batch:
+        raise ConfigError(f"split {data['split']!r} of {data['dir']} holds {n_clips} clips"
+                          f"{' with a label' if model['num_classes'] else ''}, fewer than one global batch "
+                          f"(train.batch_size={batch}): lower train.batch_size or add data")
+    config["batches_per_epoch"] = n_clips // batch  # the epoch's tail, shorter than a batch, is dropped
     config["steps_per_epoch"] = n_clips / (batch * critic_steps)  # an epoch = every train clip seen once by D
     if train["epochs"]:
         config["total_steps"] = max(1, math.ceil(float(train["epochs"]) * config["steps_per_epoch"]))

@@ -223,7 +223,8 @@ class DataConfig:
     dir: str
     split: str
     num_workers: int
-    shuffle_buffer: int
+    shuffle_block: int
+    shuffle_window: int
     pin_memory: bool
 
     @classmethod

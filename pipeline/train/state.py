@@ -5,8 +5,10 @@ gradient-penalty interpolation, phase-shuffle shifts) comes from a seed derived 
 ``(seed, step, substep)``, the same on every rank, and the latents are drawn for the global batch
 and sliced by rank. So a resumed run draws exactly what an uninterrupted one would, and a run on
 N workers draws exactly what one worker with the whole batch would (see ``tests/pipeline``).
-The data stream is re-seeded from ``batches_seen`` on resume, so it continues with fresh samples
-rather than replaying the first ones. The generator's EMA (``train.ema``), when on, is saved and
+The data position is ``batches_seen``, the global batches drawn so far (one per critic step, on every
+rank): the data stream (:mod:`data_prep.stream`) serves global batch ``batches_seen`` next, so a resumed
+run, on any number of workers, continues the interrupted epoch with exactly the clips the uninterrupted run
+would have drawn. The generator's EMA (``train.ema``), when on, is saved and
 restored with the rest.
 """
 
@@ -52,7 +54,7 @@ class TrainState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     step: int = 0                 # completed generator iterations
-    batches_seen: int = 0         # real batches this rank has drawn (data-stream position)
+    batches_seen: int = 0         # global batches drawn (the data stream's position; one per critic step)
     mlflow: dict[str, Any] = field(default_factory=dict)  # the MLflow store, experiment and run it logs to
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. best metric so far
     ema: nn.Module | None = None  # EMA of the generator's weights (plain module, never trained), or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tarfile
@@ -14,7 +15,7 @@ import soundfile as sf
 import webdataset as wds
 
 from data_prep.config import LabelConfig, SplitConfig
-from data_prep.loader import iterate_split, read_manifest
+from data_prep.loader import build_loader, iterate_split, read_manifest
 from data_prep.shard import ShardingError
 from data_prep.sources import SourceError
 
@@ -275,11 +276,16 @@ def test_fsspec_output(sc09_corpus, tmp_path, scheme):
     manifest = run_shards(src, url, cfg).manifest
     fs, root = fsspec.core.url_to_fs(url)
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-    assert names == ["manifest.json", "train-000000.tar", "train-000001.tar"]
+    assert names == ["manifest.json", "train-000000.tar", "train-000001.tar", "train-index.npy"]
     assert read_manifest(url) == manifest
     for shard in manifest["splits"]["train"]["shards"]:
         assert hashlib.sha256(fs.cat(f"{root}/{shard['name']}")).hexdigest() == shard["sha256"]
     assert sum(a.shape[0] for a, _ in iterate_split(url, "train", 3)) == 8
+    # the training stream reads byte ranges through fsspec as well: one epoch reads the split's bytes once
+    loader = build_loader(url, global_batch=4, num_workers=0)
+    assert sorted(i for _, labels in itertools.islice(loader, 2) for i in labels.tolist()) == sorted(
+        i for _, labels in iterate_split(url, "train", 8) for i in labels.tolist())
+    assert loader.counters["bytes_read"] == loader.split_bytes
     assert run_shards(src, url, cfg).up_to_date
     if scheme == "memory":
         fs.rm(root, recursive=True)

@@ -26,8 +26,8 @@ def test_the_composed_config_gives_every_typed_value():
 def test_a_missing_key_is_named_not_defaulted():
     cfg = {**compose("preset=tiny"), **PLAN}
     broken = copy.deepcopy(cfg)
-    del broken["data"]["shuffle_buffer"]
-    with pytest.raises(ConfigError, match=r"data\.shuffle_buffer is missing .*conf/data/"):
+    del broken["data"]["shuffle_block"]
+    with pytest.raises(ConfigError, match=r"data\.shuffle_block is missing .*conf/data/"):
         RunConfig.from_config(broken)
     del broken["train"]["ema"]["start_step"]
     with pytest.raises(ConfigError, match=r"train\.ema\.start_step is missing"):
