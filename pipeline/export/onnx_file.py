@@ -34,7 +34,7 @@ class SpectrogramMagnitude(nn.Module):
     def __init__(self, model: LatentToAudio):
         super().__init__()
         self.generator, self.transform = model.generator, model.transform
-        self.num_classes = model.num_classes
+        self.latent_dim, self.num_classes = model.latent_dim, model.num_classes
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.transform.denormalise(self.generator(z.float(), labels))
