@@ -16,6 +16,8 @@ Sections (see BENCHMARKS.md for what each number means):
             of the same run, generation at batch 1024 / 4096, 200k-iteration projection (bench/gpu.py; also
             runnable alone as `python bench/gpu_step.py --out gpu.json` where only torch is installed, then merged
             here with --gpu-json)
+  web       the make web page in headless Chromium: click-to-audio, clips/s of a batch of 8 and page weight, for the
+            demo's d=8 and d=64, opened as a file and through make web-serve (bench/web.py)
 
 The device is CUDA when ``torch.cuda.is_available()``, else the CPU (``--device`` overrides).
 """
@@ -46,7 +48,7 @@ from bench.core import (
 from bench.prose import section_busy, section_meanings
 from bench.sections import RUNNERS
 
-SECTIONS = ("data", "model", "conv", "train", "startup", "generate", "eval", "gpu")
+SECTIONS = ("data", "model", "conv", "train", "startup", "generate", "eval", "gpu", "web")
 DEFAULT_OUT = "BENCHMARKS.md"
 DEFAULT_JSON = "bench/results.json"
 BEGIN = "<!-- bench:begin -->"

@@ -91,6 +91,12 @@ def section_gpu(device, sizes, log, workdir):
     return rows(result), result
 
 
+def section_web(device, sizes, log, workdir):
+    from bench.web import run
+
+    return run(device, sizes, log, workdir)
+
+
 RUNNERS = {
     "data": section_data,
     "model": section_model,
@@ -100,4 +106,5 @@ RUNNERS = {
     "generate": section_generate,
     "eval": section_eval,
     "gpu": section_gpu,
+    "web": section_web,
 }
