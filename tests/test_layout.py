@@ -39,7 +39,8 @@ def test_wavegan_imports_none_of_the_other_project_packages():
 def test_every_make_target_is_listed_in_help():
     help_text = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     required = ["setup", "demo", "test", "demo-data", "shards", "classifier", "train", "train-cluster", "cluster-up",
-                "cluster-down", "mlflow-ui", "promote", "compare", "generate", "eval", "bench", "summary"]
+                "cluster-down", "mlflow-ui", "promote", "compare", "generate", "eval", "bench", "summary",
+                "export", "web", "web-serve"]
     listed = {line.split()[0] for line in help_text.splitlines()[1:] if line.strip()}
     listed = {name.replace("\x1b[36m", "").replace("\x1b[0m", "") for name in listed}
     assert set(required) <= listed, f"missing from make help: {set(required) - listed}"
