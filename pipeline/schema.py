@@ -143,6 +143,8 @@ class RegistryConfig:
     weights: str
     checkpoint: str
     metric: str
+    collapse_ratio: float
+    quality_floor: float
     serving: ServingConfig
 
 

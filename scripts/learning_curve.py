@@ -41,7 +41,7 @@ from common.paths import PROJECT_ROOT
 from pipeline.evaluate.classifier import classifier_stage
 from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.real_data import metric_dict
-from pipeline.evaluate.training import Evaluator
+from pipeline.evaluate.training import Evaluator, online_keys
 from pipeline.tracking.client import Tracking
 
 TRAIN_DEFAULTS = [
@@ -141,11 +141,9 @@ def score(work: Path, run_name: str, start: float, args: argparse.Namespace, eva
     points = [{"step": 0, "minutes": 0.0, **initial, **online_keys(initial)} if has_ema else
               {"step": 0, "minutes": 0.0, **initial}]
     for path in checkpoints:
-        point = {}
-        for weights in ("online", "ema") if has_ema else ("online",):
-            model, saved = generator_from_checkpoint(str(path.parent), weights)
-            metrics = evaluator(model, saved["step"])
-            point.update(online_keys(metrics) if has_ema and weights == "online" else metrics)
+        online, saved = generator_from_checkpoint(str(path.parent), "online")
+        model = generator_from_checkpoint(str(path.parent), "ema")[0] if has_ema else online
+        point = evaluator(model, saved["step"], online=online if has_ema else None)
         points.append({"step": saved["step"], "minutes": (path.stat().st_mtime - start) / 60, **point})
     reference = evaluator.reference
     real = {name: metric_dict(reference.rows[name]) for name in (REAL_TRAIN, REAL_TEST)}
@@ -164,11 +162,6 @@ def score(work: Path, run_name: str, start: float, args: argparse.Namespace, eva
         "config": {k: config[k] for k in ("model", "loss") if k in config}
         | {"train": {k: config["train"].get(k) for k in ("batch_size", "steps", "seed", "ema")}},
     }
-
-
-def online_keys(metrics: dict) -> dict:
-    """eval/x -> eval_online/x: the trained generator's scores, next to the EMA's under eval/."""
-    return {"eval_online/" + k.split("/", 1)[1]: v for k, v in metrics.items()}
 
 
 def markdown(result: dict) -> str:

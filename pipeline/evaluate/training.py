@@ -13,14 +13,54 @@ from torch import nn
 from pipeline.evaluate.config import EvalError, resolve_metrics
 from pipeline.evaluate.generated import generate_audio
 from pipeline.evaluate.real_data import Reference, build_reference, metric_dict, metric_source
+from pipeline.sweep.config import Guard
+from pipeline.sweep.ranking import WORST
 from pipeline.tracking.client import Tracking
 from wavegan.metrics import (
     CLASSIFIER_METRICS,
     HIGHER_IS_BETTER,
     REAL_TRAIN,
+    higher_is_better,
+    is_better,
     metric_name,
     optimum,
 )
+
+ONLINE = "eval_online/"  # the trained generator's scores, beside its EMA's under eval/
+SELECT_SCORE = "select/score"  # what ranks checkpoints (registry.checkpoint=best): see select_generator
+SELECT_ONLINE = "select/online"  # 1: the evaluation's better generator is the trained one, 0: its EMA
+
+
+def online_keys(metrics: dict[str, float]) -> dict[str, float]:
+    """``eval/x`` -> ``eval_online/x``: a trained generator's scores, to sit beside its EMA's."""
+    return {ONLINE + k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")}
+
+
+GUARD_PENALTY = 1e6  # moves an evaluation the guard fails behind every one it passes (IS, FID, ... lie well within)
+
+
+def guarded_score(metrics: dict[str, float], metric: str, guard: Guard) -> float:
+    """``metric``, moved by :data:`GUARD_PENALTY` towards worse when the sweep's guard fails the evaluation (collapsed
+    clips, or clips the classifier cannot place: :meth:`pipeline.sweep.config.Guard.fails`): such an evaluation is
+    never preferred to one the guard passes, and evaluations the guard fails keep their order among themselves."""
+    value = float(metrics.get(metric, math.nan))
+    worse = -1.0 if higher_is_better(metric) else 1.0
+    if not math.isfinite(value):
+        return worse * WORST
+    return value + worse * GUARD_PENALTY if guard.fails(metrics) else value
+
+
+def select_generator(metrics: dict[str, float], metric: str, guard: Guard, has_ema: bool) -> dict[str, float]:
+    """Which generator of an evaluation to register: the EMA's (``eval/*``) unless the trained one's
+    (``eval_online/*``) :func:`guarded_score` is strictly better. ``select/score`` is the chosen one's guarded score
+    (what ranks checkpoints), ``select/online`` 1 when it is the trained generator (always, without an EMA)."""
+    score = guarded_score(metrics, metric, guard)
+    if not has_ema:
+        return {SELECT_SCORE: score, SELECT_ONLINE: 1.0}
+    online = guarded_score({"eval/" + k.removeprefix(ONLINE): v for k, v in metrics.items() if k.startswith(ONLINE)},
+                           metric, guard)
+    better = is_better(metric, online, score)
+    return {SELECT_SCORE: online if better else score, SELECT_ONLINE: float(better)}
 
 # ----------------------------------------------------------------------------------------------------
 # During training (rank 0)
@@ -32,11 +72,14 @@ class Evaluator:
     Construction is cheap; the classifier and the real-data statistics are loaded on the first call.
     ``evaluator(gan_or_generator, step)`` returns metrics ``eval/is_mean``, ``eval/fid``, ...,
     ``eval/seconds`` for ``n_generated_during_training`` clips from fixed latents (the same every time,
-    so the curve shows the model and not the draw).
+    so the curve shows the model and not the draw). With ``online=`` (the trained generator, when the first is its
+    EMA) the same for it under ``eval_online/`` (twice the generation and scoring), and with a ``select``
+    (``registry.metric`` and the guard: :meth:`from_config`) which of them is the better (:func:`select_generator`).
     """
 
     def __init__(self, eval_cfg: dict, data_dir: str, tracking: Tracking, *, every: int, total_steps: int | None = None,
-                 classifier_uri: str | None = None, log: Callable[[str], None] = print):
+                 classifier_uri: str | None = None, log: Callable[[str], None] = print,
+                 select: tuple[str, Guard] | None = None):
         self.cfg, self.data_dir, self.tracking = eval_cfg, data_dir, tracking
         self.every, self.total_steps = every, total_steps
         self.classifier_uri = classifier_uri or eval_cfg.get("classifier_uri")
@@ -46,18 +89,24 @@ class Evaluator:
         self.seed = int(eval_cfg.get("seed", 0))
         self.reference: Reference | None = None
         self.classifier_info = None
+        self.select = select
 
     @classmethod
     def from_config(cls, cfg: dict, tracking: Tracking, log: Callable[[str], None] = print) -> Evaluator:
         """From the resolved training config: ``cfg["eval"]`` (conf/eval; the driver pinned ``classifier_uri``),
-        ``data.dir``, ``train.log_every`` (``eval.every`` is rounded up to a multiple of it) and ``total_steps``."""
+        ``data.dir``, ``train.log_every`` (``eval.every`` is rounded up to a multiple of it), ``total_steps``, and
+        ``registry.metric`` with the guard (``registry.collapse_ratio``, ``registry.quality_floor``) that pick
+        between a generator and its EMA."""
         eval_cfg = dict(cfg.get("eval") or {})
         every = int(eval_cfg.get("every") or 0)
         log_every = max(1, int(cfg.get("train", {}).get("log_every", 1)))
         if every > 0:
             every = math.ceil(every / log_every) * log_every
+        registry = cfg.get("registry") or {}
+        select = (registry["metric"], Guard(float(registry["collapse_ratio"]), float(registry["quality_floor"]))) \
+            if "collapse_ratio" in registry else None
         return cls(eval_cfg, cfg["data"]["dir"], tracking, every=every,
-                   total_steps=cfg.get("total_steps"), log=log)
+                   total_steps=cfg.get("total_steps"), log=log, select=select)
 
     @property
     def enabled(self) -> bool:
@@ -94,16 +143,20 @@ class Evaluator:
                      f"(seed {self.seed}); real train {shown}")
         return self.reference
 
-    def __call__(self, model: nn.Module, step: int) -> dict[str, float]:
+    def __call__(self, model: nn.Module, step: int, online: nn.Module | None = None) -> dict[str, float]:
         device = next(iter(getattr(model, "generator", model).parameters())).device
         reference = self.prepare(device)
         t0 = time.perf_counter()
-        audio = generate_audio(model, self.n, self.seed, batch_size=int(self.cfg.get("batch_size", 256)))
-        row = reference.score(audio, self.splits)
-        metrics = metric_dict(row)
+        metrics: dict[str, float] = {}
+        for prefix, generator in (("eval/", model), (ONLINE, online)):
+            if generator is not None:
+                audio = generate_audio(generator, self.n, self.seed, batch_size=int(self.cfg.get("batch_size", 256)))
+                metrics.update(metric_dict(reference.score(audio, self.splits), prefix))
+        if self.select is not None and self.select[0] in metrics:
+            metrics.update(select_generator(metrics, *self.select, has_ema=online is not None))
         metrics["eval/seconds"] = time.perf_counter() - t0
-        shown = " ".join(f"{k[5:]}={v:.3g}" for k, v in metrics.items() if k in
-                         ("eval/is_mean", "eval/fid", "eval/d_self_rel", "eval/d_train_rel"))
+        shown = " ".join(f"{k.removeprefix('eval/')}={v:.3g}" for k, v in metrics.items()
+                         if k.split("/", 1)[-1] in ("is_mean", "fid", "d_self_rel", "d_train_rel", "online"))
         self.log(f"[eval] step {step}: {shown} ({metrics['eval/seconds']:.1f} s)")
         return metrics
 

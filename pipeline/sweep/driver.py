@@ -53,7 +53,9 @@ def compose_checked(overrides: list[str], command: str) -> dict:
 
 def forced(sweep: SweepConfig) -> tuple[list[str], list[str]]:
     """What every trial gets on top of its values: (kept by the reproduce command, only for trials)."""
-    kept = ["registry.checkpoint=best", override("registry.metric", sweep.metric)]  # Ray keeps the best ones
+    kept = ["registry.checkpoint=best", override("registry.metric", sweep.metric),  # Ray keeps the best ones, by
+            override("registry.collapse_ratio", sweep.collapse_ratio),  # the sweep's guard
+            override("registry.quality_floor", sweep.quality_floor)]
     return kept, ["registry.register=false"]
 
 

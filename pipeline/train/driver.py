@@ -127,29 +127,45 @@ def checkpoint_config(config: dict):
     ones by ``registry.metric`` (Ray keeps the latest as well, so a restart resumes where the run was)."""
     from ray.train import CheckpointConfig
 
+    from pipeline.evaluate.training import SELECT_SCORE
     from wavegan.metrics import optimum
 
     keep, registry = int(config["train"]["keep_checkpoints"]), config["registry"]
     if registry.get("checkpoint") != "best":
         return CheckpointConfig(num_to_keep=keep)
-    return CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=registry["metric"],
+    # registry.metric of the better of the generator and its EMA; the worst value where the guard fails both
+    return CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=SELECT_SCORE,
                             checkpoint_score_order=optimum(registry["metric"]))
 
 
 def registered_checkpoint(config: dict, result):
     """The checkpoint to register: the run's last, or its best by ``registry.metric`` (said on the console)."""
+    from pipeline.evaluate.training import SELECT_ONLINE, SELECT_SCORE
     from wavegan.metrics import optimum
 
     registry = config["registry"]
     if registry.get("checkpoint") != "best":
         return result.checkpoint
     metric = registry["metric"]
-    best = result.get_best_checkpoint(metric, optimum(metric))
+    best = result.get_best_checkpoint(SELECT_SCORE, optimum(metric))
     score = next(m for c, m in result.best_checkpoints if c.path == best.path)
-    print(f"[train] the best checkpoint by {metric}: step {score.get('step')} ({float(score[metric]):.4g}); "
+    which = "the trained generator" if score.get(SELECT_ONLINE) else "the EMA"
+    print(f"[train] the best checkpoint by {metric}: step {score.get('step')} ({float(score[metric]):.4g}; of it "
+          f"{which}, the better by the guard: select/score {float(score[SELECT_SCORE]):.4g}); "
           f"the last, step {(result.metrics or {}).get('step')}, scored "
           f"{float((result.metrics or {}).get(metric, float('nan'))):.4g}", flush=True)
     return best
+
+
+def registered_weights(config: dict, scores: dict) -> dict:
+    """``config`` with ``registry.weights`` set to the generator the checkpoint's evaluation chose (``select/online``)
+    when it is ``auto``; as it was otherwise (a choice of the user's, or no evaluation)."""
+    from pipeline.evaluate.training import SELECT_ONLINE
+
+    registry = config["registry"]
+    if registry.get("weights", "auto") != "auto" or SELECT_ONLINE not in scores:
+        return config
+    return {**config, "registry": {**registry, "weights": "online" if scores[SELECT_ONLINE] else "ema"}}
 
 
 def register(config: dict, result, run: Tracking) -> int:
@@ -166,7 +182,9 @@ def register(config: dict, result, run: Tracking) -> int:
         print("[train] training ended without a checkpoint", file=sys.stderr)
         return 1
     print(f"[train] done at step {metrics.get('step')}; checkpoint {result.checkpoint.path}", flush=True)
-    version = register_generator(config, registered_checkpoint(config, result), run)
+    checkpoint = registered_checkpoint(config, result)
+    scores = next((m for c, m in result.best_checkpoints if c.path == checkpoint.path), metrics)
+    version = register_generator(registered_weights(config, scores), checkpoint, run)
     if version is not None:
         print(f"[train] registered {config['registry']['model_name']} version {version}", flush=True)
     return 0

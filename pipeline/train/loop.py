@@ -186,7 +186,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if evaluate:
             # "best" scores every checkpoint
             if rank == 0:
-                metrics.update(evaluator(state.sampler, state.step))  # the EMA generator when there is one
+                # the EMA generator when there is one (eval/*), and then the trained one too (eval_online/*)
+                online = state.gan if state.ema is not None else None
+                metrics.update(evaluator(state.sampler, state.step, online=online))
                 if best_metric and best_metric not in metrics:
                     raise EvalError(f"registry.metric={best_metric!r} is not among the evaluation's metrics "
                                     f"{sorted(k for k in metrics if k.startswith('eval/'))}")

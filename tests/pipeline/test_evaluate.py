@@ -28,7 +28,7 @@ from pipeline.evaluate.clips import load_clips
 from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.generated import generate_audio
 from pipeline.evaluate.real_data import Reference
-from pipeline.evaluate.training import EarlyStopping, Evaluator, prepare_training_eval
+from pipeline.evaluate.training import GUARD_PENALTY, EarlyStopping, Evaluator, prepare_training_eval
 from pipeline.registry.classifier import MODEL_NAME, ClassifierInfo, find_classifier, load_classifier
 from pipeline.tracking.client import Tracking
 from pipeline.train.state import TrainState, load_checkpoint, save_state
@@ -280,6 +280,7 @@ def test_evaluator_during_training(classifier_trained, data, eval_store):
         "tracking": eval_store,
         "train": {"log_every": 2},
         "total_steps": 11,
+        "registry": {"metric": "eval/is_mean", "collapse_ratio": 0.5, "quality_floor": 0.1},
     }
     lines: list[str] = []
     tracking = tracking_of(eval_store)
@@ -304,6 +305,15 @@ def test_evaluator_during_training(classifier_trained, data, eval_store):
                                                                        if k != "eval/seconds"}
     assert sum("ready in" in line for line in lines) == 1
     assert torch.equal(generate_audio(gan, 3, seed=0), generate_audio(gan, 3, seed=0))
+    assert metrics["select/online"] == 1.0  # no EMA: the one generator is the trained one
+
+    torch.manual_seed(2)
+    both = evaluator(build_gan(MODEL), 12, online=gan)  # an "EMA" and the trained generator, scored alike
+    assert {k.removeprefix("eval_online/") for k in both if k.startswith("eval_online/")} == \
+        {k.removeprefix("eval/") for k in metrics if k.startswith("eval/") and k != "eval/seconds"}
+    assert both["eval_online/is_mean"] == metrics["eval/is_mean"]  # the same generator, the same latents
+    chosen = both["eval_online/is_mean"] if both["select/online"] else both["eval/is_mean"]
+    assert both["select/score"] in (chosen, chosen - GUARD_PENALTY)  # the latter: the guard failed it
 
     unlabelled = {**cfg, "data": {"dir": data["unlabelled"]}, "eval": {**cfg["eval"], "classifier_uri": None},
                   "train": {"log_every": 2, "early_stop": {"metric": "eval/is_mean", "mode": "max", "patience": 2}}}
@@ -420,3 +430,37 @@ def test_d_self_calibration_points(kind, calibration_data):
     # sound, so never past the sweep's collapse guard (0.5), yet more varied than the collapsed one (RESULTS.md:
     # 0.13-0.19 on these sets)
     assert collapsed < fresh < 0.5, fresh
+
+
+def test_the_better_of_a_generator_and_its_ema_is_chosen_and_collapsed_clips_never_are():
+    """select_generator: the sweep's guard decides first (collapsed clips, or clips the classifier cannot place, are
+    never preferred), then registry.metric; the registration takes the chosen weights unless the user named some."""
+    from pipeline.evaluate.training import select_generator
+    from pipeline.sweep.config import Guard
+    from pipeline.train.driver import registered_weights
+
+    guard = Guard(collapse_ratio=0.5, quality_floor=0.1)
+
+    def scores(is_mean: float, d_self: float, prefix: str = "eval/") -> dict[str, float]:
+        return {f"{prefix}is_mean": is_mean, f"{prefix}d_self_rel": d_self, f"{prefix}is_rel": (is_mean - 1) / 4}
+
+    healthy_ema, collapsed_online = scores(2.0, 0.8), scores(4.0, 0.2, "eval_online/")
+    chosen = select_generator({**healthy_ema, **collapsed_online}, "eval/is_mean", guard, has_ema=True)
+    assert chosen == {"select/score": 2.0, "select/online": 0.0}  # a higher IS of collapsed clips loses
+    chosen = select_generator({**healthy_ema, **scores(3.0, 0.7, "eval_online/")}, "eval/is_mean", guard, True)
+    assert chosen == {"select/score": 3.0, "select/online": 1.0}
+    both_fail = select_generator({**scores(1.5, 0.1), **scores(1.2, 0.1, "eval_online/")}, "eval/is_mean", guard,
+                                 True)
+    assert both_fail["select/online"] == 0.0 and both_fail["select/score"] < 0  # behind any that passes, in order
+    assert select_generator(scores(1.5, 0.1), "eval/is_mean", guard, False)["select/score"] < \
+        select_generator(scores(1.6, 0.1), "eval/is_mean", guard, False)["select/score"] < 0
+    fid = select_generator({"eval/fid": 50.0, "eval/d_self_rel": 0.2, "eval_online/fid": 80.0,
+                            "eval_online/d_self_rel": 0.9}, "eval/fid", Guard(0.5, 0.0), True)
+    assert fid == {"select/score": 80.0, "select/online": 1.0}  # lower is better, and the EMA's clips collapsed
+
+    config = {"registry": {"weights": "auto"}}
+    assert registered_weights(config, {"select/online": 1.0})["registry"]["weights"] == "online"
+    assert registered_weights(config, {"select/online": 0.0})["registry"]["weights"] == "ema"
+    assert registered_weights(config, {}) is config  # no evaluation: the EMA when there is one (auto)
+    named = {"registry": {"weights": "ema"}}
+    assert registered_weights(named, {"select/online": 1.0}) is named  # the user's choice stands

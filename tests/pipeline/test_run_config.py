@@ -66,7 +66,7 @@ def test_registering_the_best_checkpoint_scores_every_checkpoint_and_ranks_by_th
     assert best["eval"]["every"] == best["train"]["checkpoint_every"]  # no evaluation asked: one per checkpoint
     kept = checkpoint_config(best)
     assert (kept.checkpoint_score_attribute, kept.checkpoint_score_order, kept.num_to_keep) == \
-        ("eval/is_mean", "max", best["train"]["keep_checkpoints"])
+        ("select/score", "max", best["train"]["keep_checkpoints"])  # eval/is_mean of the better generator
     fid = checkpoint_config(prepare(compose("preset=tiny", f"data.dir={tone_shards}", "registry.checkpoint=best",
                                             "registry.metric=eval/fid", "eval.every=5")))
     assert fid.checkpoint_score_order == "min"  # the direction comes from wavegan.metrics
