@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.compare import CompareError
 from pipeline.compare.tracking import registered_version, run_details
 from pipeline.generate import Generator, load_generator
+from pipeline.registry.generator import version_tag
 from pipeline.tracking.client import Tracking
 
 # Evaluation tags shown in the header (make eval writes them on the version as eval.<name>).
@@ -64,11 +65,11 @@ def registered_side(name: str, ref: str, tracking: Tracking) -> Side:
     generator = load_generator(source, tracking=tracking)
     info, tags = generator.info, dict(mv.tags or {})
     run = run_details(tracking, mv.run_id) or {}
-    step = info.get("step", tags.get("step"))
+    step = info.get("step", version_tag(tags, "train.step"))
     return Side(generator, f"v{mv.version}", ("version", name, str(mv.version)), source,
                 run_id=mv.run_id if run else None, run_name=run.get("name"), version=(name, str(mv.version)),
                 aliases=sorted(mv.aliases or []), step=None if step is None else int(step),
-                weights=info.get("generator_weights") or tags.get("generator_weights"),
+                weights=info.get("generator_weights") or version_tag(tags, "train.generator_weights"),
                 model_config=dict(info.get("model_config") or {}),
                 scores={key: tags[f"eval.{key}"] for key in SCORES if f"eval.{key}" in tags},
                 data_dir=run.get("data_dir"))

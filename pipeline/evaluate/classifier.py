@@ -138,10 +138,13 @@ def train_and_register(eval_cfg: dict, data_dir: str, tracking: Tracking, *, dev
         f" / test {len(test) if test else 0} clips) on {device}; MLflow run {run.run_id} in {tracking.uri}")
     from mlflow.entities import Metric, Param
 
+    from pipeline.tracking.describe import log_shard_set
+
     params = {**{f"classifier.{k}": v for k, v in kwargs.items()}, **{f"train.{k}": v for k, v in train_cfg.items()},
               "train.batch_size": batch_size, "seed": seed, "data.dir": data_dir, "data.fingerprint": fingerprint,
               "data.train_clips": len(train), "data.valid_clips": len(valid), "data.test_clips": len(test or [])}
     run.client.log_batch(run.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(flatten(params).items())])
+    log_shard_set(run, run.run_id, data_dir, manifest)  # the same dataset input as the training runs on these shards
     epochs = iter(range(10**9))
     try:
         result = train_classifier(

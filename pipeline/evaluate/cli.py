@@ -98,11 +98,13 @@ def resolve_source(model_uri: str | None, checkpoint: str | None, tracking: Trac
     if uri.startswith("models:/"):
         from mlflow.store.artifact.utils.models import get_model_name_and_version
 
+        from pipeline.registry.generator import version_tag
+
         name, number = get_model_name_and_version(mlflow_client, uri)
         mv = mlflow_client.get_model_version(name, number)
         tags = dict(mv.tags or {})
-        run_id, version = mv.run_id or tags.get("run_id"), (name, str(number))
-        step, fingerprint, label = tags.get("step"), tags.get("data.fingerprint"), f"{name} v{number}"
+        run_id, version = mv.run_id or version_tag(tags, "train.run_id"), (name, str(number))
+        step, fingerprint, label = version_tag(tags, "train.step"), tags.get("data.fingerprint"), f"{name} v{number}"
     elif uri.startswith("runs:/"):
         run_id = uri.split("/")[1]
     data_dir = None

@@ -15,8 +15,13 @@ in with ``WAVEGAN_ALLOW_PICKLE=1`` (their pickles can run code), with a warning;
 their checkpoint to convert them (``make train`` registers in the safe format).
 
 When the run kept an EMA of the generator (``train.ema.decay``), the EMA weights are registered by
-default and the version is tagged ``generator_weights=ema``; ``registry.weights=online`` registers
-the trained weights instead (tag ``generator_weights=online``). The checkpoint keeps both.
+default and the version is tagged ``train.generator_weights=ema``; ``registry.weights=online`` registers
+the trained weights instead (tag ``train.generator_weights=online``). The checkpoint keeps both.
+
+A version's tags are grouped by prefix: ``train.`` (source run, step, model, weights, lineage), ``data.``
+(fingerprint, sample rate, classes) and, once ``make eval`` scored it, ``eval.``; :func:`version_tag` reads them,
+also from versions registered under the earlier, unprefixed names. Its description says what it is and how to
+use it (:func:`pipeline.tracking.describe.version_description`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ from wavegan.gan import LatentToAudio
 from wavegan.latents import sample_latents
 
 GENERATOR_WEIGHTS = ("auto", "ema", "online")
+# the version tags' names before they were grouped by prefix, read by version_tag for older versions
+LEGACY_TAGS = {"train.run_id": "run_id", "train.step": "step", "train.model": "model",
+               "train.generator_weights": "generator_weights", "train.init_from": "init_from",
+               "data.num_classes": "num_classes", "data.sample_rate": "sample_rate"}
+
+
+def version_tag(tags, key: str, default: str | None = None) -> str | None:
+    """Tag ``key`` (e.g. ``train.step``) of a registered version's ``tags``, also under its earlier name."""
+    tags = dict(tags or {})
+    return tags.get(key, tags.get(LEGACY_TAGS.get(key, key), default))
 
 
 def generator_from_checkpoint(directory: str, weights: str = "auto") -> tuple[LatentToAudio, dict]:
@@ -67,10 +82,13 @@ def generator_metadata(saved: dict, model: LatentToAudio) -> dict:
             "num_classes": model.num_classes, "label_names": names, "generator_weights": saved["generator_weights"]}
 
 
-def register_generator(config: dict, checkpoint, run: Tracking) -> str | None:
+def register_generator(config: dict, checkpoint, run: Tracking, metrics: dict | None = None) -> str | None:
     """Log the generator of ``checkpoint`` into the training's MLflow run (``run``) and register it; return the
-    version (None when ``registry.register`` is off or the run is untracked)."""
+    version (None when ``registry.register`` is off or the run is untracked). ``metrics``: what the checkpoint
+    reported (its ``eval/*`` scores go into the version's description)."""
     import mlflow
+
+    from pipeline.tracking.describe import MODEL_DESCRIPTION, version_description
 
     registry = config.get("registry") or {}
     if not registry.get("register", True) or not run.run_id:
@@ -96,16 +114,20 @@ def register_generator(config: dict, checkpoint, run: Tracking) -> str | None:
             input_example=(example, {"labels": ["0"]}) if conditional else example, metadata=metadata,
         )
     version = str(info.registered_model_version)
-    tags = {"run_id": run.run_id, "step": saved["step"], "model": saved["model"]["name"],
-            "num_classes": model.num_classes,
+    tags = {"train.run_id": run.run_id, "train.step": saved["step"], "train.model": saved["model"]["name"],
+            "train.generator_weights": saved["generator_weights"],
             "data.fingerprint": (config.get("data_manifest") or {}).get("fingerprint"),
-            "sample_rate": model.sample_rate, "generator_weights": saved["generator_weights"]}
+            "data.num_classes": model.num_classes, "data.sample_rate": model.sample_rate}
+    description = version_description(config, saved, model, metrics or {}, run.run_id, version)
     source = run.client.get_run(run.run_id).data.tags.get("wavegan.init_from")
     if source:  # lineage of a fine-tuned run (train.init_from)
-        tags["init_from"] = source
-        run.client.update_model_version(name, version, description=f"Fine-tuned from {source} (train.init_from), "
-                                                                   f"trained from step 0 by run {run.run_id}.")
-    for key, value in tags.items():
+        tags["train.init_from"] = source
+        description = f"Fine-tuned from {source} (train.init_from), trained from step 0 by run {run.run_id}.\n" \
+                      + description
+    run.client.update_model_version(name, version, description=description)
+    if not run.client.get_registered_model(name).description:  # its first registration
+        run.client.update_registered_model(name, description=MODEL_DESCRIPTION.format(name=name))
+    for key, value in sorted(tags.items()):
         run.client.set_model_version_tag(name, version, key, str(value))
     return version
 
@@ -117,6 +139,7 @@ def _registered_version(mlflow_client, name: str, run_id: str, step: int, weight
     except Exception:  # no such registered model yet
         return None
     for version in versions:
-        if version.tags.get("step") == str(step) and version.tags.get("generator_weights", "online") == weights:
+        if version_tag(version.tags, "train.step") == str(step) \
+                and version_tag(version.tags, "train.generator_weights", "online") == weights:
             return str(version.version)
     return None

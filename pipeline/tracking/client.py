@@ -30,6 +30,18 @@ def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
+def quiet_mlflow() -> None:
+    """MLflow on the console: its warnings and errors, not its INFO lines (creating tables, validating input
+    examples) nor its artifact progress bars; MLFLOW_LOGGING_LEVEL and MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+    set by the user win."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read when MLflow is first imported
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # and where it already was
+
+
 class Tracking:
     """MLflow's client for one store and experiment; ``run_id`` and ``spool`` when it tracks a training run.
 
@@ -66,6 +78,7 @@ class Tracking:
 
     @functools.cached_property
     def client(self):
+        quiet_mlflow()
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.uri)

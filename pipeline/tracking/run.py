@@ -2,7 +2,8 @@
 
 One Ray Train run (``train.run_name`` in ``train.storage_path``) is one MLflow run, tied by the tag
 ``wavegan.ray_run``. A new run gets the flattened config, the data manifest's fingerprint and counts, the
-code version and the world size as params, and the resolved config as ``config.yaml``.
+code version and the world size as params, the resolved config as ``config.yaml``, the shard set as its dataset
+input and a description (:mod:`pipeline.tracking.describe`), rewritten by the driver when the run ends.
 """
 
 from __future__ import annotations
@@ -72,7 +73,17 @@ def open_run(tracking: Tracking, config: dict, changes: dict[str, tuple[Any, Any
     for start in range(0, len(items), 100):
         run.client.log_batch(run.run_id, params=items[start:start + 100])
     _log_inputs(run, config)
+    describe_start(run, config)
     return run
+
+
+def describe_start(run: Tracking, config: dict[str, Any]) -> None:
+    """The run's dataset input (the shard set) and its description as the run starts (:mod:`describe`)."""
+    from data_prep.manifest import read_manifest
+    from pipeline.tracking.describe import log_shard_set, preset_name, run_note, set_note
+
+    log_shard_set(run, run.run_id, config["data"]["dir"], read_manifest(config["data"]["dir"]))
+    set_note(run, run.run_id, run_note(config, preset_name()))
 
 
 def _record_resume(run: Tracking, changes: dict[str, tuple[Any, Any]]) -> None:

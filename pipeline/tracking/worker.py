@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -148,7 +149,7 @@ class WorkerTracker(NullTracker):
         """``budget``: (seconds spent, seconds allowed) of ``train.max_minutes``, for the progress line."""
         from mlflow.entities import Metric
 
-        console(progress_line(step, int(self.cfg["total_steps"]), metrics, budget))
+        console(progress_line(step, self.cfg["total_steps"], metrics, budget))
         if self.logger:
             now = int(time.time() * 1000)
             self.logger.submit("metrics", [Metric(k, float(v), now, step) for k, v in metrics.items()])
@@ -162,7 +163,10 @@ class WorkerTracker(NullTracker):
         title = f"step {state.step}" + (" (EMA generator)" if state.ema is not None else "")
         write_preview(state.sampler, self.preview_z, self.preview_labels, directory, title=title,
                       label_names=self.label_names)
+        latest = tempfile.mkdtemp(prefix="wavegan-preview-latest-")  # the newest sheet where the run page shows it
+        shutil.copyfile(os.path.join(directory, "sheet.png"), os.path.join(latest, "latest.png"))
         self.logger.submit("artifacts", directory, f"previews/step_{state.step:08d}")
+        self.logger.submit("artifacts", latest, "previews")
 
     def log_real(self, data_dir: str, split: str) -> None:
         """A few real clips of the training split as ``previews/real/``: what the previews should sound like."""
@@ -189,22 +193,23 @@ class WorkerTracker(NullTracker):
                     f"sends them once the server answers")
 
 
-def progress_line(step: int, total: int, metrics: dict[str, float],
+def progress_line(step: int, total: int | None, metrics: dict[str, float],
                   budget: tuple[float, float] | None = None) -> str:
     """``[train] step 200/1000 (20%) d_loss=-1.2 ... steps_per_s=3.1 clips_per_s=96 data_wait_frac=0 ETA 0:04:18``
     (``key=value`` pairs, which ``make bench`` reads back). With a time budget (``budget``: seconds spent and
     allowed, ``train.max_minutes``) that ends the run before its last step, the share and the ETA are the budget's:
-    ``step 200/100000 (40% of 2.5 min) ... ETA 0:01:30``."""
+    ``step 200/4000 (40% of 2.5 min) ... ETA 0:01:30``; without a step budget (``total`` None) no total is shown:
+    ``step 200 (40% of 2.5 min)``."""
     shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("d_loss", "g_loss", "wasserstein", "steps_per_s",
                                                       "clips_per_s", "data_wait_frac") if k in metrics)
     rate = metrics.get("steps_per_s") or 0.0
-    left = (total - step) / rate if rate > 0 else None
-    share = f"{100 * step / max(total, 1):.0f}%"
+    left = (total - step) / rate if rate > 0 and total is not None else None
+    share = f"{100 * step / max(total, 1):.0f}%" if total is not None else "?"
     if budget is not None and (left is None or budget[1] - budget[0] < left):
         left = max(0.0, budget[1] - budget[0])
         share = f"{100 * min(1.0, budget[0] / budget[1]):.0f}% of {budget[1] / 60:g} min"
     eta = str(datetime.timedelta(seconds=round(left))) if left is not None else "?"
-    return f"[train] step {step}/{total} ({share}) {shown} ETA {eta}"
+    return f"[train] step {step}{'' if total is None else f'/{total}'} ({share}) {shown} ETA {eta}"
 
 
 def system_metrics(tracking: Tracking, every_s: float, resumed: bool):

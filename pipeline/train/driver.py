@@ -38,24 +38,28 @@ class Prepared:
     start: Start
     init: InitWeights | None
     tags: dict[str, str] = field(default_factory=dict)
+    summary: str = ""  # the model's layer table, logged with the run as model_summary.txt
 
 
 def preflight(config: dict, summary: bool = True) -> Prepared:
     """Everything checked before Ray starts; a config that cannot work fails here (ConfigError). ``summary``:
-    print the model's layer table."""
+    build the model's layer table (the model builds, or this fails), print its first and last lines (the model,
+    the parameter totals) and keep the whole for the run's ``model_summary.txt`` (``make summary`` prints it)."""
     from pipeline.evaluate.training import prepare_training_eval  # MLflow's imports take seconds: after the checks
     from pipeline.summary import summarize
     from pipeline.train import init_from
 
     config = prepare(config)  # model.num_classes=auto is resolved here
-    if summary:
-        print(summarize(config["model"]), flush=True)  # the reference's --print_summary (make summary)
+    table = summarize(config["model"]) if summary else ""  # the reference's --print_summary (make summary)
+    if table:
+        lines = table.splitlines()
+        print(f"[train] {lines[0]}; {lines[-1]}", flush=True)
     tracking = Tracking.from_config(config["tracking"])
     config, start = plan_start(prepare_training_eval(config, tracking))
     init = None if start.resumed else init_from.resolve(config, tracking)  # a resumed run has its own weights
     if init is not None:
         print(f"[train] {init.describe()}", flush=True)
-    return Prepared(config, tracking, start, init, dict(init.lineage) if init is not None else {})
+    return Prepared(config, tracking, start, init, dict(init.lineage) if init is not None else {}, table)
 
 
 def open_tracked_run(prepared: Prepared) -> Tracking:
@@ -66,7 +70,11 @@ def open_tracked_run(prepared: Prepared) -> Tracking:
     config, tracking = prepared.config, prepared.tracking
     run = open_run(tracking, config, prepared.start.changes, prepared.tags) \
         if config["tracking"].get("enabled", True) else tracking
-    print(f"[train] {config['model']['name']} on {config['data']['dir']}: {config['total_steps']} steps, "
+    if run.run_id and prepared.summary and not prepared.start.resumed:
+        run.client.log_text(run.run_id, prepared.summary + "\n", "model_summary.txt")
+    budget = f"{config['total_steps']} steps" if config["total_steps"] is not None else \
+        f"{config['train']['max_minutes']:g} min"
+    print(f"[train] {config['model']['name']} on {config['data']['dir']}: {budget}, "
           f"global batch {config['train']['batch_size']} over {config['cluster']['num_workers']} worker(s); "
           f"Ray run '{config['train']['run_name']}' in {config['train']['storage_path']}; "
           f"MLflow run {run.run_id}", flush=True)
@@ -168,26 +176,42 @@ def registered_weights(config: dict, scores: dict) -> dict:
     return {**config, "registry": {**registry, "weights": "online" if scores[SELECT_ONLINE] else "ema"}}
 
 
-def register(config: dict, result, run: Tracking) -> int:
-    """Register the generator of a run that ended well; the exit code (and why not, on stderr)."""
+def register(config: dict, result, run: Tracking) -> tuple[int, dict]:
+    """Register the generator of a run that ended well; the exit code (and why not, on stderr) and the outcome the
+    run's description tells (:func:`pipeline.tracking.describe.run_note`)."""
     from pipeline.registry.generator import register_generator
 
     metrics = result.metrics or {}
+    outcome = {"step": metrics.get("step"), "stopped": stop_reason(config, metrics, run)}
     if metrics.get("diverged"):
         last = result.checkpoint.path if result.checkpoint else "none"
         print(f"[train] stopped at step {metrics.get('step')}: a loss became NaN/Inf. Last good checkpoint: {last}. "
               "Lower optim.lr, or check the data (make shards reports clips with NaN/Inf).", file=sys.stderr)
-        return 2
+        return 2, {**outcome, "failed": "a loss became NaN/Inf"}
     if result.checkpoint is None:
         print("[train] training ended without a checkpoint", file=sys.stderr)
-        return 1
+        return 1, {**outcome, "failed": "no checkpoint"}
     print(f"[train] done at step {metrics.get('step')}; checkpoint {result.checkpoint.path}", flush=True)
     checkpoint = registered_checkpoint(config, result)
     scores = next((m for c, m in result.best_checkpoints if c.path == checkpoint.path), metrics)
-    version = register_generator(registered_weights(config, scores), checkpoint, run)
+    metric = config["registry"]["metric"]
+    if metric in scores:
+        outcome["best"] = f"step {scores.get('step')}, {metric} {float(scores[metric]):.4g}"
+    version = register_generator(registered_weights(config, scores), checkpoint, run, scores)
     if version is not None:
         print(f"[train] registered {config['registry']['model_name']} version {version}", flush=True)
-    return 0
+    return 0, {**outcome, "version": version}
+
+
+def stop_reason(config: dict, metrics: dict, run: Tracking) -> str:
+    """Why the training ended: every step done, or what the workers said when they stopped early (the run's
+    ``wavegan.last_note``: the time budget, early stopping, a non-finite loss)."""
+    total = config["total_steps"]
+    if metrics.get("step") is not None and total is not None and int(metrics["step"]) >= int(total):
+        return f"all {config['total_steps']} steps done"
+    if not run.run_id:
+        return "stopped early"
+    return run.client.get_run(run.run_id).data.tags.get("wavegan.last_note", "stopped early")
 
 
 def run(config: dict) -> int:
@@ -201,9 +225,13 @@ def run(config: dict) -> int:
         result = launch(prepared, tracked)
     except TrainingFailed as exc:
         print(f"[train] training failed: {exc}", file=sys.stderr)
-        code = 1
+        code, outcome = 1, {"stopped": "training failed", "failed": str(exc).splitlines()[0][:300]}
     else:
-        code = register(config, result, tracked)
+        code, outcome = register(config, result, tracked)
+    if tracked.run_id:
+        from pipeline.tracking.describe import preset_name, run_note, set_note
+
+        set_note(tracked, tracked.run_id, run_note(config, preset_name(), outcome))
     tracked.finish("FINISHED" if code == 0 else "FAILED")
     return code
 

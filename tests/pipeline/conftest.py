@@ -18,9 +18,10 @@ def trained(tone_shards, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{base}/mlflow.db"
     log = base / "train.log"
-    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=100000", "train.max_minutes=0.001",
+    proc = start(train_command(tone_shards, base / "ray", uri, "train.steps=null", "train.max_minutes=0.001",
                                "model.conv_impl=polyphase",
-                               "tracking.system_metrics_every_s=1"), log)  # a sample within the short run
+                               "tracking.system_metrics_every_s=1",  # a sample within the short run
+                               "tracking.preview_every=10"), log)  # a preview sheet at its one log step
     out = finish(proc, log, timeout=900)
     assert proc.returncode == 0, out[-5000:]
     return {"uri": uri, "base": base, "checkpoint": checkpoints(base / "ray")[-1], "shards": tone_shards}

@@ -100,14 +100,14 @@ def test_registration_picks_the_ema_weights_and_tags_them(tmp_path):
         return params(load_registered(f"models:/wavegan-generator/{version}")[0].generator)
 
     assert register_generator(config, checkpoint, run) == "1"
-    assert client.get_model_version("wavegan-generator", "1").tags["generator_weights"] == "ema"
+    assert client.get_model_version("wavegan-generator", "1").tags["train.generator_weights"] == "ema"
     for key, value in registered_weights("1").items():
         assert torch.equal(value, state.ema.state_dict()[key])
     assert register_generator(config, checkpoint, run) == "1", "the same weights from the same run and step: no-op"
 
     config["registry"]["weights"] = "online"  # the trained generator stays available
     assert register_generator(config, checkpoint, run) == "2"
-    assert client.get_model_version("wavegan-generator", "2").tags["generator_weights"] == "online"
+    assert client.get_model_version("wavegan-generator", "2").tags["train.generator_weights"] == "online"
     for key, value in registered_weights("2").items():
         assert torch.equal(value, state.gan.generator.state_dict()[key])
     assert any(not torch.equal(registered_weights("1")[k], v) for k, v in registered_weights("2").items())

@@ -155,7 +155,7 @@ def test_a_wall_clock_budget_ends_the_run_at_a_log_step_with_a_checkpoint(traine
 
     client = MlflowClient(trained["uri"])
     version = client.get_model_version(MODEL, "1")
-    assert version.tags["step"] == "10"
+    assert version.tags["train.step"] == "10"
     state = load_checkpoint(trained["checkpoint"])
     assert state["step"] == 10 and state["config"]["total_steps"] == 100000
     assert state["extra"]["train_seconds"] >= 0.06

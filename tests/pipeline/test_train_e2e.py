@@ -89,5 +89,5 @@ def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, classifie
     assert sorted(scores) == [20, 40, 60], scores
     best = max(scores, key=scores.get)
     version = client.get_model_version("wavegan-generator", "1")
-    assert version.run_id == run.info.run_id and version.tags["step"] == str(best), (scores, version.tags)
+    assert version.run_id == run.info.run_id and version.tags["train.step"] == str(best), (scores, version.tags)
     assert f"the best checkpoint by eval/is_mean: step {best}" in out
