@@ -42,6 +42,7 @@ $(STAMP): $(LOCK) pyproject.toml $(UV)
 	$(UV) pip sync -q --python $(PY) --require-hashes --compile-bytecode $(LOCK)
 	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
 	$(PY) -m common.stack_check
+	@$(PY) -c "import matplotlib.font_manager"  # matplotlib's font cache, built here, not in a worker's first preview
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install exactly requirements.lock, then check the stack works (instant when done)
@@ -171,7 +172,7 @@ demo-chain: # the steps of `make demo`, in a make of their own so that SRC sees 
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT)
 	$(PY) -m pipeline.evaluate.classifier --data-dir $(OUT) --config cpu
-	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.max_minutes=$(DEMO_MINUTES) train.steps=100000 data.dir=$(OUT) \
+	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.max_minutes=$(DEMO_MINUTES) train.steps=null data.dir=$(OUT) \
 	  $(ARGS)
 	$(PY) -m pipeline.evaluate --model-uri models:/wavegan-generator/latest --config cpu
 	$(PY) -m pipeline.promote --version latest || echo "[demo] the gate kept the current champion"

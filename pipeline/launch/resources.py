@@ -109,6 +109,15 @@ def check_this_machine_fits(cluster: dict) -> None:
     check_cluster_fits(per_worker, int(cluster["num_workers"]), [this_machine], None)
 
 
+def quiet_console() -> None:
+    """Ray's console conventions for this process, set before Ray is imported (it reads them then): worker
+    lines without Ray's ``(RayTrainWorker pid=...)`` prefix (rank 0's lines say ``[train]`` themselves), and
+    without colour codes when the console is not a terminal (a log file, a pipe)."""
+    os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def connect(cluster: dict) -> str:
     """Start (or join) Ray and refuse at once a worker request it can never meet; say which Ray, and how long it
     took to reach."""
@@ -117,7 +126,12 @@ def connect(cluster: dict) -> str:
     joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a Ray this process already uses
     if not address and not joined:
         check_this_machine_fits(cluster)  # before paying for Ray's import and start
+    quiet_console()
     import ray
+
+    from pipeline.train.ray_worker_setup import route_ray_logs, warnings_log
+
+    route_ray_logs()  # the driver's side; a Ray started here does the same in each worker (setup hook)
 
     if not ray.is_initialized():
         if not address:  # the raylet reads RayConfig overrides from RAY_<name> variables when it starts
@@ -131,7 +145,9 @@ def connect(cluster: dict) -> str:
         local = {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1",
                  "include_dashboard": bool(cluster["dashboard"]),
                  "runtime_env": {"worker_process_setup_hook": "pipeline.train.ray_worker_setup.setup"}}
-        ray.init(address=address, configure_logging=False, **({} if address else local))
+        # configure_logging=True (Ray's default) keeps the "ray" logger's handlers route_ray_logs set (False clears
+        # them, and Ray's own warnings then reach the console through Python's last-resort handler)
+        ray.init(address=address, configure_logging=True, **({} if address else local))
     check_resources(cluster)
     if address:
         where = f"joined {address}"
@@ -140,4 +156,5 @@ def connect(cluster: dict) -> str:
     else:
         where = "started here" + (", dashboard on http://127.0.0.1:8265" if cluster["dashboard"] else
                                   " (no dashboard: cluster.dashboard=true serves one on http://127.0.0.1:8265)")
+        where += f"; its warnings go to {warnings_log()}"
     return f"Ray {where}, ready in {time.perf_counter() - started:.1f} s"

@@ -162,7 +162,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         console(f"[train] {world} worker(s) ready on {device} ({torch.get_num_threads()} threads each); training "
                 f"from step {state.step}")
     meter = Meter()
-    while state.step < total:
+    while total is None or state.step < total:  # None: train.max_minutes alone ends the run
         meter.add(train_iteration(state, batches, iteration, rank=rank, world_size=world, device=device))
         if state.step % log_every and state.step != total:
             continue

@@ -117,8 +117,12 @@ def prepare(config: dict) -> dict:
     config["steps_per_epoch"] = n_clips / (batch * critic_steps)  # an epoch = every train clip seen once by D
     if train["epochs"]:
         config["total_steps"] = max(1, math.ceil(float(train["epochs"]) * config["steps_per_epoch"]))
-    else:
+    elif train["steps"] is not None:
         config["total_steps"] = int(train["steps"])
+    elif train["max_minutes"] is not None:
+        config["total_steps"] = None  # the time budget alone ends the run
+    else:
+        raise ConfigError("train.steps=null needs a budget of another kind: train.epochs or train.max_minutes")
     log_every = max(1, int(train["log_every"]))
     train["checkpoint_every"] = max(log_every, math.ceil(int(train["checkpoint_every"]) / log_every) * log_every)
     config["data_manifest"] = {k: manifest.get(k) for k in ("fingerprint", "totals", "sample_rate", "slice_len")}

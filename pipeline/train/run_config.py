@@ -207,7 +207,7 @@ class TrainSchema(TrainConfig):
     resume: str
     init_from: str | None
     init_labels: str
-    steps: int
+    steps: int | None  # None: no step budget, train.max_minutes ends the run
     epochs: float | None
     keep_checkpoints: int
     max_failures: int
@@ -236,7 +236,7 @@ class DataConfig:
 class Plan:
     """What the driver derived (``pipeline.train.preflight.prepare``) before any worker started."""
 
-    total_steps: int
+    total_steps: int | None  # None: the run ends on train.max_minutes (preflight allows nothing else)
     batches_per_epoch: int
     steps_per_epoch: float
 
@@ -246,7 +246,8 @@ class Plan:
         if missing:
             raise ConfigError(f"the config lacks the derived values {missing}: run it through "
                               "pipeline.train.preflight.prepare (python -m pipeline.train does)")
-        return cls(total_steps=int(cfg["total_steps"]), batches_per_epoch=int(cfg["batches_per_epoch"]),
+        total = cfg["total_steps"]
+        return cls(total_steps=None if total is None else int(total), batches_per_epoch=int(cfg["batches_per_epoch"]),
                    steps_per_epoch=float(cfg["steps_per_epoch"]))
 
 

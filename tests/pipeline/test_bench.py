@@ -148,6 +148,9 @@ def test_the_progress_line_reads_well_and_make_bench_still_reads_it():
     assert budgeted.startswith("[train] step 100/100000 (60% of 2.5 min) d_loss=-1.5") and budgeted.endswith("0:01:00")
     assert _printed_metrics(budgeted) == {100: metrics}
     assert progress_line(100, 400, metrics, budget=(90.0, 6000.0)) == line  # the steps end it first
+    # no step budget (train.steps=null: the time budget alone ends the run): no made-up total
+    unbounded = progress_line(650, None, metrics, budget=(64.5, 150.0))
+    assert unbounded.startswith("[train] step 650 (43% of 2.5 min) d_loss=-1.5") and unbounded.endswith("0:01:26")
 
 
 def test_gpu_section_modules_import_nothing_but_torch():

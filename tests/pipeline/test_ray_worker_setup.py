@@ -11,6 +11,7 @@ import ray
 
 from common.private_api import autoscaling_client_logger_name, placement_group_cleaner_logger_name
 from pipeline.launch.resources import connect
+from pipeline.train.ray_worker_setup import LOG_ENV, warnings_log
 
 LOCAL = {"address": None, "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "worker_niceness": 0,
          "dashboard": False}
@@ -48,9 +49,10 @@ def log_the_cleaners_warning(times: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        monkeypatch.setenv(LOG_ENV, str(tmp_path_factory.mktemp("ray-log") / "warnings.log"))
         for name, value in (("RAY_worker_niceness", "0"), ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")):
             monkeypatch.setenv(name, value)  # connect() sets these for the raylet; restored after the tests
         connect(LOCAL)
@@ -95,3 +97,26 @@ def test_workers_say_once_that_the_state_api_is_unreachable(local_ray):
     assert in_a_worker.count("Failed to query Ray Train Controller actor state") == 1, in_a_worker
     assert "cluster.dashboard=false" in in_a_worker and "Not repeated." in in_a_worker
     assert log_the_cleaners_warning(3).count("Failed to query") == 3  # the driver has no such filter
+
+
+def log_rays_warning_and_error(marker: str) -> list[tuple[str, int]]:
+    """A warning and an error of one of Ray's loggers; the ``ray`` logger's handlers (class, level) as they are."""
+    logger = logging.getLogger("ray.train.v2._internal.some_module")
+    logger.warning(f"a warning {marker}")
+    logger.error(f"an error {marker}")
+    return [(type(h).__name__, h.level) for h in logging.getLogger("ray").handlers]
+
+
+@pytest.mark.slow
+def test_rays_warnings_go_to_the_log_file_and_its_errors_to_the_console(local_ray):
+    for where, handlers in (("worker", ray.get(ray.remote(log_rays_warning_and_error).remote("w1"), timeout=120)),
+                            ("driver", log_rays_warning_and_error("d1"))):
+        console = [level for name, level in handlers if name != "FileHandler"]
+        assert console and min(console) == logging.ERROR, (where, handlers)  # errors still reach the console
+        assert ("FileHandler", logging.WARNING) in handlers, (where, handlers)
+    for handler in logging.getLogger("ray").handlers:
+        handler.flush()
+    text = warnings_log().read_text()
+    for marker in ("w1", "d1"):
+        assert f"a warning {marker}" in text, text
+        assert f"an error {marker}" in text, text
