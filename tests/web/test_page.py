@@ -154,14 +154,14 @@ def test_page_opened_as_a_file_generates_offline_single_threaded(chromium, expor
     chromium.set_window_size(390, 844)  # a phone: one column, nothing wider than the screen
     width = chromium.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], width
-    background = "return getComputedStyle(document.body).backgroundColor"
-    light = chromium.execute_script(background)
-    chromium.execute_cdp_cmd("Emulation.setEmulatedMedia",
-                             {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
-    dark = chromium.execute_script(background)
+    colours = {}
+    for scheme in ("light", "dark"):  # the reader's theme, with the compare page's colours
+        chromium.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                                 {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        colours[scheme] = chromium.execute_script("return getComputedStyle(document.body).backgroundColor")
     chromium.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     chromium.set_window_size(1200, 900)
-    assert light == "rgb(255, 255, 255)" and dark == "rgb(18, 18, 22)", (light, dark)
+    assert colours == {"light": "rgb(255, 255, 255)", "dark": "rgb(18, 18, 22)"}, colours
 
 
 @pytest.mark.slow
