@@ -153,19 +153,29 @@ def init_reference_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+LABEL_EMBEDDINGS = ("normal", "uniform")
+
+
 class ConvGenerator(nn.Module):
     """z (+ optional label embedding) -> dense -> (channels[0], base_size^ndim) -> upconv stack -> tanh.
 
     Layer order follows the reference: dense, [BN], ReLU, then per layer upconv, [BN], ReLU,
     except the last upconv which is followed by tanh only.
+
+    ``label_embedding``: how the label embedding concatenated to z starts. ``normal``: PyTorch's N(0, 1), three
+    times z's variance (Uniform(-1, 1): 1/3) in as many dimensions, so the label holds 75% of the dense layer's input
+    variance and z is the minor input (issue 39); ``uniform``: Uniform(-1, 1) like z, half each.
     """
 
     def __init__(self, ndim: int, latent_dim: int, base_size: int, channels: Sequence[int],
                  strides: Sequence[int], kernel_size: int, upsample: str = "zeros", batchnorm: bool = False,
-                 num_classes: int = 0, conv_impl: str = "reference", label_bias: bool = False):
+                 num_classes: int = 0, conv_impl: str = "reference", label_bias: bool = False,
+                 label_embedding: str = "normal"):
         super().__init__()
         if len(channels) != len(strides) + 1:
             raise ValueError("need one more channel count than strides")
+        if label_embedding not in LABEL_EMBEDDINGS:
+            raise ValueError(f"label_embedding must be one of {LABEL_EMBEDDINGS}, got {label_embedding!r}")
         self.latent_dim, self.num_classes = latent_dim, num_classes
         # cGAN-style conditioning: a learned label embedding is concatenated to z.
         self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
@@ -186,6 +196,8 @@ class ConvGenerator(nn.Module):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         init_reference_weights(self)
+        if self.embed is not None and label_embedding == "uniform":
+            nn.init.uniform_(self.embed.weight, -1.0, 1.0)
         for bias in self.label_bias or ():
             nn.init.zeros_(bias.weight)
 

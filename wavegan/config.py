@@ -30,6 +30,7 @@ class WaveGANConfig:
     phaseshuffle_per_example: bool
     num_classes: int
     label_bias: bool
+    label_embedding: str
     conv_impl: str
 
 
@@ -53,7 +54,7 @@ MODEL_CONFIGS: dict[str, type] = {"wavegan": WaveGANConfig, "specgan": SpecGANCo
 
 # Keys that configs stored with checkpoints and registered models before the key existed lack, and the value those
 # models ran with. Not defaults of new runs (conf/model/ states those): how the layers run, not what they compute.
-LEGACY = {"wavegan": {"conv_impl": "auto", "label_bias": False}, "specgan": {}}
+LEGACY = {"wavegan": {"conv_impl": "auto", "label_bias": False, "label_embedding": "normal"}, "specgan": {}}
 
 
 def model_config(cfg: Mapping) -> WaveGANConfig | SpecGANConfig:

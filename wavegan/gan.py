@@ -58,7 +58,8 @@ def build_gan(model_cfg: Mapping) -> GAN:
     if isinstance(m, WaveGANConfig):
         G = WaveGANGenerator(latent_dim=m.latent_dim, dim=m.dim, slice_len=m.slice_len, num_channels=m.num_channels,
                              upsample=m.upsample, batchnorm=m.batchnorm, post_proc_filt_len=m.post_proc_filt_len,
-                             num_classes=m.num_classes, conv_impl=m.conv_impl, label_bias=m.label_bias)
+                             num_classes=m.num_classes, conv_impl=m.conv_impl, label_bias=m.label_bias,
+                             label_embedding=m.label_embedding)
         D = WaveGANDiscriminator(dim=m.dim, slice_len=m.slice_len, num_channels=m.num_channels,
                                  phaseshuffle_rad=m.phaseshuffle_rad,
                                  phaseshuffle_per_example=m.phaseshuffle_per_example,

@@ -97,12 +97,13 @@ class WaveGANGenerator(ConvGenerator):
 
     def __init__(self, latent_dim: int = 100, dim: int = 64, slice_len: int = 16384, num_channels: int = 1,
                  upsample: str = "zeros", batchnorm: bool = False, post_proc_filt_len: int = 0,
-                 num_classes: int = 0, conv_impl: str = "auto", label_bias: bool = False):
+                 num_classes: int = 0, conv_impl: str = "auto", label_bias: bool = False,
+                 label_embedding: str = "normal"):
         strides = _strides(slice_len)
         channels = [dim * 2 ** i for i in reversed(range(len(strides)))] + [num_channels]
         super().__init__(ndim=1, latent_dim=latent_dim, base_size=16, channels=channels, strides=strides,
                          kernel_size=KERNEL_LEN, upsample=upsample, batchnorm=batchnorm, num_classes=num_classes,
-                         conv_impl=conv_impl, label_bias=label_bias)
+                         conv_impl=conv_impl, label_bias=label_bias, label_embedding=label_embedding)
         self.slice_len, self.num_channels = slice_len, num_channels
         self.post_proc = (PostProcessFilter(num_channels, post_proc_filt_len, conv_impl) if post_proc_filt_len
                           else None)

@@ -21,7 +21,7 @@ def test_wavegan_config_has_the_documented_keys_and_reference_defaults():
     assert cfg == {"name": "wavegan", "latent_dim": 100, "dim": 64, "slice_len": 16384, "num_channels": 1,
                    "sample_rate": 16000, "upsample": "zeros", "batchnorm": False, "post_proc_filt_len": 0,
                    "phaseshuffle_rad": 2, "phaseshuffle_per_example": False, "num_classes": 0,
-                   "label_bias": False, "conv_impl": "auto"}
+                   "label_bias": False, "label_embedding": "uniform", "conv_impl": "auto"}
 
 
 def test_build_wavegan_from_config():

@@ -177,3 +177,25 @@ def test_phase_shuffle_identity_when_radius_zero_or_eval():
     assert torch.equal(PhaseShuffle(2).eval()(x), x)
     assert sum(isinstance(m, PhaseShuffle) for m in WaveGANDiscriminator(dim=4, phaseshuffle_rad=0).modules()) == 0
     assert sum(isinstance(m, PhaseShuffle) for m in WaveGANDiscriminator(dim=4, slice_len=65536).modules()) == 4
+
+
+def test_label_embedding_uniform_starts_like_z_and_normal_keeps_the_checkpoints_before_it():
+    """uniform: the label embedding is drawn as z (Uniform(-1, 1)), so z holds half the dense layer's input; normal
+    (PyTorch's N(0, 1), the form of models configured before the key existed): the label holds three quarters."""
+    from wavegan import build_gan
+    from wavegan.config import model_config
+
+    torch.manual_seed(0)
+    uniform = WaveGANGenerator(latent_dim=100, dim=4, num_classes=10, label_embedding="uniform").embed.weight
+    normal = WaveGANGenerator(latent_dim=100, dim=4, num_classes=10, label_embedding="normal").embed.weight
+    assert uniform.abs().max() <= 1.0 and uniform.var().item() == pytest.approx(1 / 3, rel=0.1)
+    assert normal.abs().max() > 2.0 and normal.var().item() == pytest.approx(1.0, rel=0.1)
+    share = normal.square().sum(1).mean() / (normal.square().sum(1).mean() + 100 / 3)
+    assert share.item() == pytest.approx(0.75, abs=0.03)
+    with pytest.raises(ValueError, match="label_embedding must be one of"):
+        WaveGANGenerator(latent_dim=8, dim=4, num_classes=2, label_embedding="projected")
+    stored = {"name": "wavegan", "latent_dim": 8, "dim": 4, "slice_len": 16384, "num_channels": 1,
+              "sample_rate": 16000, "upsample": "zeros", "batchnorm": False, "post_proc_filt_len": 0,
+              "phaseshuffle_rad": 2, "phaseshuffle_per_example": False, "num_classes": 3}  # a config of before
+    assert model_config(stored).label_embedding == "normal"
+    assert build_gan(stored).generator.embed.weight.abs().max() > 1.0
