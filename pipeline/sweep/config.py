@@ -1,7 +1,8 @@
 """What a sweep is: ``conf/sweep.yaml`` (the defaults) merged with one ``conf/sweep/<name>.yaml``.
 
 A sweep names its base training run as ``make train`` overrides (``train``), the search space over any training
-key (``space``), how many trials and how many at once, the metric that ranks them and the early-stopping scheduler.
+key (``space``) or config group (``loss: {grid: [dcgan, wgan-gp]}``, ``preset: {grid: [cpu-demo, cpu-wgan-gp]}``: a
+whole recipe), how many trials and how many at once, the metric that ranks them and the early-stopping scheduler.
 Each trial's config is ``python -m pipeline.train <train> <command-line overrides> <the trial's values>``, composed
 by Hydra like any training run, so its reproduce command is exactly that.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import ConfigError
+from common.paths import CONF_DIR
 from common.typed import typed
 
 KINDS = ("grid", "choice", "uniform", "loguniform")
@@ -31,6 +33,20 @@ def override(key: str, value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"{key}=[{','.join(override('', v)[1:] for v in value)}]"
     return f"{key}={hydra_value(str(value))}" if isinstance(value, str) else f"{key}={value}"
+
+
+def group_options(key: str) -> list[str] | None:
+    """The options of ``conf/<key>/`` when ``key`` names a config group of the training config, else None."""
+    folder = CONF_DIR / key
+    return sorted(p.stem for p in folder.glob("*.yaml")) if "." not in key and folder.is_dir() else None
+
+
+def with_values(base: list[str], values: dict[str, Any]) -> list[str]:
+    """``base`` overrides without those of the searched keys, then the searched values: a trial's value replaces the
+    base's (Hydra refuses a config group named twice on one command line)."""
+    searched = set(values)
+    return [*(o for o in base if o.lstrip("+~").split("=", 1)[0] not in searched),
+            *(override(key, value) for key, value in values.items())]
 
 
 D_SELF_REL = "eval/d_self_rel"
@@ -86,6 +102,10 @@ class Dimension:
                 raise ConfigError(f"{where}.{kind}={values!r}: expected [low, high] numbers with low < high")
             if kind == "loguniform" and values[0] <= 0:
                 raise ConfigError(f"{where}.loguniform={values!r}: both bounds must be > 0")
+        options = group_options(key)
+        if options is not None and (kind not in ("grid", "choice") or not set(map(str, values)) <= set(options)):
+            raise ConfigError(f"{where}.{kind}={values!r}: {key} is a config group: search it with grid or choice "
+                              f"over its options ({', '.join(options)})")
         return cls(key, kind, list(values))
 
     def tune_domain(self):

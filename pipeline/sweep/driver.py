@@ -21,7 +21,7 @@ from ray.tune import Callback
 
 from common.errors import ConfigError
 from common.typed import flatten
-from pipeline.sweep.config import D_SELF_REL, IS_REL, Guard, SweepConfig, override
+from pipeline.sweep.config import D_SELF_REL, IS_REL, Guard, SweepConfig, group_options, override, with_values
 from pipeline.sweep.ranking import Trial, rank, reproduce_command, summarize, table
 from pipeline.sweep.trial import PARENT_TAG, SCORE, SWEEP_TAG, TRIAL_TAG, TrialSpec, run_trial
 from pipeline.tracking.client import Tracking
@@ -67,11 +67,11 @@ def check_space(sweep: SweepConfig, base: list[str]) -> dict:
     config = compose_checked([*base, *kept, *only_trials], "make sweep")
     keys = flatten(config)
     for dim in sweep.dimensions():
-        if dim.key not in keys:
+        if dim.key not in keys and group_options(dim.key) is None:
             raise ConfigError(f"sweep.space.{dim.key}: the training config has no key {dim.key}"
                               f"{_suggest(nearest(dim.key, keys))}")
         for value in dim.values:  # every listed value; an interval's bounds
-            compose_checked([*base, override(dim.key, value), *kept, *only_trials], f"sweep.space.{dim.key}")
+            compose_checked([*with_values(base, {dim.key: value}), *kept, *only_trials], f"sweep.space.{dim.key}")
     return config
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from pipeline.sweep.config import Guard, override
+from pipeline.sweep.config import Guard, with_values
 from pipeline.sweep.ranking import trial_score
 
 SCORE = "sweep/score"  # what Tune's scheduler and ranking read: the metric, or the worst value when the guard fails
@@ -54,8 +54,7 @@ class TrialSpec:
 
 def trial_overrides(spec: TrialSpec, values: dict[str, Any], trial_id: str) -> list[str]:
     """The trial's ``make train`` overrides: the sweep's base, then its own values, then what every trial gets."""
-    return [*spec.base, *(override(key, value) for key, value in values.items()), *spec.forced,
-            f"train.run_name={spec.sweep_run}-{trial_id}"]
+    return [*with_values(spec.base, values), *spec.forced, f"train.run_name={spec.sweep_run}-{trial_id}"]
 
 
 def run_trial(values: dict[str, Any], spec: TrialSpec) -> None:

@@ -174,3 +174,34 @@ def test_make_sweep_runs_nested_trials_cuts_the_bad_one_and_prints_a_reproduce_c
     assert {k: v for k, v in again["train"].items() if k != "run_name"} == \
         {k: v for k, v in trained["train"].items() if k != "run_name"}
     assert again["registry"] == {**trained["registry"], "register": True}
+
+
+def test_the_loss_family_the_critic_steps_the_conditioning_and_whole_recipes_can_be_searched(tmp_path):
+    """A config group is a dimension like any key (grid or choice over its options); a preset is a whole recipe, and a
+    trial's value replaces the base's. ``conf/sweep/recipe.yaml`` puts cpu-demo against the reference's recipe."""
+    from pipeline.sweep.driver import check_space
+    from pipeline.sweep.trial import TrialSpec, trial_overrides
+
+    base = ["preset=tiny", f"train.storage_path={tmp_path}"]
+    space = {"loss": {"grid": ["dcgan", "wgan-gp"]}, "loss.critic_steps": {"grid": [1, 5]},
+             "model.label_embedding": {"choice": ["normal", "uniform"]}}
+    sweep = sweep_config(space=space, trials=4)
+    check_space(sweep, base)
+    spec = TrialSpec("s", base, [], {}, "run", sweep.metric, sweep.guard)
+    values = {"loss": "dcgan", "loss.critic_steps": 5, "model.label_embedding": "normal"}
+    config = compose(trial_overrides(spec, values, "t1"))
+    assert (config["loss"]["name"], config["loss"]["critic_steps"], config["model"]["label_embedding"]) == \
+        ("dcgan", 5, "normal")
+    with pytest.raises(ConfigError, match=r"loss is a config group: search it with grid or choice over its options "
+                                          r"\(dcgan, lsgan, wgan, wgan-gp\)"):
+        sweep_config(space={"loss": {"grid": ["dcgan", "hinge"]}}, trials=2).dimensions()
+
+    recipes = SweepConfig.from_config(compose_sweep(["sweep=recipe"])["sweep"])
+    assert recipes.grid_size() == 4 and [d.key for d in recipes.dimensions()] == ["preset", "model.label_embedding"]
+    check_space(recipes, [*recipes.train, "preset=tiny", f"train.storage_path={tmp_path}"])  # the base's is replaced
+    official = compose(trial_overrides(TrialSpec("s", ["preset=tiny"], [], {}, "r", recipes.metric, recipes.guard),
+                                       {"preset": "cpu-wgan-gp"}, "t2"))
+    loss = official["loss"]
+    assert (loss["name"], loss["critic_steps"], loss["gp_weight"], loss["optim"]["lr"], loss["optim"]["betas"]) == \
+        ("wgan-gp", 5, 10.0, 1e-4, [0.5, 0.9])
+    assert official["train"]["ema"]["decay"] is None and official["model"]["dim"] == 8
