@@ -4,7 +4,9 @@ build the page, log both to the model's MLflow run."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from pipeline.compare import CompareError
@@ -37,11 +39,12 @@ def log_artifacts(tracking: Tracking, side: Side, onnx_path: Path, sha: str, pag
         log(f"[export] {side.source} has no MLflow run: nothing logged")
         return
     client = tracking.client
-    client.log_artifact(side.run_id, str(onnx_path), "export")
+    with tempfile.TemporaryDirectory() as tmp:  # logged as export/generator.onnx whatever --out named it
+        client.log_artifact(side.run_id, shutil.copy(onnx_path, Path(tmp) / "generator.onnx"), "export")
     client.set_tag(side.run_id, SHA256_TAG, sha)
     if side.version is not None:
         client.set_model_version_tag(*side.version, SHA256_TAG, sha)
-    log(f"[export] logged export/{onnx_path.name} to run {side.run_id}"
+    log(f"[export] logged export/generator.onnx to run {side.run_id}"
         + (f"; tagged {side.version[0]} version {side.version[1]} {SHA256_TAG}={sha[:12]}..." if side.version else ""))
     if page is not None:
         client.log_artifacts(side.run_id, str(page), f"web/{page.name}")
