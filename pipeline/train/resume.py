@@ -37,6 +37,8 @@ RESUMABLE = (
     "train.max_failures",              # restarts Ray Train allows after worker failures
     "train.controller_failure_limit",  # retries of a worker group that fails to start
     "train.threads_per_worker",        # CPU threads of each worker: speed, not the result
+    "data.num_workers",                # loader processes per worker: the data stream is the same for any count
+    "data.pin_memory",                 # how batches reach a GPU, not which
     "cluster.",                        # where it runs: the worker count (the global batch is train.batch_size,
                                        # so it stays), CPUs and GPU per worker, the Ray address, the dashboard
     "tracking.",                       # where and how often it is tracked: the MLflow store, previews, waits

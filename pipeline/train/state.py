@@ -125,7 +125,10 @@ def build_state(cfg: dict, device: torch.device | str, wrap: Callable[[nn.Module
     ``init`` (``train.init_from``'s weights, :mod:`pipeline.train.init_from`) is loaded before either, and before
     the EMA copies G.
     """
-    gan = build_gan(cfg["model"])
+    step, loss = StepSettings.from_config(cfg), LossConfig.from_config(cfg)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are the run seed's, on every rank and in every run
+        torch.manual_seed(derived_seed(step.seed, -1, 0))
+        gan = build_gan(cfg["model"])
     if init is not None:
         load_into(gan, init)
     if gan.transform is not None:
@@ -137,7 +140,6 @@ def build_state(cfg: dict, device: torch.device | str, wrap: Callable[[nn.Module
     G, D = gan.generator, gan.discriminator
     if wrap is not None:
         G, D = wrap(G), wrap(D)
-    step, loss = StepSettings.from_config(cfg), LossConfig.from_config(cfg)
     if step.compile:
         G = torch.compile(G)
         if loss.name != "wgan-gp":
