@@ -44,7 +44,7 @@ def register(root: Path, *, dim: int = 8, conditional: bool = True, conv_impl: s
     folder.mkdir(parents=True)
     save_state(state, folder, {"model": model, "loss": loss, "data": {"dir": str(root)}, "tracking": store,
                                "label_names": LABELS if conditional else [],
-                               "registry": {"register": True, "model_name": MODEL_NAME, "weights": "auto"}})
+                               "registry": {"register": True, "model_name": MODEL_NAME, "weights": "ema"}})
     config = load_checkpoint(folder)["config"]
     assert register_generator(config, Checkpoint.from_directory(str(folder)), tracking.for_run(run_id)) == "1"
     client.set_model_version_tag(MODEL_NAME, "1", "eval.is_mean", eval_is)
