@@ -17,8 +17,8 @@
    each time): the trained ("online") generator and, when the
    run keeps one (``train.ema.decay``), the EMA generator. It logs them into the training's MLflow run
    (``eval/*`` for the generator that would be registered: the EMA when there is one; ``eval_online/*``
-   for the trained one) and prints a Markdown table: step, minutes since the start, IS and FID of both,
-   |D|self and |D|train of the registered one, next to the real data's values. The table also goes to
+   for the trained one) and prints a Markdown table: step, minutes since the start, IS, FID and |D|self of both,
+   |D|train of the EMA, next to the real data's values. The table also goes to
    ``<work-dir>/curve.md`` and ``curve.json`` (with the load samples).
 
 Training is noisy: the script records a curve, it asserts nothing.
@@ -167,8 +167,10 @@ def score(work: Path, run_name: str, start: float, args: argparse.Namespace, eva
 def markdown(result: dict) -> str:
     if result.get("ema"):
         cols = [("IS online", "eval_online/is_mean"), ("IS EMA", "eval/is_mean"), ("FID online", "eval_online/fid"),
-                ("FID EMA", "eval/fid"), ("|D|self EMA", "eval/d_self_rel"), ("|D|train EMA", "eval/d_train_rel")]
-        real_keys = ["eval/is_mean", "eval/is_mean", "eval/fid", "eval/fid", "eval/d_self_rel", "eval/d_train_rel"]
+                ("FID EMA", "eval/fid"), ("|D|self online", "eval_online/d_self_rel"),
+                ("|D|self EMA", "eval/d_self_rel"), ("|D|train EMA", "eval/d_train_rel")]
+        real_keys = ["eval/is_mean", "eval/is_mean", "eval/fid", "eval/fid", "eval/d_self_rel", "eval/d_self_rel",
+                     "eval/d_train_rel"]
     else:
         cols = [("IS", "eval/is_mean"), ("FID", "eval/fid"), ("|D|self", "eval/d_self_rel"),
                 ("|D|train", "eval/d_train_rel")]
