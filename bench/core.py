@@ -64,6 +64,9 @@ class Sizes:
     warmup: int
     shard_seconds: float              # seconds of input audio per shard-writing benchmark
     loader_clips: int
+    stream_clips: int                 # the W x K stream table: clips, and clips per shard of each layout
+    stream_shard_sizes: tuple[int, ...]
+    stream_grid: tuple[tuple[int, int], ...] | None = None  # (ranks, loader workers); None: throughput.STREAM_GRID
     budget_s: float | None            # per measurement: fewer repeats when one call is this slow
     model_grid: list[tuple[int, int]]  # (d, batch) pairs for critic / generator steps
     gen_dim: int
@@ -85,6 +88,7 @@ class Sizes:
                 warmup=1,
                 shard_seconds=1800,
                 loader_clips=8192,
+                stream_clips=2048, stream_shard_sizes=(1024, 64),
                 budget_s=120.0,
                 model_grid=[(d, b) for d in (16, 32, 64) for b in (16, 64)],
                 gen_dim=64,
@@ -101,11 +105,13 @@ class Sizes:
             )
         if mode == "quick":
             return cls(mode, repeats=2, min_seconds=0.0, warmup=1, shard_seconds=600, loader_clips=4096, budget_s=15.0,
+                       stream_clips=1024, stream_shard_sizes=(512, 32),
                        model_grid=[(16, 16), (16, 64), (32, 16), (64, 16)], gen_dim=64, gen_batch_sizes=[16, 64],
                        gen_batches=1, train_variants=["tiny"], train_steps={"tiny": (40, 10)},
                        cls_clips={"paper": 16, "cpu": 256}, nn_train=2000, nn_queries=1000)
         if mode == "smoke":
             return cls(mode, repeats=1, min_seconds=0.0, warmup=0, shard_seconds=10, loader_clips=256, budget_s=None,
+                       stream_clips=128, stream_shard_sizes=(64, 8), stream_grid=((1, 1), (2, 2)),
                        model_grid=[(8, 2)], gen_dim=8, gen_batch_sizes=[4], gen_batches=1, train_variants=["tiny"],
                        train_steps={"tiny": (4, 2)}, cls_clips={"cpu": 8}, nn_train=200, nn_queries=100)
         raise ValueError(f"mode must be full, quick or smoke, got {mode!r}")

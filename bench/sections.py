@@ -11,11 +11,12 @@ from bench.core import (
     LOADER_TARGET,
     Row,
     Sizes,
+    compose,
 )
 
 
 def section_data(device: torch.device, sizes: Sizes, log: Callable[[str], None], workdir: Path):
-    from data_prep.throughput import bench_loader, bench_shard_writing
+    from data_prep.throughput import bench_loader, bench_shard_writing, bench_streams
 
     rows, details = [], {}
     for rate in (16000, 44100):
@@ -34,8 +35,10 @@ def section_data(device: torch.device, sizes: Sizes, log: Callable[[str], None],
                     "audio s/s/core", reference="16 kHz WAV input",
                     ratio=other["audio_seconds_per_second_per_core"] / base["audio_seconds_per_second_per_core"],
                     note="resampled to 16 kHz" + per_cpu(other, "audio_seconds_per_cpu_second", "audio s")))
+    data = compose()["data"]  # the training stream's shuffle as conf/data states it
+    shuffle = {"block": data["shuffle_block"], "window": data["shuffle_window"]}
     log(f"[bench] data: loader, {sizes.loader_clips} clips")
-    loader = details["loader"] = bench_loader(str(workdir), sizes.loader_clips)
+    loader = details["loader"] = bench_loader(str(workdir), sizes.loader_clips, shuffle)
     rate = loader["loader_clips_per_second"]
     rows.append(Row("data", "training loader, 1 process", rate, "clips/s",
                     reference="per-file WAV loop (soundfile)", ratio=loader["loader_vs_wav_files"],
@@ -45,6 +48,15 @@ def section_data(device: torch.device, sizes: Sizes, log: Callable[[str], None],
     rows.append(Row("data", "evaluation reader (iterate_split)", loader["iterate_split_clips_per_second"], "clips/s",
                     reference="per-file WAV loop (soundfile)",
                     ratio=loader["iterate_split_clips_per_second"] / loader["wav_files_clips_per_second"]))
+    log(f"[bench] data: the training stream over ranks x loader workers, {sizes.stream_clips} clips")
+    streams = details["streams"] = bench_streams(str(workdir), sizes.stream_clips, sizes.stream_shard_sizes,
+                                                 shuffle, sizes.stream_grid)
+    for s in streams:
+        rows.append(Row("data", f"stream {s['ranks']}x{s['loader_workers']}, {s['shards']} shards",
+                        s["clips_per_second"], "clips/s", reference="split bytes", ratio=s["bytes_read_vs_split"],
+                        note=f"distinct per global batch {s['distinct_per_global_batch']:.2f}, coverage per epoch "
+                             f"{s['coverage_per_epoch']:.2f}, bytes read per epoch {s['bytes_read_vs_split']:.2f}x "
+                             f"the split (all ranks and workers in one process on this machine)"))
     return rows, details
 
 

@@ -64,7 +64,7 @@ def bench_shard_writing(tmpdir: str, seconds_of_audio: float, input_rate: int) -
     }
 
 
-def bench_loader(tmpdir: str, n_clips: int) -> dict:
+def bench_loader(tmpdir: str, n_clips: int, shuffle: dict[str, int]) -> dict:
     """Training-loader clips/s from local shards in one process, vs. a plain per-file WAV loop.
 
     Both read the same `n_clips` 16384-sample int16 clips and produce float32
@@ -82,7 +82,7 @@ def bench_loader(tmpdir: str, n_clips: int) -> dict:
     prep = PrepConfig(first_slice=True, pad_end=True, split=SplitConfig(valid=0.0, test=0.0), samples_per_shard=1024)
     make_shards(ShardSettings(src=src, out=out, prep=prep, workers=1, overwrite=True, progress=False))
 
-    loader = build_loader(out, global_batch=_BATCH, num_workers=0)
+    loader = build_loader(out, global_batch=_BATCH, num_workers=0, **shuffle)
     next(iter(loader))  # warm-up: imports, first shard open
     epoch = loader.batches_per_epoch
     loader_rate = _rate(lambda: sum(audio.shape[0] for audio, _ in itertools.islice(loader, epoch)))
@@ -109,6 +109,58 @@ def bench_loader(tmpdir: str, n_clips: int) -> dict:
     }
 
 
+STREAM_GRID = ((1, 1), (1, 2), (2, 2), (4, 2), (8, 4))  # ranks x loader workers
+
+
+def bench_streams(tmpdir: str, n_clips: int, shard_sizes: tuple[int, ...], shuffle: dict[str, int], grid=None,
+                  global_batch: int = 64, epochs: int = 2) -> list[dict]:
+    """The training stream over ranks x loader workers, all in this process: for each shard layout (clips per
+    shard) and (W, K) in ``grid`` (default STREAM_GRID), the share of distinct clips in a global batch, the share
+    of the split seen per epoch, the bytes read per epoch over all streams relative to the split's bytes, and
+    global clips/s. ``shuffle``: build_loader's block and window.
+
+    Clips are told apart by a hash of their samples, as a user would; ``epochs`` passes, so that the loader
+    workers' read-ahead (a few batches past the last one taken) weighs little in the bytes.
+    """
+    import hashlib
+
+    rng = np.random.default_rng(1)
+    src = os.path.join(tmpdir, "bench_stream_src")
+    os.makedirs(src, exist_ok=True)
+    for i in range(n_clips):
+        sf.write(os.path.join(src, f"clip_{i:06d}.wav"), noise_tone(16384, 16000, rng), 16000, subtype="PCM_16")
+    out = []
+    for per_shard in shard_sizes:
+        shards = os.path.join(tmpdir, f"bench_stream_shards_{per_shard}")
+        prep = PrepConfig(first_slice=True, pad_end=True, split=SplitConfig(valid=0.0, test=0.0),
+                          samples_per_shard=per_shard)
+        make_shards(ShardSettings(src=src, out=shards, prep=prep, workers=1, overwrite=True, progress=False))
+        for world, workers in grid or STREAM_GRID:
+            loaders = [build_loader(shards, global_batch=global_batch, num_workers=workers, rank=r,
+                                    world_size=world, **shuffle) for r in range(world)]
+            streams = [iter(loader) for loader in loaders]
+            per_epoch = loaders[0].batches_per_epoch
+            distinct, seen = [], [set() for _ in range(epochs)]
+            wall = time.perf_counter()
+            for g in range(epochs * per_epoch):
+                ids = [hashlib.blake2b(clip.numpy().tobytes(), digest_size=8).digest()
+                       for stream in streams for clip in next(stream)[0]]
+                distinct.append(len(set(ids)) / len(ids))
+                seen[g // per_epoch].update(ids)
+            wall = time.perf_counter() - wall
+            read = sum(loader.counters["bytes_read"] for loader in loaders)
+            out.append({
+                "clips": n_clips, "clips_per_shard": per_shard, "shards": -(-n_clips // per_shard),
+                "ranks": world, "loader_workers": workers,
+                "distinct_per_global_batch": round(min(distinct), 4),
+                "coverage_per_epoch": round(min(len(s) for s in seen) / n_clips, 4),
+                "bytes_read_vs_split": round(read / (epochs * loaders[0].split_bytes), 4),
+                "clips_per_second": round(epochs * per_epoch * global_batch / wall, 1),
+            })
+            del streams  # ends the loader workers before the next configuration starts its own
+    return out
+
+
 def _rate(count_clips) -> dict[str, float]:
     """Clips per wall-clock second and per CPU second of this process (the latter ignores other load)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -123,4 +175,4 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         print(bench_shard_writing(tmp, 600, 16000))
         print(bench_shard_writing(tmp, 600, 44100))
-        print(bench_loader(tmp, 8192))
+        print(bench_loader(tmp, 8192, {"block": 16, "window": 16}))

@@ -31,8 +31,8 @@ class GlobalOrder:
     clips: int          # clips in the split (after any filter, e.g. labelled only)
     global_batch: int   # G: clips per global batch, over all ranks
     seed: int
-    block: int = 16     # consecutive clips kept together by the block permutation
-    window: int = 4     # global batches whose positions are shuffled together
+    block: int          # consecutive clips kept together by the block permutation (data.shuffle_block)
+    window: int         # global batches whose positions are shuffled together (data.shuffle_window)
 
     def __post_init__(self) -> None:
         if self.global_batch < 1 or self.block < 1 or self.window < 1:

@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class StreamCounters:
-    """Bytes read, clips served and clips skipped, summed over a rank's loader processes.
+    """Bytes read, range reads made, clips served and clips skipped, summed over a rank's loader processes.
 
     An endless stream would spin forever on data that is all bad, so after ``max_streak`` skipped clips in a
     row without a good one in between (counted per process), it gives up.
     """
 
-    KEYS = ("bytes_read", "clips", "skipped")
+    KEYS = ("bytes_read", "reads", "clips", "skipped")
 
     def __init__(self, max_streak: int = 1000) -> None:
         self._values = {key: multiprocessing.Value("q", 0) for key in self.KEYS}
@@ -94,6 +94,7 @@ class ClipReader:
                 self.counters.skipped(exc, url)
             return
         self.counters.add("bytes_read", len(data))
+        self.counters.add("reads", 1)
         for offset, size in zip(rows["offset"].tolist(), rows["size"].tolist(), strict=True):
             where = f"{url}@{offset}"
             try:

@@ -69,10 +69,10 @@ class Meter:
 
 
 def data_totals(loader) -> dict[str, float]:
-    """This rank's data counters since the run (re)started: bytes read, clips read, corrupt clips skipped.
-    Loader workers read ahead of the step by a few batches, and those count once read."""
+    """This rank's data counters since the run (re)started: bytes read, range reads, clips read, corrupt clips
+    skipped. Loader workers read ahead of the step by a few batches, and those count once read."""
     counts = loader.counters.totals()
-    return {"data/bytes_read": counts["bytes_read"], "data/clips_read": counts["clips"],
+    return {"data/bytes_read": counts["bytes_read"], "data/reads": counts["reads"], "data/clips_read": counts["clips"],
             "data/skipped_samples": counts["skipped"]}
 
 

@@ -29,6 +29,7 @@ N_FILES = 24
 G = 8  # global batch: 3 per epoch
 LAYOUTS = (1, 2, 8)  # shards per split (24 / 3 clips per shard = 8)
 GRID = ((1, 1), (1, 2), (2, 2), (4, 2), (8, 4))  # ranks x loader workers
+SHUFFLE = {"block": 2, "window": 2}  # pairs of neighbours, shuffled over windows of two global batches
 
 
 def make_set(root, shards: int) -> str:
@@ -60,7 +61,7 @@ def shards(sets) -> str:
 
 def global_batches(data_dir: str, world: int, workers: int, n: int, start: int = 0, seed: int = 1, g: int = G, **kw):
     """``n`` global batches of ``g`` (clip ids, ranks concatenated in rank order) and each rank's loader."""
-    loaders = [build_loader(data_dir, global_batch=g, seed=seed, start=start, num_workers=workers, rank=r,
+    loaders = [build_loader(data_dir, global_batch=g, **SHUFFLE, seed=seed, start=start, num_workers=workers, rank=r,
                             world_size=world, **kw) for r in range(world)]
     streams = [iter(loader) for loader in loaders]
     out = []
@@ -99,7 +100,7 @@ def test_global_batches_are_disjoint_elastic_and_cover_the_epoch(sets, n_shards)
 
 def test_one_epoch_reads_the_split_once(shards):
     """In one process (no read-ahead), an epoch reads exactly the bytes of the split's clips, once."""
-    loader = build_loader(shards, global_batch=G, seed=3, num_workers=0)
+    loader = build_loader(shards, global_batch=G, seed=3, num_workers=0, **SHUFFLE)
     stream = iter(loader)
     for _ in range(loader.batches_per_epoch):
         next(stream)
@@ -124,11 +125,11 @@ def test_a_resumed_stream_continues_exactly(shards, before, after):
 
 def test_fewer_clips_than_a_global_batch_or_an_uneven_split_are_refused(shards):
     with pytest.raises(ValueError, match=r"24 clips, fewer than one global batch of 32"):
-        build_loader(shards, global_batch=32, num_workers=0)
+        build_loader(shards, global_batch=32, num_workers=0, **SHUFFLE)
     with pytest.raises(ValueError, match="a global batch of 8 clips does not split over 3 ranks"):
-        build_loader(shards, global_batch=8, num_workers=0, rank=0, world_size=3)
+        build_loader(shards, global_batch=8, num_workers=0, rank=0, world_size=3, **SHUFFLE)
     with pytest.raises(ValueError, match="pass both rank and world_size"):
-        build_loader(shards, global_batch=8, rank=0)
+        build_loader(shards, global_batch=8, rank=0, **SHUFFLE)
 
 
 def test_iterate_split_reads_each_clip_once(shards):
@@ -210,7 +211,7 @@ def test_all_corrupt_data_raises_instead_of_spinning(shards, tmp_path):
     np.save(os.path.join(broken, "train-index.npy"), index)
     (tmp_path / "damaged" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RuntimeError, match="no good batch"):
-        next(iter(build_loader(broken, global_batch=2, num_workers=0)))
+        next(iter(build_loader(broken, global_batch=2, num_workers=0, **SHUFFLE)))
 
 
 def _free_port() -> int:
@@ -223,7 +224,7 @@ def _ddp_rank(rank: int, world_size: int, port: int, data_dir: str, result_dir: 
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    loader = build_loader(data_dir, global_batch=4, num_workers=2, seed=3)  # rank and world from the group
+    loader = build_loader(data_dir, global_batch=4, num_workers=2, seed=3, **SHUFFLE)  # rank and world from the group
     batches = []
     for _, labels in itertools.islice(loader, 12):
         step = torch.ones(1)
@@ -254,9 +255,9 @@ def test_labelled_only_leaves_out_unlabelled_clips(tmp_path):
                labels=LabelConfig(source="file", file=str(tmp_path / "labels.csv")))
     run_shards(src, tmp_path / "out", cfg)
     out = str(tmp_path / "out")
-    every = build_loader(out, global_batch=2, num_workers=0)
+    every = build_loader(out, global_batch=2, num_workers=0, **SHUFFLE)
     assert every.batches_per_epoch == 4
     assert -1 in {label for _, labels in itertools.islice(every, 4) for label in labels.tolist()}
-    labelled = build_loader(out, global_batch=2, num_workers=0, labelled_only=True)
+    labelled = build_loader(out, global_batch=2, num_workers=0, labelled_only=True, **SHUFFLE)
     assert labelled.batches_per_epoch == 2
     assert sorted(label for _, labels in itertools.islice(labelled, 2) for label in labels.tolist()) == [0, 1, 2, 3]
