@@ -20,8 +20,6 @@ from pathlib import Path
 
 import torch
 
-from bench.core import ROOT, Row, model_config
-
 DEMO_DIM = 8          # conf/preset/cpu-demo.yaml's model.dim
 DEMO_LABELS = 10      # the demo's digits (or tones): ten labels
 TARGET_MS = 500       # issue 41: a d = 64 pad plays within 0.5 s of the click
@@ -86,6 +84,7 @@ def measure(driver, url: str, repeats: int) -> dict:
 
 
 def run(device, sizes, log, workdir: Path):
+    from bench.core import ROOT, Row, model_config
     from pipeline.export.onnx_file import export, metadata_of
     from pipeline.export.page import ORT_WASM, build_page
     from wavegan import build_gan
