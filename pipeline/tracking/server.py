@@ -7,6 +7,10 @@ It serves the same SQLite store (mlflow.db) and artifact folder (mlartifacts/) t
 writes, so runs, previews (listen to them in the run's Artifacts tab) and registered models show
 up. To reach it from another machine, prefer an SSH tunnel (ssh -L 5000:127.0.0.1:5000 host)
 over --host 0.0.0.0: the server has no authentication.
+
+It prints the project's experiment in the UI's training mode (the runs table, charts, artifacts). MLflow 3.17's UI
+picks that mode with its own GenAI / Model training switch (the page's ``workflowType``, remembered by the
+browser), not from the experiment's ``mlflow.experimentKind`` tag, which the project sets as well.
 """
 
 from __future__ import annotations
@@ -16,12 +20,23 @@ import os
 import sys
 
 from common.paths import PROJECT_ROOT
-from pipeline.tracking.client import resolve_uri
+from pipeline.tracking.client import DEFAULT_EXPERIMENT, Tracking, resolve_uri
+
+TRAINING_MODE = "workflowType=machine_learning"  # the UI's "Model training" side of its GenAI / training switch
 
 
 def command(host: str, port: int, backend: str, artifacts: str) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
             "--artifacts-destination", artifacts, "--host", host, "--port", str(port)]
+
+
+def training_page(base_url: str, backend: str, artifacts: str, experiment: str) -> str:
+    """The experiment's page in the UI's training mode (the experiment made, and tagged, when it is not yet)."""
+    try:
+        experiment_id = Tracking(backend, experiment, artifact_root=artifacts).experiment_id
+    except Exception:  # an unreadable store: the server says why; the list of experiments still opens
+        return f"{base_url}/#/experiments?{TRAINING_MODE}"
+    return f"{base_url}/#/experiments/{experiment_id}?{TRAINING_MODE}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,11 +48,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend-store-uri", default=None,
                         help="tracking store (default: the project's sqlite:///.../mlflow.db, or MLFLOW_TRACKING_URI)")
     parser.add_argument("--artifacts", default=str(PROJECT_ROOT / "mlartifacts"), help="artifact folder or URI")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"the experiment whose page is printed "
+                                                                        f"(default {DEFAULT_EXPERIMENT})")
     args = parser.parse_args(argv)
     backend = args.backend_store_uri or resolve_uri()
     if backend.startswith("http"):
         parser.error(f"the tracking URI is a server already ({backend}): open it in a browser instead")
-    print(f"MLflow UI on http://{args.host}:{args.port} over {backend}", flush=True)
+    base_url = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {base_url} over {backend}; the runs of {args.experiment}: "
+          f"{training_page(base_url, backend, args.artifacts, args.experiment)}", flush=True)
     cmd = command(args.host, args.port, backend, args.artifacts)
     os.execv(cmd[0], cmd)
 

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -248,27 +247,7 @@ def test_promote_prints_the_comparison_and_can_require_one(world, compared, caps
 
 
 # ----------------------------------------------------------------------------------------------------
-# A real browser: Debian's chromium + chromium-driver through selenium
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("chromium / chromium-driver are not installed (make test-deps installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required", "--window-size=1200,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
+# A real browser: Debian's chromium + chromium-driver through selenium (the browser fixture: tests/pipeline/conftest.py)
 
 
 MEDIA_STATE = """
