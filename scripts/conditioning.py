@@ -28,6 +28,7 @@ import torch
 from pipeline.evaluate.clips import load_clips
 from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.generated import fixed_latents
+from scripts import doc_parser
 from wavegan.classifier import LogMelFeatures
 from wavegan.metrics import distance_features
 from wavegan.sampling import generate
@@ -81,9 +82,7 @@ def label_distances(model, num_classes: int, per_label: int, front_end: LogMelFe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.conditioning", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = doc_parser("scripts.conditioning", __doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint folder (state.pt) or a Ray run folder (its newest)")
     source.add_argument("--fresh", choices=("normal", "uniform"), help="an untrained generator with this "

@@ -43,6 +43,7 @@ from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.real_data import metric_dict
 from pipeline.evaluate.training import Evaluator, online_keys
 from pipeline.tracking.client import Tracking
+from scripts import doc_parser
 
 TRAIN_DEFAULTS = [
     "tracking.preview_every=0",
@@ -186,9 +187,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.learning_curve", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = doc_parser("scripts.learning_curve", __doc__)
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "outputs" / "learning_curve")
     parser.add_argument("--data", choices=sorted(PER_CLASS), default="tones",
                         help="demo set: tones (numpy notes) or digits (espeak-ng spoken digits); default tones")

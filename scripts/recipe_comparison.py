@@ -22,7 +22,6 @@ The load average is recorded with each run: on a shared machine the recipes are 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 from common.paths import PROJECT_ROOT
+from scripts import doc_parser
 
 # name -> make train overrides. "normal": the label embedding every run before issue 39 had (cpu-demo as it was).
 RECIPES = {
@@ -129,9 +129,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.recipe_comparison", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = doc_parser("scripts.recipe_comparison", __doc__)
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "outputs" / "recipe_comparison")
     parser.add_argument("--data-dir", help="shards to train on (default: the demo tones made in the work dir)")
     parser.add_argument("--per-class", type=int, default=100, help="demo tones per note (default 100)")
