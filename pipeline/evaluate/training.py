@@ -13,7 +13,7 @@ from torch import nn
 from pipeline.evaluate.config import EvalError, resolve_metrics
 from pipeline.evaluate.generated import generate_audio
 from pipeline.evaluate.real_data import Reference, build_reference, metric_dict, metric_source
-from pipeline.sweep.config import Guard
+from pipeline.sweep.config import SELECT_ONLINE, SELECT_SCORE, Guard
 from pipeline.sweep.ranking import WORST
 from pipeline.tracking.client import Tracking
 from wavegan.metrics import (
@@ -27,8 +27,6 @@ from wavegan.metrics import (
 )
 
 ONLINE = "eval_online/"  # the trained generator's scores, beside its EMA's under eval/
-SELECT_SCORE = "select/score"  # what ranks checkpoints (registry.checkpoint=best): see select_generator
-SELECT_ONLINE = "select/online"  # 1: the evaluation's better generator is the trained one, 0: its EMA
 
 
 def online_keys(metrics: dict[str, float]) -> dict[str, float]:

@@ -51,6 +51,9 @@ def with_values(base: list[str], values: dict[str, Any]) -> list[str]:
 
 D_SELF_REL = "eval/d_self_rel"
 IS_REL = "eval/is_rel"
+# what the training's evaluation reports on the generator it would register (pipeline.evaluate.training)
+SELECT_SCORE = "select/score"  # registry.metric of the better of a generator and its EMA, after the guard
+SELECT_ONLINE = "select/online"  # 1: that is the trained generator, 0: its EMA
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,16 @@ from ray.tune import Callback
 
 from common.errors import ConfigError
 from common.typed import flatten
-from pipeline.sweep.config import D_SELF_REL, IS_REL, Guard, SweepConfig, group_options, override, with_values
+from pipeline.sweep.config import (
+    D_SELF_REL,
+    IS_REL,
+    SELECT_ONLINE,
+    Guard,
+    SweepConfig,
+    group_options,
+    override,
+    with_values,
+)
 from pipeline.sweep.ranking import Trial, rank, reproduce_command, summarize, table
 from pipeline.sweep.trial import PARENT_TAG, SCORE, SWEEP_TAG, TRIAL_TAG, TrialSpec, run_trial
 from pipeline.tracking.client import Tracking
@@ -182,7 +191,8 @@ def collect(grid, sweep: SweepConfig, sweep_run: str, stopped: dict[str, int]) -
             outcome = "completed"
         trials.append(Trial(trial_id, f"{sweep_run}-{trial_id}", dict(result.config), outcome,
                             seen["last_step"], seen["best"], seen["best_step"], seen["d_self_rel"], seen["is_rel"],
-                            seen["checkpoint"], seen["checkpoint_step"], failed_evals=seen["failed_evals"]))
+                            seen["checkpoint"], seen["checkpoint_step"], seen["checkpoint_online"],
+                            failed_evals=seen["failed_evals"]))
     return sorted(trials, key=lambda t: t.trial_id)
 
 
@@ -220,6 +230,7 @@ def register_best(best: Trial, tracking: Tracking) -> str | None:
     import ray.train
 
     from pipeline.registry.generator import register_generator
+    from pipeline.train.driver import registered_weights
     from pipeline.train.state import load_checkpoint
 
     if best.checkpoint is None or not Path(best.checkpoint).is_dir():
@@ -230,7 +241,9 @@ def register_best(best: Trial, tracking: Tracking) -> str | None:
           f"checkpoint)", flush=True)
     config = load_checkpoint(best.checkpoint)["config"]
     config["registry"]["register"] = True
-    return register_generator(config, ray.train.Checkpoint(best.checkpoint), tracking.for_run(best.run_id))
+    chosen = {} if best.checkpoint_online is None else {SELECT_ONLINE: float(best.checkpoint_online)}
+    return register_generator(registered_weights(config, chosen), ray.train.Checkpoint(best.checkpoint),
+                              tracking.for_run(best.run_id))
 
 
 def run(sweep: SweepConfig, extra: list[str]) -> int:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.sweep.config import D_SELF_REL, IS_REL, Guard, override
+from pipeline.sweep.config import D_SELF_REL, IS_REL, SELECT_ONLINE, Guard, override
 from wavegan.metrics import higher_is_better
 
 WORST = 1e9  # finite: ASHA takes percentiles of the scores at each rung
@@ -48,6 +48,7 @@ class Trial:
     is_rel: float | None = None       # likewise
     checkpoint: str | None = None     # the best checkpoint: of the evaluations the guard passed that were
     checkpoint_step: int | None = None  # checkpointed, the best one (what sweep.register_best registers)
+    checkpoint_online: bool | None = None  # its evaluation found the trained generator better than the EMA
     run_id: str | None = None         # the trial's MLflow run
     failed_evals: int = 0             # evaluations the guard failed
 
@@ -73,6 +74,8 @@ def summarize(history: list[dict[str, Any]], metric: str, guard: Guard) -> dict[
             "d_self_rel": shown.get(D_SELF_REL), "is_rel": shown.get(IS_REL),
             "checkpoint": None if saved is None else saved["checkpoint_path"],
             "checkpoint_step": None if saved is None else int(saved["step"]),
+            "checkpoint_online": None if saved is None or saved.get(SELECT_ONLINE) is None
+            else bool(saved[SELECT_ONLINE]),
             "last_step": max(steps, default=None), "failed_evals": len(evaluated) - len(healthy),
             "diverged": any(r.get("diverged") for r in history)}
 

@@ -205,3 +205,17 @@ def test_the_loss_family_the_critic_steps_the_conditioning_and_whole_recipes_can
     assert (loss["name"], loss["critic_steps"], loss["gp_weight"], loss["optim"]["lr"], loss["optim"]["betas"]) == \
         ("wgan-gp", 5, 10.0, 1e-4, [0.5, 0.9])
     assert official["train"]["ema"]["decay"] is None and official["model"]["dim"] == 8
+
+
+def test_the_best_checkpoint_remembers_which_generator_its_evaluation_chose():
+    """sweep.register_best registers the generator the training's evaluation chose there (select/online)."""
+    guard = Guard(collapse_ratio=0.5, quality_floor=0.0)
+    history = [{"step": step, "eval/is_mean": is_mean, "eval/d_self_rel": d_self, "checkpoint_path": path,
+                "select/online": online}
+               for step, is_mean, d_self, path, online in ((250, 2.0, 0.8, "/a", 0.0), (500, 3.0, 0.9, "/b", 1.0),
+                                                           (750, 4.0, 0.1, "/c", 0.0))]  # the last: collapsed
+    seen = summarize(history, "eval/is_mean", guard)
+    assert (seen["checkpoint"], seen["checkpoint_step"], seen["checkpoint_online"]) == ("/b", 500, True)
+    assert summarize(history[:1], "eval/is_mean", guard)["checkpoint_online"] is False
+    assert summarize([{k: v for k, v in history[0].items() if k != "select/online"}], "eval/is_mean",
+                     guard)["checkpoint_online"] is None  # a run from before the choice: auto (the EMA)
