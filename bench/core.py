@@ -66,7 +66,6 @@ class Sizes:
     loader_clips: int
     stream_clips: int                 # the W x K stream table: clips, and clips per shard of each layout
     stream_shard_sizes: tuple[int, ...]
-    stream_grid: tuple[tuple[int, int], ...] | None = None  # (ranks, loader workers); None: throughput.STREAM_GRID
     budget_s: float | None            # per measurement: fewer repeats when one call is this slow
     model_grid: list[tuple[int, int]]  # (d, batch) pairs for critic / generator steps
     gen_dim: int
@@ -77,6 +76,7 @@ class Sizes:
     cls_clips: dict[str, int]         # classifier name -> clips timed
     nn_train: int                     # reference-set size timed for |D|train (projected to SC09_TRAIN_CLIPS)
     nn_queries: int
+    stream_grid: tuple[tuple[int, int], ...] | None = None  # (ranks, loader workers); None: throughput.STREAM_GRID
 
     @classmethod
     def for_mode(cls, mode: str) -> Sizes:

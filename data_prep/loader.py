@@ -178,8 +178,7 @@ def build_loader(
     if global_batch % world_size:
         raise ValueError(f"a global batch of {global_batch} clips does not split over {world_size} ranks")
     manifest = manifest if manifest is not None else read_manifest(data_dir)
-    _nonempty_split(data_dir, manifest, split)
-    index = load_index(data_dir, manifest, split)
+    index = load_index(data_dir, manifest, split, _nonempty_split(data_dir, manifest, split))
     if labelled_only:
         index = index.labelled()
     try:

@@ -80,11 +80,10 @@ class SplitIndex:
         return SplitIndex(self.urls, self.rows[self.rows["label"] >= 0])
 
 
-def load_index(data_dir: str, manifest: dict[str, Any], split: str) -> SplitIndex:
-    """The index of ``split``: the file `make shards` wrote, or (older shards) one built by scanning them."""
-    from data_prep.manifest import shard_urls
-
-    urls = tuple(shard_urls(data_dir, manifest, split))
+def load_index(data_dir: str, manifest: dict[str, Any], split: str, urls: list[str]) -> SplitIndex:
+    """The index of ``split`` (``urls``: its shards, in order): the file `make shards` wrote, or (older shards)
+    one built by scanning them."""
+    urls = tuple(urls)
     entry = manifest["splits"][split].get("index")
     if entry:
         url = f"{data_dir.rstrip('/')}/{entry['name']}"

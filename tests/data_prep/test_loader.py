@@ -20,6 +20,7 @@ import webdataset as wds
 
 from data_prep.config import LabelConfig
 from data_prep.loader import build_loader, iterate_split, read_manifest
+from data_prep.manifest import shard_urls
 from data_prep.stream.index import load_index
 from data_prep.tarstream import TarFormatError
 
@@ -151,7 +152,9 @@ def test_a_corrupt_clip_is_skipped_counted_and_the_rest_keeps_its_order(shards, 
         return data[: 1024 + 10] + b"\xff\xff" + data[1024 + 12 :]
 
     damaged = corrupt_copy(shards, tmp_path, flip_header)
-    bad_clip = {int(i) for i in load_index(shards, read_manifest(shards), "train").rows["label"][3:4]}
+    manifest = read_manifest(shards)
+    bad_clip = {int(i) for i in load_index(shards, manifest, "train", shard_urls(shards, manifest, "train"))
+                .rows["label"][3:4]}
     healthy, _ = global_batches(shards, 2, 0, 6)
     batches, loaders = global_batches(damaged, 2, 0, 6)  # in-process: no read-ahead into a third epoch
     assert sum(loader.errors for loader in loaders) == 2  # once per epoch

@@ -165,6 +165,14 @@ def test_rerun_is_a_noop(sc09_corpus, tmp_path, caplog):
     assert again.up_to_date and not first.up_to_date
     assert "nothing to do" in caplog.text
     assert {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out)} == stamps
+    # shards made before the split index existed are rebuilt with it (the training stream reads it)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["splits"]["train"].pop("index")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    os.remove(out / "train-index.npy")
+    assert not run_shards(src, out, prep(first_slice=True)).up_to_date
+    assert read_manifest(str(out))["splits"]["train"]["index"]["name"] == "train-index.npy"
+    assert (out / "train-index.npy").exists()
     # a changed input file is noticed
     write_int16(src / "Zero_0000_nohash_0.wav", (tone(1.0, 16000, seed=77) * 32767).astype(np.int16))
     os.utime(src / "Zero_0000_nohash_0.wav", ns=(1, 1))
