@@ -72,3 +72,16 @@ def test_registering_the_best_checkpoint_scores_every_checkpoint_and_ranks_by_th
     assert fid.checkpoint_score_order == "min"  # the direction comes from wavegan.metrics
     with pytest.raises(ConfigError, match="registry.checkpoint must be last or best, got 'first'"):
         prepare(compose("preset=tiny", f"data.dir={tone_shards}", "registry.checkpoint=first"))
+
+
+def test_a_split_smaller_than_a_global_batch_or_a_batch_the_workers_do_not_divide_is_refused(tone_shards):
+    """Both before Ray starts, naming both numbers (the data stream needs whole global batches, split evenly)."""
+    from data_prep.manifest import read_manifest
+    from pipeline.train.preflight import prepare
+
+    train = read_manifest(str(tone_shards))["splits"]["train"]["samples"]
+    with pytest.raises(ConfigError, match=rf"holds {train} clips, fewer than one global batch "
+                                          rf"\(train.batch_size={train + 1}\)"):
+        prepare(compose("preset=tiny", f"data.dir={tone_shards}", f"train.batch_size={train + 1}"))
+    with pytest.raises(ConfigError, match=r"train.batch_size=8 must split evenly over cluster.num_workers=3"):
+        prepare(compose("preset=tiny", f"data.dir={tone_shards}", "cluster.num_workers=3"))
