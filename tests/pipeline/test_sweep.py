@@ -162,7 +162,7 @@ def test_make_sweep_runs_nested_trials_cuts_the_bad_one_and_prints_a_reproduce_c
     best_child = next(c for c in children if c.info.run_name == best_run)
     assert versions[0].run_id == best_child.info.run_id
     assert f"registered wavegan-generator version 1 from {best_run}" in out
-    assert versions[0].tags["step"] in ("20", "40")  # checkpoints every 20 steps (evaluations every 10)
+    assert versions[0].tags["train.step"] in ("20", "40")  # checkpoints every 20 steps (evaluations every 10)
     match = re.search(r"^\[sweep\] reproduce: (make train ARGS=.*)$", out, re.MULTILINE)
     assert match and match.group(1) == parent.data.tags["wavegan.sweep.reproduce"]
     # the command composes the best trial's config: everything but the run's name and registration
