@@ -16,7 +16,9 @@ their checkpoint to convert them (``make train`` registers in the safe format).
 
 When the run kept an EMA of the generator (``train.ema.decay``), the EMA weights are registered by
 default and the version is tagged ``train.generator_weights=ema``; ``registry.weights=online`` registers
-the trained weights instead (tag ``train.generator_weights=online``). The checkpoint keeps both.
+the trained weights instead (tag ``train.generator_weights=online``). The checkpoint keeps both. With
+``registry.weights=auto`` and an evaluation at the registered checkpoint, ``pipeline.train`` registers the better
+of the two there (``pipeline.train.driver.registered_weights``; the tag says which).
 
 A version's tags are grouped by prefix: ``train.`` (source run, step, model, weights, lineage), ``data.``
 (fingerprint, sample rate, classes) and, once ``make eval`` scored it, ``eval.``; :func:`version_tag` reads them,
