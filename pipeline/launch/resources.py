@@ -140,8 +140,8 @@ def connect(cluster: dict) -> str:
             # node drain states, ~8 CPU-s to start on two cores) has nothing to watch in a Ray started here.
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         # A local Ray (no address) is given loopback (Ray 2.60 still opens its gRPC ports on every interface:
-        # docs/cluster.md, "Network exposure"), and its workers log a timeout of Ray Train's periodic resource request in
-        # one line (pipeline/train/ray_worker_setup.py).
+        # docs/cluster.md, "Network exposure"), and its workers log a timeout of Ray Train's periodic resource
+        # request in one line (pipeline/train/ray_worker_setup.py).
         local = {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1",
                  "include_dashboard": bool(cluster["dashboard"]),
                  "runtime_env": {"worker_process_setup_hook": "pipeline.train.ray_worker_setup.setup"}}
