@@ -32,7 +32,7 @@ from data_prep.manifest import read_manifest, shard_urls
 from data_prep.shard_writer import npy_header
 from data_prep.stream.index import SplitIndex, load_index
 from data_prep.stream.order import GlobalOrder
-from data_prep.stream.reads import ClipReader, StreamCounters
+from data_prep.stream.reads import ClipReader, StreamCounters, clip_of
 from data_prep.tarstream import TarSamples
 
 __all__ = ["build_loader", "iterate_split", "read_manifest", "ShardLoader"]
@@ -46,17 +46,10 @@ class _CheckSample:
     """Sample dict -> (npy bytes, label index), rejecting anything that is not one clip of the expected shape."""
 
     def __init__(self, slice_len: int):
-        self.header = npy_header(slice_len)
-        self.size = len(self.header) + 2 * slice_len
+        self.slice_len = slice_len
 
     def __call__(self, sample: dict[str, Any]) -> tuple[bytes, int]:
-        npy = sample["npy"]
-        if len(npy) != self.size or npy[: len(self.header)] != self.header:
-            raise ValueError(
-                f"sample {sample.get('__key__')} in {sample.get('__url__')}: "
-                ".npy is not an int16 clip of the manifest's slice_len"
-            )
-        return npy, int(sample["cls"])
+        return clip_of(sample, self.slice_len, f"sample {sample.get('__key__')} in {sample.get('__url__')}")
 
 
 class _Collate:

@@ -24,6 +24,17 @@ from data_prep.tarstream import _split_name, tar_records
 log = logging.getLogger(__name__)
 
 
+def clip_of(sample: dict, slice_len: int, where: str) -> tuple[bytes, int]:
+    """(npy bytes, label index) of a sample's members, or ValueError unless it holds one int16 clip of
+    ``slice_len`` samples and a label."""
+    npy, header = sample.get("npy"), npy_header(slice_len)
+    if npy is None or len(npy) != len(header) + 2 * slice_len or npy[: len(header)] != header:
+        raise ValueError(f"{where}: the sample's .npy is not an int16 clip of the manifest's slice_len")
+    if "cls" not in sample:
+        raise ValueError(f"{where}: the sample has no .cls label")
+    return npy, int(sample["cls"])
+
+
 class StreamCounters:
     """Bytes read, range reads made, clips served and clips skipped, summed over a rank's loader processes.
 
@@ -66,8 +77,7 @@ class ClipReader:
 
     def __init__(self, urls: tuple[str, ...], slice_len: int, counters: StreamCounters, max_open: int = 16):
         self.urls = urls
-        self.header = npy_header(slice_len)
-        self.npy_size = len(self.header) + 2 * slice_len
+        self.slice_len = slice_len
         self.counters = counters
         self.max_open = max_open
         self._files: dict[int, object] = {}
@@ -112,12 +122,7 @@ class ClipReader:
             if key is not None and member_key != key:
                 raise ValueError(f"members of two samples ({key}, {member_key}) in one index row")
             key, sample[ext] = member_key, member
-        npy = sample.get("npy")
-        if npy is None or len(npy) != self.npy_size or npy[: len(self.header)] != self.header:
-            raise ValueError("sample's .npy is not an int16 clip of the manifest's slice_len")
-        if "cls" not in sample:
-            raise ValueError("sample has no .cls label")
-        return npy, int(sample["cls"])
+        return clip_of(sample, self.slice_len, where)
 
     def _range(self, shard: int, start: int, end: int) -> bytes:
         url = self.urls[shard]
