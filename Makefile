@@ -168,17 +168,23 @@ demo: setup ## the whole chain on demo data: data -> shards -> classifier -> tra
 	@started=$$(date +%s); $(MAKE) --no-print-directory demo-chain && \
 	  echo "[demo] the whole chain took $$(( ($$(date +%s) - started) / 60 )) min $$(( ($$(date +%s) - started) % 60 )) s"
 
+DEMO_LOGS ?= outputs/demo-logs
+# A stage of the demo whose whole output goes to $(DEMO_LOGS)/<name>.log; the console gets its command and the lines
+# that say what it made (those matching SHOW, else its last line), or, when it fails, its last 40 lines and the log.
+demo_stage = @mkdir -p $(DEMO_LOGS); echo "$(2)"; if $(2) > $(DEMO_LOGS)/$(1).log 2>&1; then \
+  grep -E '$(3)' $(DEMO_LOGS)/$(1).log || tail -n 1 $(DEMO_LOGS)/$(1).log; else tail -n 40 $(DEMO_LOGS)/$(1).log; \
+  echo "[demo] $(1) failed; its whole output: $(DEMO_LOGS)/$(1).log" >&2; exit 1; fi
+
 demo-chain: # the steps of `make demo`, in a make of their own so that SRC sees espeak-ng once installed
-	$(MAKE) --no-print-directory demo-data
-	$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT)
-	$(PY) -m pipeline.evaluate.classifier --data-dir $(OUT) --config cpu
-	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.max_minutes=$(DEMO_MINUTES) train.steps=null data.dir=$(OUT) \
-	  $(ARGS)
-	$(PY) -m pipeline.evaluate --model-uri models:/wavegan-generator/latest --config cpu
+	$(call demo_stage,data,$(MAKE) --no-print-directory demo-data,^wrote)
+	$(call demo_stage,shards,$(MAKE) --no-print-directory shards SRC=$(SRC) OUT=$(OUT),^wrote)
+	$(call demo_stage,classifier,$(PY) -m pipeline.evaluate.classifier --data-dir $(OUT) --config cpu,^\[classifier\])
+	$(PY) -m pipeline.train preset=$(DEMO_PRESET) train.max_minutes=$(DEMO_MINUTES) train.steps=null data.dir=$(OUT) tracking.progress_every_s=15 $(ARGS)
+	$(call demo_stage,eval,$(PY) -m pipeline.evaluate --model-uri models:/wavegan-generator/latest --config cpu,^(experiment |real |wavegan-generator v|label accuracy))
 	$(PY) -m pipeline.promote --version latest || echo "[demo] the gate kept the current champion"
 	$(PY) -m pipeline.generate --model-uri models:/wavegan-generator@champion --n 2 --out outputs/demo
 	@echo; echo "[demo] done. Made: shards in $(OUT), MLflow runs and models in mlflow.db + mlartifacts/," \
-	  "2 clips per label (per digit or note) + a spectrogram sheet in outputs/demo/."
+	  "2 clips per label (per digit or note) + a spectrogram sheet in outputs/demo/; each stage's output in $(DEMO_LOGS)/."
 	@echo "[demo] next: listen to outputs/demo/*.wav; make mlflow-ui (http://127.0.0.1:5000: curves, previews," \
 	  "the registered model); make web (play it in the browser); then the README's 'A day with the pipeline'."
 

@@ -68,6 +68,7 @@ class TrackingConfig:
     preview_seed: int
     real_clips: int
     system_metrics_every_s: float
+    progress_every_s: float
     flush_wait_s: float
     unsent_wait_s: float
     ray_log_level: str

@@ -131,6 +131,7 @@ class WorkerTracker(NullTracker):
         self.monitor = system_metrics(tracking, float(settings["system_metrics_every_s"]), resumed) \
             if self.logger else None
         self.preview_every = int(settings.get("preview_every") or 0)
+        self.progress_every_s, self.progress_at = float(settings["progress_every_s"]), float("-inf")
         n, seed = int(settings.get("preview_count", 8)), int(settings.get("preview_seed", 1234))
         classes = state.gan.num_classes
         if classes:  # a few clips of every label, so each label can be heard
@@ -149,7 +150,11 @@ class WorkerTracker(NullTracker):
         """``budget``: (seconds spent, seconds allowed) of ``train.max_minutes``, for the progress line."""
         from mlflow.entities import Metric
 
-        console(progress_line(step, self.cfg["total_steps"], metrics, budget))
+        now_s = time.monotonic()
+        last = step == self.cfg["total_steps"] or (budget is not None and budget[0] >= budget[1])
+        if last or now_s - self.progress_at >= self.progress_every_s:  # tracking.progress_every_s
+            self.progress_at = now_s
+            console(progress_line(step, self.cfg["total_steps"], metrics, budget))
         if self.logger:
             now = int(time.time() * 1000)
             self.logger.submit("metrics", [Metric(k, float(v), now, step) for k, v in metrics.items()])

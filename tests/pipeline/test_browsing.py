@@ -4,6 +4,7 @@ newest preview sheet, and registered versions that say what they are. Read from 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -11,6 +12,8 @@ from mlflow import MlflowClient
 from data_prep.manifest import read_manifest
 from pipeline.registry.classifier import KIND_TAG
 from pipeline.tracking.client import EXPERIMENT_KIND, Tracking
+
+from ..conftest import ROOT, run_env, train_command
 
 MODEL = "wavegan-generator"
 
@@ -95,3 +98,13 @@ def test_the_training_console_is_quiet(trained):
     assert "[train] step 10 (100% of 0.001 min)" in out, out
     assert "WARNING" not in out and "Token authentication" not in out and "layer " not in out, out
     assert len(out.splitlines()) <= 12, out
+
+
+def test_no_step_budget_needs_a_time_budget(tone_shards, tmp_path):
+    """``train.steps=null`` (the demo's: its time budget alone ends the run) without ``train.max_minutes`` or
+    ``train.epochs`` is refused before Ray starts, naming both."""
+    done = subprocess.run(train_command(tone_shards, tmp_path / "ray", f"sqlite:///{tmp_path}/mlflow.db",
+                                        "train.steps=null"), cwd=ROOT, env=run_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "train.steps=null needs a budget of another kind: train.epochs or train.max_minutes" in done.stderr
