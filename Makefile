@@ -170,7 +170,8 @@ demo: setup ## the whole chain on demo data: data -> shards -> classifier -> tra
 
 DEMO_LOGS ?= outputs/demo-logs
 # A stage of the demo whose whole output goes to $(DEMO_LOGS)/<name>.log; the console gets its command and the lines
-# that say what it made (those matching SHOW, else its last line), or, when it fails, its last 40 lines and the log.
+# that say what it made (matching the third argument, an extended regex; else its last line), or, when it fails, its
+# last 40 lines and the log's name.
 demo_stage = @mkdir -p $(DEMO_LOGS); echo "$(2)"; if $(2) > $(DEMO_LOGS)/$(1).log 2>&1; then \
   grep -E '$(3)' $(DEMO_LOGS)/$(1).log || tail -n 1 $(DEMO_LOGS)/$(1).log; else tail -n 40 $(DEMO_LOGS)/$(1).log; \
   echo "[demo] $(1) failed; its whole output: $(DEMO_LOGS)/$(1).log" >&2; exit 1; fi
