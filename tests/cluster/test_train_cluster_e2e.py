@@ -70,7 +70,7 @@ def test_train_cluster_registers_and_survives_losing_a_node(local_cluster, tone_
     assert proc.returncode == 0, out[-5000:]
     assert "resumed from checkpoint at step" in out and "done at step 80" in out
     client = MlflowClient(uri)
-    assert client.get_model_version("wavegan-generator", "1").tags["step"] == "80"
+    assert client.get_model_version("wavegan-generator", "1").tags["train.step"] == "80"
     runs = client.search_runs([client.get_experiment_by_name("wavegan").experiment_id],
                               filter_string="tags.`wavegan.ray_run` LIKE '%cluster-a'")
     resumed = [m.value for m in client.get_metric_history(runs[0].info.run_id, "resumed_from_step")]

@@ -172,7 +172,7 @@ def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone
         assert preview == {f"sample_{name}_000.wav" for name in labels} | {"sheet.png"}
 
         version = client.get_model_version("wavegan-generator", "1")
-        assert version.run_id == run_id and version.tags["step"] == "60"
+        assert version.run_id == run_id and version.tags["train.step"] == "60"
         assert version.tags["data.num_classes"] == str(len(labels))
         mlflow.set_tracking_uri(server.uri)
         metadata = mlflow.models.get_model_info("models:/wavegan-generator/1").metadata

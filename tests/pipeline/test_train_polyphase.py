@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_polyphase_training_run_registers_and_its_checkpoint_loads_into_either_form(trained):
     """The session's `trained` run used model.conv_impl=polyphase (tests/pipeline/conftest.py)."""
-    assert MlflowClient(trained["uri"]).get_model_version("wavegan-generator", "1").tags["step"] == "10"
+    assert MlflowClient(trained["uri"]).get_model_version("wavegan-generator", "1").tags["train.step"] == "10"
     state = load_checkpoint(trained["checkpoint"])
     assert state["config"]["model"]["conv_impl"] == "polyphase" and state["step"] == 10
     z = torch.rand(3, state["config"]["model"]["latent_dim"]) * 2 - 1
