@@ -140,6 +140,7 @@ def version_description(config: Mapping[str, Any], saved: Mapping[str, Any], mod
                         run_id: str, version: str) -> str:
     """A registered generator version's description: what it is, its data and evaluation, and how to use it."""
     name, manifest = config["registry"]["model_name"], config.get("data_manifest") or {}
+    data_dir = (config.get("data") or saved.get("data") or {}).get("dir")  # a bare checkpoint's config may lack it
     params = sum(p.numel() for p in model.parameters())
     labels = list(saved.get("label_names") or []) if model.num_classes else []
     evaluation = {k: v for k, v in metrics.items() if k.startswith("eval/")}
@@ -150,7 +151,7 @@ def version_description(config: Mapping[str, Any], saved: Mapping[str, Any], mod
         + (f"{len(labels)} labels: {', '.join(labels)}." if labels else "unconditional."),
         f"Audio: {model.sample_rate} Hz, {model.slice_len} samples a clip "
         f"({model.slice_len / model.sample_rate:.2f} s).",
-        f"Data: {config['data']['dir']} (fingerprint {str(manifest.get('fingerprint'))[:12]}).",
+        f"Data: {data_dir or 'not recorded'} (fingerprint {str(manifest.get('fingerprint'))[:12]}).",
         f"Source: run {run_id}, step {saved['step']}.",
         f"Evaluation: {scored or 'none at registration; make eval MODEL_URI=models:/' + name + '/' + version}.",
         f"Generate: make generate MODEL_URI=models:/{name}/{version} N=16",
