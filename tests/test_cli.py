@@ -285,7 +285,8 @@ def test_unknown_key_names_the_nearest_key(cli_runs):
 def test_unknown_preset_names_the_options(cli_runs):
     run = cli_runs["summary_preset"]
     assert run.returncode == 2
-    assert "unknown preset 'tinyy'; did you mean tiny? options: cpu-demo, cpu-wgan-gp, long, sc09, specgan, tiny" in run.stderr
+    assert ("unknown preset 'tinyy'; did you mean tiny? options: cpu-demo, cpu-wgan-gp, long, sc09, specgan, tiny"
+            in run.stderr)
     assert "Traceback" not in run.stderr + run.stdout
 
 
