@@ -127,7 +127,8 @@ class ShardLoader:
 
     @property
     def split_bytes(self) -> int:
-        """The bytes of the clips one epoch serves over all ranks (the index's, before any filter's drop)."""
+        """The bytes of all the clips the stream draws from (labelled ones only under labelled_only): one epoch reads
+        them once, over all ranks, less the dropped tail."""
         return self._stream.index.bytes
 
     def __iter__(self) -> Iterator[Batch]:

@@ -94,7 +94,8 @@ def load_index(data_dir: str, manifest: dict[str, Any], split: str, urls: list[s
                              f"{manifest['splits'][split]['samples']} samples): re-make the shards (make shards)")
         return SplitIndex(urls, rows)
     log.warning("%s: the manifest names no index of split %r (shards made before it existed): scanning its %d "
-                "shard(s) once per reader; re-make them with `make shards ... ARGS=overwrite=true` to skip this",
+                "shard(s) once per reader; run `make shards` on the same source again: it rebuilds shards without "
+                "an index",
                 data_dir, split, len(urls))
     parts = []
     for i, url in enumerate(urls):
