@@ -1,17 +1,20 @@
 """The equal-budget comparison of issue 39: CPU recipes at equal wall-clock, seeds each, through ``pipeline.train``.
 
     python -m scripts.recipe_comparison                       # tones, 100 per note: 5 recipes x 2 seeds x 20 min (~4 h)
+    python -m scripts.recipe_comparison --parallel 2          # two runs at once, one core each (~2 h on 2 cores)
     python -m scripts.recipe_comparison --dry-run             # print the training commands only
     python -m scripts.recipe_comparison --report-only         # the table of the runs already in --work-dir
     python -m scripts.recipe_comparison --data-dir data/shards/instruments --recipes cpu-demo,cpu-demo-uniform
 
 1. makes the demo tones and their shards under ``--work-dir`` (or takes ``--data-dir``) and the CPU classifier
    (``make classifier EVAL=cpu``'s stage, when none is registered for them);
-2. runs, one at a time, ``python -m pipeline.train <recipe> data.dir=... train.seed=<seed>
+2. runs, ``--parallel`` at a time (default 1), ``python -m pipeline.train <recipe> data.dir=... train.seed=<seed>
    train.max_minutes=<minutes> train.steps=100000 eval.every=250 train.checkpoint_every=250
    registry.register=false`` for every recipe and seed (a run that exists already is skipped): every 250 steps the
    in-training evaluation scores the EMA generator (``eval/*``) and the trained one (``eval_online/*``) with the
-   CPU classifier and the calibrated |D|self (RESULTS.md, "|D|self, calibrated");
+   CPU classifier and the calibrated |D|self (RESULTS.md, "|D|self, calibrated"). With ``--parallel N`` every run
+   gets ``train.threads_per_worker`` = cores / N, and an MLflow server over the work dir's store takes the runs'
+   writes (one SQLite file is not written by several processes at once);
 3. reads the curves back from MLflow and prints, per recipe and seed, the steps reached and the mean over the last
    three evaluations of IS as a share of the real test clips' and of |D|self, EMA and online, and whether either
    generator meets the issue's bar (IS at least half the real clips', |D|self at least 0.5). Every evaluation goes
@@ -24,9 +27,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.paths import PROJECT_ROOT
@@ -50,12 +58,12 @@ def run_name(recipe: str, seed: int) -> str:
 
 
 def train_command(recipe: str, seed: int, shards: str, work: Path, minutes: float, classifier_uri: str,
-                  extra: list[str]) -> list[str]:
+                  tracking_uri: str, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "pipeline.train", *RECIPES[recipe], f"data.dir={shards}", f"train.seed={seed}",
             f"train.max_minutes={minutes:g}", "train.steps=100000", f"eval.every={EVERY}",
             f"train.checkpoint_every={EVERY}", "registry.register=false", "tracking.preview_every=0",
             f"eval.classifier_uri={classifier_uri}", f"train.run_name={run_name(recipe, seed)}",
-            f"train.storage_path={work / 'ray'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+            f"train.storage_path={work / 'ray'}", f"tracking.uri={tracking_uri}",
             f"tracking.artifact_root={work / 'mlartifacts'}", "cluster.dashboard=false", *extra]
 
 
@@ -74,6 +82,41 @@ def train(cmd: list[str], log: Path, minutes: float) -> dict:
                 proc.terminate()
                 proc.wait(timeout=120)
     return {"rc": proc.returncode, "minutes": round((time.time() - start) / 60, 1), "load": loads}
+
+
+@contextmanager
+def tracking_server(work: Path, parallel: int):
+    """The tracking URI the runs write to: the work dir's SQLite store itself for one run at a time, an MLflow
+    server over it on a free loopback port (stopped on exit) for several."""
+    store = f"sqlite:///{work / 'mlflow.db'}"
+    if parallel <= 1:
+        yield store
+        return
+    from pipeline.tracking.server import command
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (work / "mlflow-server.log").open("w")
+    server = subprocess.Popen(command("127.0.0.1", port, store, str(work / "mlartifacts")), cwd=PROJECT_ROOT,
+                              env={**os.environ, "MLFLOW_WORKERS": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise SystemExit(f"the MLflow server stopped (rc {server.returncode}): see {log.name}") from None
+                time.sleep(1)
+        else:
+            raise SystemExit(f"the MLflow server did not answer on {url} in 2 minutes: see {log.name}")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
 
 
 def curves(work: Path, name: str) -> list[dict]:
@@ -136,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}")
     parser.add_argument("--seeds", default="0,1", help="comma list (default 0,1)")
     parser.add_argument("--minutes", type=float, default=20.0, help="train.max_minutes of every run (default 20)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="runs at once, each with cores / N torch threads (default 1: one at a time)")
     parser.add_argument("--dry-run", action="store_true", help="print the training commands, run nothing")
     parser.add_argument("--report-only", action="store_true", help="train nothing: the table of the runs there")
     parser.add_argument("overrides", nargs="*", help="extra make train overrides for every run (after --)")
@@ -155,22 +200,36 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.learning_curve import make_data, tracking_of
 
         shards = args.data_dir or make_data(work, "tones", args.per_class)
-        classifier = "models:/wavegan-classifier/<version>"
-        if not args.dry_run:
-            tracking = tracking_of(work, f"sqlite:///{work / 'mlflow.db'}")
-            classifier = classifier_stage(load_eval_config("cpu"), shards, tracking, config_name="cpu").uri
-        for recipe in recipes:
-            for seed in seeds:
+        extra = list(args.overrides)
+        if args.parallel > 1:
+            extra.append(f"train.threads_per_worker={max(1, (os.cpu_count() or 1) // args.parallel)}")
+        with tracking_server(work, 1 if args.dry_run else args.parallel) as uri:
+            classifier = "models:/wavegan-classifier/<version>"
+            if not args.dry_run:
+                classifier = classifier_stage(load_eval_config("cpu"), shards, tracking_of(work, uri),
+                                              config_name="cpu").uri
+            todo = []
+            for recipe in recipes:
+                for seed in seeds:
+                    cmd = train_command(recipe, seed, shards, work, args.minutes, classifier, uri, extra)
+                    print(" ".join(cmd[1:]), flush=True)
+                    if not args.dry_run and run_name(recipe, seed) not in done:
+                        todo.append((recipe, seed, cmd))
+            if args.dry_run:
+                return 0
+            lock = threading.Lock()
+
+            def one(recipe: str, seed: int, cmd: list[str]) -> None:
                 name = run_name(recipe, seed)
-                cmd = train_command(recipe, seed, shards, work, args.minutes, classifier, args.overrides)
-                print(" ".join(cmd[1:]), flush=True)
-                if args.dry_run or name in done:
-                    continue
-                done[name] = {"recipe": recipe, "seed": seed, **train(cmd, work / f"{name}.log", args.minutes)}
-                results_path.write_text(json.dumps(done, indent=2))
-                print(f"[compare] {name}: rc {done[name]['rc']} after {done[name]['minutes']} min", flush=True)
-        if args.dry_run:
-            return 0
+                info = {"recipe": recipe, "seed": seed, **train(cmd, work / f"{name}.log", args.minutes)}
+                with lock:
+                    done[name] = info
+                    results_path.write_text(json.dumps(done, indent=2))
+                print(f"[compare] {name}: rc {info['rc']} after {info['minutes']} min", flush=True)
+
+            with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+                for future in [pool.submit(one, *job) for job in todo]:
+                    future.result()
     rows, all_curves = [], {}
     for name, info in done.items():
         all_curves[name] = curves(work, name)
