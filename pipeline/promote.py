@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.compare import comparison_tag
 from pipeline.tracking.client import Tracking
-from wavegan.metrics import is_better
+from wavegan.metrics import higher_is_better, is_better
 
 DEFAULT_MODEL, DEFAULT_ALIAS, DEFAULT_METRIC = "wavegan-generator", "champion", "is_mean"
 
@@ -94,6 +94,10 @@ def promote(registry: Registry, version: str | None, alias: str = DEFAULT_ALIAS,
             best_by: bool = False, force: bool = False, require_comparison: bool = False) -> str:
     """Give ``alias`` to ``version`` (or the best version by ``metric``); return a report (one line, plus the
     comparison page against the current holder when there is one)."""
+    try:
+        higher_is_better(metric)
+    except ValueError as exc:
+        raise PromotionError(str(exc)) from None
     if best_by:
         scored = [(registry.metric(v, metric), key) for key, v in registry.versions().items()]
         scored = [(s, v) for s, v in scored if s is not None]

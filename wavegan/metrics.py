@@ -55,8 +55,9 @@ CLASSIFIER_METRICS = ("is", "fid", "mis", "am")
 UNLABELED_METRICS = ("d_self", "d_train", "upsampling_noise")
 ALL_METRICS = CLASSIFIER_METRICS + UNLABELED_METRICS
 # Which way each score improves: the one table that promotion (pipeline.promote), early stopping
-# (pipeline.evaluate's EarlyStopping) and the evaluation report read. A logged name (``eval/fid``) or a
-# per-label form (``fid/seven``) goes the way of its metric; a name not listed counts as higher-is-better.
+# (pipeline.evaluate's EarlyStopping), checkpoint ranking and the evaluation report read. A logged name
+# (``eval/fid``) or a per-label form (``fid/seven``) goes the way of its metric; a name not listed counts as
+# higher-is-better.
 HIGHER_IS_BETTER = {
     "is_mean": True,
     "is_rel": True,
@@ -64,10 +65,12 @@ HIGHER_IS_BETTER = {
     "label_accuracy": True,
     "fid": False,
     "am": False,
-    "d_self_rel": False,
-    "d_train_rel": False,
     "upsampling_noise": False,
 }
+# Ratios to the real clips' own value, best at 1.0 and worse either way: |D|self near 0 is one sound for every z,
+# above 1 is noise more varied than the data; |D|train near 0 is copies of training clips. Nothing ranks or stops
+# on them; the collapse guard (registry.collapse_ratio, the sweep's) reads |D|self as a floor.
+NEAREST_REAL = ("d_self_rel", "d_train_rel")
 REAL_TRAIN = "real (train)"
 REAL_TEST = "real (test)"
 
@@ -497,8 +500,14 @@ def metric_name(key: str) -> str:
 
 
 def higher_is_better(key: str) -> bool:
-    """Does ``key`` improve upwards? (:data:`HIGHER_IS_BETTER`; unlisted names: yes.)"""
-    return HIGHER_IS_BETTER.get(metric_name(key), True)
+    """Does ``key`` improve upwards? (:data:`HIGHER_IS_BETTER`; unlisted names: yes.) ValueError for a ratio to
+    the real clips (:data:`NEAREST_REAL`), which improves towards 1.0, not in a direction."""
+    name = metric_name(key)
+    if name in NEAREST_REAL:
+        raise ValueError(f"{key} is best at 1.0 (the real clips' own) and worse either way, so nothing can rank by "
+                         f"it: rank by eval/is_mean or eval/fid, and keep collapsed generators out with "
+                         f"registry.collapse_ratio (a floor on |D|self)")
+    return HIGHER_IS_BETTER.get(name, True)
 
 
 def optimum(key: str) -> str:
@@ -516,4 +525,6 @@ def directions_note() -> str:
     titles = [(title, "is_mean" if key is None else key) for title, key in _TABLE1_COLUMNS]
     up = [title for title, key in titles if HIGHER_IS_BETTER.get(key) is True]
     down = [title for title, key in titles if HIGHER_IS_BETTER.get(key) is False]
-    return f"higher is better: {', '.join(up)}; lower is better: {', '.join(down)}"
+    near = [title for title, key in titles if key in NEAREST_REAL]
+    return (f"higher is better: {', '.join(up)}; lower is better: {', '.join(down)}; "
+            f"nearest 1 (the real clips') is best: {', '.join(near)}")

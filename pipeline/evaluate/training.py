@@ -169,7 +169,10 @@ class EarlyStopping:
     def __init__(self, metric: str = "eval/is_mean", mode: str | None = None, patience: int = 5,
                  min_delta: float = 0.0):
         known = metric_name(metric) in HIGHER_IS_BETTER
-        direction = optimum(metric)
+        try:
+            direction = optimum(metric)
+        except ValueError as exc:
+            raise EvalError(f"train.early_stop.metric: {exc}") from None
         if mode is None:
             mode = direction
         if mode not in ("max", "min"):
@@ -226,6 +229,12 @@ def prepare_training_eval(config: dict, tracking: Tracking, log: Callable[[str],
     from pipeline.evaluate.classifier import lookup_classifier
 
     eval_cfg = config.get("eval") or {}
+    registry = config.get("registry") or {}
+    if registry.get("checkpoint") == "best":
+        try:
+            optimum(registry["metric"])
+        except ValueError as exc:
+            raise ConfigError(f"registry.metric: {exc}") from None
     stopper = EarlyStopping.from_config(config)
     if not int(eval_cfg.get("every") or 0):
         if stopper is not None:
@@ -242,7 +251,6 @@ def prepare_training_eval(config: dict, tracking: Tracking, log: Callable[[str],
     if stopper is not None and metric_source(stopper.metric) not in (*metrics, "always"):
         raise ConfigError(f"train.early_stop watches {stopper.metric}, which this data cannot give "
                           f"(metrics: {', '.join(metrics)}); the inception score needs labelled shards")
-    registry = config.get("registry") or {}
     if registry.get("checkpoint") == "best" and metric_source(registry["metric"]) not in (*metrics, "always"):
         raise ConfigError(f"registry.checkpoint=best ranks checkpoints by registry.metric={registry['metric']}, "
                           f"which this data cannot give (metrics: {', '.join(metrics)}); the inception score needs "

@@ -154,6 +154,12 @@ class SweepConfig:
         if sweep.scheduler.time_attr not in ("step", "time_total_s"):
             raise ConfigError(f"sweep.scheduler.time_attr={sweep.scheduler.time_attr!r}: expected step or "
                               f"time_total_s")
+        from wavegan.metrics import higher_is_better  # torch: not for the sweep's --help
+
+        try:
+            higher_is_better(sweep.metric)
+        except ValueError as exc:
+            raise ConfigError(f"sweep.metric: {exc}") from None
         if sweep.concurrency < 1:
             raise ConfigError(f"sweep.concurrency={sweep.concurrency}: expected >= 1")
         grid = sweep.grid_size()

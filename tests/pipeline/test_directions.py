@@ -3,10 +3,18 @@
 import pytest
 import torch
 
+from common.errors import ConfigError
 from pipeline.evaluate.config import EvalError
-from pipeline.evaluate.training import EarlyStopping
+from pipeline.evaluate.training import EarlyStopping, prepare_training_eval
 from wavegan.latents import sample_latents
-from wavegan.metrics import HIGHER_IS_BETTER, directions_note, higher_is_better, is_better, metric_name
+from wavegan.metrics import (
+    HIGHER_IS_BETTER,
+    NEAREST_REAL,
+    directions_note,
+    higher_is_better,
+    is_better,
+    metric_name,
+)
 
 
 def test_logged_and_per_label_names_go_the_way_of_their_metric():
@@ -26,7 +34,30 @@ def test_early_stopping_takes_its_direction_from_the_table():
 def test_the_report_note_names_every_table1_direction():
     note = directions_note()
     assert note.startswith("higher is better: IS, mIS; lower is better: FID, AM")
-    assert all(HIGHER_IS_BETTER[key] is False for key in ("fid", "am", "d_self_rel", "d_train_rel"))
+    assert note.endswith("nearest 1 (the real clips') is best: |D|self, |D|train")
+    assert all(HIGHER_IS_BETTER[key] is False for key in ("fid", "am"))
+
+
+def test_the_ratios_to_the_real_clips_have_no_direction_and_nothing_ranks_by_them(tmp_path):
+    """|D|self 1.0 is as varied as the data: 0.2 (collapsed) and 3.0 (noise) are both worse, so early stopping, the
+    checkpoint ranking, the sweep and promotion refuse it by name instead of preferring one end."""
+    from pipeline.promote import PromotionError, promote
+    from pipeline.sweep.__main__ import compose_sweep
+    from pipeline.sweep.config import SweepConfig
+
+    assert set(NEAREST_REAL) == {"d_self_rel", "d_train_rel"} and not set(NEAREST_REAL) & set(HIGHER_IS_BETTER)
+    with pytest.raises(ValueError, match=r"eval/d_self_rel is best at 1.0 .* registry.collapse_ratio"):
+        higher_is_better("eval/d_self_rel")
+    with pytest.raises(EvalError, match="train.early_stop.metric: eval/d_train_rel is best at 1.0"):
+        EarlyStopping("eval/d_train_rel")
+    section = {**compose_sweep(["sweep=tiny"])["sweep"], "metric": "eval/d_self_rel"}
+    with pytest.raises(ConfigError, match="sweep.metric: eval/d_self_rel is best at 1.0"):
+        SweepConfig.from_config(section)
+    config = {"eval": {"every": 0}, "registry": {"checkpoint": "best", "metric": "eval/d_self_rel"}}
+    with pytest.raises(ConfigError, match="registry.metric: eval/d_self_rel is best at 1.0"):
+        prepare_training_eval(config, tracking=None)
+    with pytest.raises(PromotionError, match="d_self_rel is best at 1.0"):
+        promote(None, "1", metric="d_self_rel")
 
 
 def test_latents_are_uniform_in_the_box_and_seeded_the_same_everywhere():
