@@ -4,7 +4,7 @@
   the paper's classifier (``conf/eval/default.yaml``) and the CPU one (``conf/eval/cpu.yaml``), on
   random audio (speed does not depend on the weights), against the log-mel front end alone.
 * |D|self (1000 generated clips against each other, as the paper) and |D|train (1000 against the
-  SC09 training set, 18,620 clips) with ``wavegan.metrics.d_self`` / ``d_train`` on features of the
+  SC09 training set, 18,620 clips) with ``wavegan.distances.d_self`` / ``d_train`` on features of the
   classifier's input shape (128 mel bins x 128 frames). When fewer reference clips are timed
   (``--quick``), |D|train is projected linearly to 18,620 (the search is a chunked brute force,
   linear in the reference set).
@@ -19,7 +19,7 @@ import yaml
 
 from bench.core import CONF, SC09_TRAIN_CLIPS, Row, Sizes, human_seconds, measure
 from wavegan.classifier import EvalClassifier, classify
-from wavegan.metrics import d_self, d_train, log_mel_features
+from wavegan.distances import d_self, d_train, log_mel_features
 
 SECTION = "eval"
 PAPER_IS_CLIPS = 50_000

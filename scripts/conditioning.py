@@ -12,7 +12,7 @@ Prints, for the generator's first (dense) layer, whose input is ``[z, embed(labe
   ``tr Cov_y(W_label e_y)`` against ``tr Cov_z(W_z z) = |W_z|^2 / 3``;
 
 and, on ``--per-label`` clips of every label from fixed latents, the mean distance between two clips of the same
-label against two clips of different labels, in |D|self's features (``wavegan.metrics.distance_features``, the
+label against two clips of different labels, in |D|self's features (``wavegan.distances.distance_features``, the
 front end fitted on the shards' training clips, ``eval.distance_floor_db``): near 0 within, against far between,
 is a generator whose z changes little.
 """
@@ -30,7 +30,7 @@ from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.generated import fixed_latents
 from scripts import doc_parser
 from wavegan.classifier import LogMelFeatures
-from wavegan.metrics import distance_features
+from wavegan.distances import distance_features
 from wavegan.sampling import generate
 
 

@@ -7,7 +7,7 @@ Trained on a handful of clips per label (``python -m data_prep.demo_data --kind 
 training clips a note), a healthy generator reproduces several distinct training clips per label, close to them (a
 small |D|train) and as far from each other as those clips are (|D|self near the subset's own, 1.0); one clip per
 label is collapse. For ``--per-label`` clips of every label from fixed latents it prints, per label, how many
-distinct training clips are the nearest (in |D|self's features, ``wavegan.metrics.distance_features``) to one of
+distinct training clips are the nearest (in |D|self's features, ``wavegan.distances.distance_features``) to one of
 them, out of the label's training clips, and how many of those nearest clips carry the label asked for; then
 |D|self and |D|train of all the clips relative to the real ones (the calibrated Table 1 columns).
 """
@@ -25,7 +25,7 @@ from pipeline.evaluate.config import load_eval_config
 from pipeline.evaluate.generated import fixed_latents
 from pipeline.evaluate.real_data import Reference
 from scripts import doc_parser
-from wavegan.metrics import distance_features
+from wavegan.distances import distance_features
 from wavegan.sampling import generate
 
 

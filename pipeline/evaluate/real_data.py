@@ -11,6 +11,7 @@ from torch import Tensor
 
 from pipeline.evaluate.config import EvalError
 from wavegan.classifier import EvalClassifier, LogMelFeatures, classify
+from wavegan.distances import d_self, d_train, distance_features, relative_distances, set_size
 from wavegan.metrics import (
     ALL_METRICS,
     CLASSIFIER_METRICS,
@@ -18,16 +19,11 @@ from wavegan.metrics import (
     REAL_TRAIN,
     UNLABELED_METRICS,
     am_score,
-    d_self,
-    d_train,
-    distance_features,
     feature_stats,
     frechet_distance_from_stats,
     inception_score,
     modified_inception_score,
-    relative_distances,
     relative_inception_score,
-    set_size,
     upsampling_noise,
 )
 

@@ -6,24 +6,26 @@ import pytest
 import torch
 
 from wavegan.classifier import EvalClassifier, LogMelFeatures
+from wavegan.distances import (
+    d_self,
+    d_train,
+    distance_features,
+    log_mel_features,
+    nearest_neighbour_distance,
+    relative_distances,
+)
 from wavegan.metrics import (
     REAL_TEST,
     REAL_TRAIN,
     UNLABELED_METRICS,
     am_score,
-    d_self,
-    d_train,
-    distance_features,
     evaluate_generated,
     feature_stats,
     format_table1,
     frechet_distance,
     frechet_distance_from_stats,
     inception_score,
-    log_mel_features,
     modified_inception_score,
-    nearest_neighbour_distance,
-    relative_distances,
     relative_inception_score,
     upsampling_noise,
 )
