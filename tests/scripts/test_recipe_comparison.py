@@ -1,6 +1,7 @@
 """The equal-budget comparison of ``python -m scripts.recipe_comparison`` (issue 39): its commands, and its table."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -11,13 +12,15 @@ from tests.conftest import ROOT
 
 def test_the_dry_run_prints_one_composable_training_command_per_recipe_and_seed(tone_shards, tmp_path):
     out = subprocess.run([sys.executable, "-m", "scripts.recipe_comparison", "--dry-run", "--work-dir", str(tmp_path),
-                          "--data-dir", str(tone_shards), "--seeds", "0,1"], cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=300).stdout
+                          "--data-dir", str(tone_shards), "--seeds", "0,1", "--parallel", "2"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=300).stdout
     commands = [line.split()[2:] for line in out.splitlines() if line.startswith("-m pipeline.train")]
     assert len(commands) == 2 * len(RECIPES)
     for args in commands:
         config = compose([a for a in args if not a.startswith("eval.classifier_uri=")])
         assert config["train"]["max_minutes"] == 20 and config["eval"]["every"] == 250
+        # two at once: each run gets half the cores, so every recipe trains on the same compute
+        assert config["train"]["threads_per_worker"] == max(1, (os.cpu_count() or 1) // 2)
         assert config["train"]["checkpoint_every"] == 250 and config["registry"]["register"] is False
     official = compose([a for a in commands[6] if not a.startswith("eval.classifier_uri=")])
     assert (official["loss"]["name"], official["loss"]["critic_steps"], official["train"]["ema"]["decay"]) == \
