@@ -1,7 +1,7 @@
 """The equal-budget comparison of issue 39: CPU recipes at equal wall-clock, seeds each, through ``pipeline.train``.
 
-    python -m scripts.recipe_comparison                       # tones, 100 per note: 5 recipes x 2 seeds x 20 min (~4 h)
-    python -m scripts.recipe_comparison --parallel 2          # two runs at once, one core each (~2 h on 2 cores)
+    python -m scripts.recipe_comparison                       # tones, 100 per note: 6 recipes x 2 seeds x 20 min (~5 h)
+    python -m scripts.recipe_comparison --parallel 2          # two runs at once, one core each (~2.5 h on 2 cores)
     python -m scripts.recipe_comparison --dry-run             # print the training commands only
     python -m scripts.recipe_comparison --report-only         # the table of the runs already in --work-dir
     python -m scripts.recipe_comparison --data-dir data/shards/instruments --recipes cpu-demo,cpu-demo-uniform
@@ -47,6 +47,7 @@ RECIPES = {
     "cpu-demo-lr2e-4": ["preset=cpu-demo", "model.label_embedding=normal", "loss.optim.lr=2e-4"],
     "cpu-wgan-gp": ["preset=cpu-wgan-gp", "model.label_embedding=normal"],
     "cpu-demo-uniform": ["preset=cpu-demo", "model.label_embedding=uniform"],
+    "cpu-demo-mode-seeking": ["preset=cpu-demo", "model.label_embedding=uniform", "loss.mode_seeking=1.0"],
 }
 EVERY = 250
 LAST = 3  # evaluations averaged at the end of a run

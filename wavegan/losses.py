@@ -96,6 +96,40 @@ def generator_loss(name: str, D: Critic, fake: Tensor, labels: Tensor | None = N
     return loss, {"d_fake": d_fake.mean().detach()}
 
 
+def pair_labels(labels: Tensor) -> Tensor:
+    """``labels`` with each odd position given its even neighbour's label: (a, b, c, d) -> (a, a, c, c). The pairs
+    of :func:`mode_seeking_loss` are two latents of one label."""
+    if labels.shape[0] % 2:
+        raise ValueError(f"mode seeking pairs the batch's clips two by two: a batch of {labels.shape[0]} is odd")
+    return labels[0::2].repeat_interleave(2)
+
+
+def mode_seeking_loss(fake: Tensor, z: Tensor, floor_db: float = -70.0, eps: float = 1e-5) -> Tensor:
+    """Mode seeking (Mao et al., CVPR 2019, "MSGAN"): a term of the generator's loss that grows when two latents
+    give one sound. The batch's clips are paired (0, 1), (2, 3), ... (:func:`pair_labels` gives a pair one label);
+    each pair's ratio of clip distance to latent distance (mean absolute differences) is pushed up as
+    ``1 / (ratio + eps)``, MSGAN's form, averaged over the pairs. MSGAN takes one ratio of the batch's mean
+    distances; a mean over pairs is what makes N ranks, each with its whole pairs, train as one process does.
+
+    A clip's distance is taken between log-magnitude spectrograms (n_fft 512, hop 256; magnitudes raised to
+    ``floor_db`` below a full-scale sine's, as |D|self's features are), not between waveforms: two clips that
+    differ only in phase sound alike, and a waveform distance would reward phase noise. A spectrogram generator's
+    output (B, 1, F, T) is compared as it is.
+    """
+    if fake.shape[0] % 2 or z.shape[0] != fake.shape[0]:
+        raise ValueError(f"mode seeking needs an even batch of clips and their latents, got {fake.shape[0]} clips "
+                         f"and {z.shape[0]} latents")
+    if fake.dim() == 3:  # waveforms (B, 1, L)
+        n_fft = 512
+        spec = torch.stft(fake.flatten(1), n_fft, hop_length=n_fft // 2,
+                          window=torch.hann_window(n_fft, device=fake.device), return_complex=True).abs()
+        floor = n_fft / 4 * 10.0 ** (floor_db / 20.0)  # a full-scale sine's peak magnitude is n_fft / 4 under Hann
+        fake = spec.clamp_min(floor).log()
+    clips = (fake[0::2] - fake[1::2]).abs().flatten(1).mean(1)
+    latents = (z[0::2] - z[1::2]).abs().flatten(1).mean(1)
+    return (1.0 / (clips / latents + eps)).mean()
+
+
 @torch.no_grad()
 def clip_weights(D: nn.Module, clip: float = 0.01) -> None:
     """WGAN's Lipschitz constraint: clamp every parameter of D to [-clip, clip] (after each D step)."""

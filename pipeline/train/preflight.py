@@ -105,6 +105,9 @@ def prepare(config: dict) -> dict:
     workers, batch = int(cluster["num_workers"]), int(train["batch_size"])
     if workers < 1 or batch % workers:
         raise ConfigError(f"train.batch_size={batch} must split evenly over cluster.num_workers={workers}")
+    if float(loss.get("mode_seeking") or 0) and (batch // workers) % 2:
+        raise ConfigError(f"loss.mode_seeking pairs each worker's clips two by two, but train.batch_size={batch} "
+                          f"over cluster.num_workers={workers} gives {batch // workers} a worker: make that even")
     ema_decay = train["ema"]["decay"]
     if ema_decay is not None and not 0.0 <= float(ema_decay) < 1.0:
         raise ConfigError(f"train.ema.decay={ema_decay} must lie in [0, 1) (e.g. 0.999), or be null for no EMA")

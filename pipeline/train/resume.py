@@ -20,6 +20,8 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.typed import flatten
+from pipeline.train.run_config import LEGACY_LOSS
+from wavegan.config import LEGACY
 
 RESUME_MODES = ("auto", "never", "must")
 
@@ -58,7 +60,11 @@ def resumable(key: str) -> bool:
 
 def differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     """key -> (old, new) for every key whose value differs (absent on one side: ``None`` there)."""
-    before = {k: v for k, v in flatten(old).items() if not k.startswith(DERIVED)}
+    stored = copy.deepcopy(old)  # keys added since the run was stored: the values it trained with
+    for section, legacy in (("loss", LEGACY_LOSS), ("model", LEGACY.get((old.get("model") or {}).get("name"), {}))):
+        if isinstance(stored.get(section), dict):
+            stored[section] = {**legacy, **stored[section]}
+    before = {k: v for k, v in flatten(stored).items() if not k.startswith(DERIVED)}
     after = {k: v for k, v in flatten(new).items() if not k.startswith(DERIVED)}
     return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after))
             if before.get(k) != after.get(k)}

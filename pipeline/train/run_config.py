@@ -40,6 +40,7 @@ class LossKeys:
     critic_steps: int
     optim: dict[str, Any]  # the optimiser's name and keyword arguments
     lr_decay: Any  # null, or {start, end, final}
+    mode_seeking: float  # weight of the generator's mode-seeking term (wavegan.losses.mode_seeking_loss); 0 = off
 
 
 @dataclass
@@ -101,6 +102,10 @@ LOSSES: dict[str, type[LossKeys]] = {"wgan-gp": WganGpLoss, "wgan": WganLoss, "d
 _VIEWS: dict[str, type[LossKeys]] = {"wgan-gp": WganGpKeys, "wgan": WganKeys, "dcgan": R1Keys, "lsgan": R1Keys}
 
 
+# Loss keys added after runs were stored, with the value those runs trained with (the model's: wavegan.config.LEGACY)
+LEGACY_LOSS = {"mode_seeking": 0.0}
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """What the step reads of ``conf/loss/<name>.yaml``. ``gp_weight`` exists for wgan-gp only, ``clip`` for wgan
@@ -114,10 +119,11 @@ class LossConfig:
     lr_decay: tuple[int, int, float] | None  # (start, end, final) of loss.lr_decay
     r1_weight: float | None
     r1_every: int | None
+    mode_seeking: float
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LossConfig:
-        section = _group(cfg, "loss")
+        section = {**LEGACY_LOSS, **_group(cfg, "loss")}
         name = section.get("name")
         if name not in _VIEWS:
             raise ConfigError(f"loss.name={name!r}: expected one of {', '.join(_VIEWS)} (loss=<name> selects one)")
@@ -128,9 +134,12 @@ class LossConfig:
         if r1_weight is not None and (r1_weight < 0 or r1_every < 1):
             raise ConfigError(f"loss.r1_weight={r1_weight}, loss.r1_every={r1_every}: the weight must be >= 0 "
                               "(0 = off) and the interval >= 1 critic step")
+        if loss.mode_seeking < 0:
+            raise ConfigError(f"loss.mode_seeking={loss.mode_seeking}: the weight must be >= 0 (0 = off)")
         return cls(name=name, critic_steps=loss.critic_steps, optim=loss.optim,
                    gp_weight=getattr(loss, "gp_weight", None), clip=getattr(loss, "clip", None),
-                   lr_decay=_lr_decay(loss.lr_decay), r1_weight=r1_weight, r1_every=r1_every)
+                   lr_decay=_lr_decay(loss.lr_decay), r1_weight=r1_weight, r1_every=r1_every,
+                   mode_seeking=float(loss.mode_seeking))
 
 
 def _lr_decay(decay: Any) -> tuple[int, int, float] | None:

@@ -18,7 +18,15 @@ from pipeline.train.run_config import LossConfig, StepSettings
 from pipeline.train.state import TrainState, derived_seed, unwrap
 from wavegan.ema import ema_update
 from wavegan.latents import sample_latents
-from wavegan.losses import clip_weights, critic_loss, generator_loss, lr_factor, scale_lr
+from wavegan.losses import (
+    clip_weights,
+    critic_loss,
+    generator_loss,
+    lr_factor,
+    mode_seeking_loss,
+    pair_labels,
+    scale_lr,
+)
 
 AMP_MODES = ("none", "bf16")
 BF16_REFUSED = (
@@ -63,6 +71,7 @@ class IterationConfig:
     lr_decay: tuple[int, int, float] | None = None  # loss.lr_decay (start, end, final); None = constant lr
     r1_weight: float = 0.0  # R1 on real clips (dcgan / lsgan); 0 = off
     r1_every: int = 1  # lazy R1: every k-th critic step of the run, weighted k x
+    mode_seeking: float = 0.0  # weight of the generator's mode-seeking term; 0 = off
 
     @classmethod
     def from_config(cls, cfg: dict) -> IterationConfig:
@@ -81,6 +90,7 @@ class IterationConfig:
             lr_decay=loss.lr_decay,
             r1_weight=loss.r1_weight or 0.0,
             r1_every=loss.r1_every or 1,
+            mode_seeking=loss.mode_seeking,
         )
 
 
@@ -148,6 +158,8 @@ def generator_step(state: TrainState, z: Tensor, fake_labels: Tensor | None, cfg
     with autocast(cfg.amp, z.device):
         fake = G(z, fake_labels)
         loss_g, _ = generator_loss(cfg.loss, D, fake.float(), fake_labels)
+        if cfg.mode_seeking:  # fake_labels are paired (train_iteration)
+            loss_g = loss_g + cfg.mode_seeking * mode_seeking_loss(fake.float(), z)
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.float().backward()
     state.opt_g.step()
@@ -193,6 +205,8 @@ def train_iteration(state: TrainState, batches: Iterator[tuple[Tensor, Tensor]],
 
     draws = Draws(cfg, state.step, cfg.critic_steps, rank, world_size, device)
     fake_labels = draws.labels(gan.num_classes)  # drawn before the latents (the order of earlier versions)
+    if cfg.mode_seeking and fake_labels is not None:  # this rank's share is even: its pairs are the global batch's
+        fake_labels = pair_labels(fake_labels)
     stats["g_loss"] = generator_step(state, draws.latents(gan.latent_dim), fake_labels, cfg)
     state.step += 1
     stats["data_wait_s"] = torch.tensor(data_wait)

@@ -5,7 +5,8 @@ weights and phase-shuffle shifts are drawn for the global batch and sliced per r
 difference is the gradient all-reduce. Each rank gets its half of the same real batch (and, for a
 class-conditional model, of its labels); the generator step's fake labels are drawn like the latents.
 The generator EMA is on: every rank keeps its own copy, and all of them must equal the single process's.
-The unconditional case trains WGAN-GP, the conditional one the non-saturating loss with R1 on the real clips.
+The unconditional case trains WGAN-GP, the conditional one the non-saturating loss with R1 on the real clips
+and the generator's mode-seeking term.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ LOSS = dict(name="wgan-gp", gp_weight=10.0, critic_steps=2, optim=dict(name="ada
 BATCH = 4
 CFG = IterationConfig(loss="wgan-gp", critic_steps=2, gp_weight=10.0, clip=0.01, global_batch=BATCH, seed=3,
                       ema_decay=0.5)
-# the conditional case trains the other objective: non-saturating loss with R1 on the real clips
-CONDITIONAL_CFG = dataclasses.replace(CFG, loss="dcgan", r1_weight=1.0, r1_every=1)
+# the conditional case trains the other objective: non-saturating loss with R1 on the real clips, and the mode-seeking
+# term (its pairs of latents share a label, and each rank's share holds whole pairs)
+CONDITIONAL_CFG = dataclasses.replace(CFG, loss="dcgan", r1_weight=1.0, r1_every=1, mode_seeking=1.0)
 
 
 def real_batches(critic_steps: int, num_classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -110,3 +110,6 @@ def test_r1_settings_are_checked_and_belong_to_the_non_wasserstein_losses():
         LossConfig.from_config({"loss": loss})
     wgan = {"name": "wgan-gp", "critic_steps": 5, "optim": {}, "gp_weight": 10.0, "lr_decay": None}
     assert LossConfig.from_config({"loss": wgan}).r1_weight is None
+    assert LossConfig.from_config({"loss": wgan}).mode_seeking == 0.0  # a config stored before the key: off
+    with pytest.raises(ConfigError, match=r"loss.mode_seeking=-1.0: the weight must be >= 0"):
+        LossConfig.from_config({"loss": {**wgan, "mode_seeking": -1.0}})

@@ -90,3 +90,16 @@ def test_the_same_rules_on_object_storage(tmp_path):
     with pytest.raises(ConfigError, match="model.dim: 8 -> 4"):
         plan_start(config_for(storage, "model.dim=4"))
     assert plan_start(config_for(storage, "train.resume=never"))[1].run_name == "tiny-2"
+
+
+def test_a_run_stored_before_a_key_existed_compares_with_the_value_it_trained_with():
+    """loss.mode_seeking (issue 39) did not exist before: such a run trained without it (0.0), and resumes as it
+    was; model.label_embedding absent is the normal embedding those runs had, so the new default is a change."""
+    from pipeline.train.resume import differences
+
+    new = compose(["preset=tiny"])
+    old = json.loads(json.dumps(new))
+    del old["loss"]["mode_seeking"]
+    assert differences(old, new) == {}
+    del old["model"]["label_embedding"]
+    assert differences(old, new) == {"model.label_embedding": ("normal", new["model"]["label_embedding"])}

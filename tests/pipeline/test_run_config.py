@@ -85,3 +85,6 @@ def test_a_split_smaller_than_a_global_batch_or_a_batch_the_workers_do_not_divid
         prepare(compose("preset=tiny", f"data.dir={tone_shards}", f"train.batch_size={train + 1}"))
     with pytest.raises(ConfigError, match=r"train.batch_size=8 must split evenly over cluster.num_workers=3"):
         prepare(compose("preset=tiny", f"data.dir={tone_shards}", "cluster.num_workers=3"))
+    with pytest.raises(ConfigError, match=r"loss.mode_seeking pairs each worker's clips two by two, but "
+                                          r"train.batch_size=8 over cluster.num_workers=8 gives 1 a worker"):
+        prepare(compose("preset=tiny", f"data.dir={tone_shards}", "cluster.num_workers=8", "loss.mode_seeking=1"))

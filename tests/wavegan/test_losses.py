@@ -14,6 +14,8 @@ from wavegan.losses import (
     generator_loss,
     gradient_penalty,
     lr_factor,
+    mode_seeking_loss,
+    pair_labels,
     scale_lr,
 )
 from wavegan.models import WaveGANDiscriminator
@@ -203,3 +205,28 @@ def test_r1_penalty_is_half_gamma_times_the_squared_gradient_on_real_clips():
         (loss - plain).backward()  # the penalty's gradient reaches D's weights: d(2 ||w||^2)/dw = 4 w
         torch.testing.assert_close(D.w.grad, 4.0 * w)
     assert "r1_penalty" not in critic_loss("dcgan", D, real, fake)[1]
+
+
+def test_mode_seeking_grows_when_two_latents_of_a_pair_give_one_sound_and_ignores_phase():
+    """Pairs (0, 1), (2, 3): a pair of one clip costs 1/eps; a pair whose clips differ only in phase (a sine and its
+    quarter-period shift) sounds alike and costs several times what a pair of different notes does."""
+    t = torch.arange(16384) / 16000.0
+    a, a_shifted, b = (torch.sin(2 * torch.pi * f * t + p) * 0.5 for f, p in ((440, 0), (440, torch.pi / 2),
+                                                                              (660, 0)))
+    z = torch.rand(2, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    one_sound = mode_seeking_loss(torch.stack([a, a])[:, None], z)
+    phase_only = mode_seeking_loss(torch.stack([a, a_shifted])[:, None], z)
+    two_notes = mode_seeking_loss(torch.stack([a, b])[:, None], z)
+    assert float(one_sound) == pytest.approx(1e5)
+    assert float(phase_only) > 5 * float(two_notes)  # measured 15.2 against 2.0
+    # waveforms that differ by as much as the notes do (L1), but by phase, would score like two notes
+    assert (a - a_shifted).abs().mean() > 0.5 * (a - b).abs().mean()
+    # the term reaches the generator: its gradient pushes the pair's clips apart
+    x = torch.stack([a, b])[:, None].clone().requires_grad_(True)
+    mode_seeking_loss(x, z).backward()
+    assert x.grad.abs().sum() > 0
+    assert pair_labels(torch.tensor([3, 1, 4, 1])).tolist() == [3, 3, 4, 4]
+    with pytest.raises(ValueError, match="a batch of 3 is odd"):
+        pair_labels(torch.tensor([3, 1, 4]))
+    with pytest.raises(ValueError, match="even batch"):
+        mode_seeking_loss(torch.zeros(3, 1, 16384), torch.zeros(3, 8))
