@@ -74,11 +74,16 @@ lint: setup ## ruff check over the whole tree (rules in pyproject.toml [tool.ruf
 test-deps: # what the tests need from Debian: SYSTEM_PKGS, a headless browser (compare page test) and the soundfont renderer (instruments set), not for the demo; npm for the web page
 	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS="$(SYSTEM_PKGS) $(BROWSER_PKGS) $(AUDIO_PKGS) npm"
 
-test: setup test-deps $(WEB_NPM) lint ## run lint, then the whole test suite (the command CI runs)
-	$(PY) -m pytest $(ARGS)
+# Two pytest processes: the tests that start Ray take one, one at a time, the rest the other (tests/ray_group.py).
+# TEST_PROCS=0 runs the suite in this process, in file order.
+TEST_PROCS ?= 2
+PYTEST     := $(PY) -m pytest $(if $(filter-out 0,$(TEST_PROCS)),-n $(TEST_PROCS))
+
+test: setup test-deps $(WEB_NPM) lint ## run lint, then the whole test suite (the command CI runs; TEST_PROCS=0: one process)
+	$(PYTEST) $(ARGS)
 
 test-fast: setup $(WEB_NPM) ## run the tests not marked slow
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 demo-data: setup ## make demo datasets: DEMO_KIND=auto|digits|tones|instruments (auto picks digits when espeak-ng exists; instruments needs fluidsynth fluid-soundfont-gm)
 	$(PY) -m data_prep.demo_data --kind $(DEMO_KIND) $(if $(filter auto,$(DEMO_KIND)),,--out $(DEMO_DIR)/$(DEMO_KIND)) $(ARGS)
