@@ -12,7 +12,8 @@ from tests.conftest import ROOT
 
 def test_the_dry_run_prints_one_composable_training_command_per_recipe_and_seed(tone_shards, tmp_path):
     out = subprocess.run([sys.executable, "-m", "scripts.recipe_comparison", "--dry-run", "--work-dir", str(tmp_path),
-                          "--data-dir", str(tone_shards), "--seeds", "0,1", "--parallel", "2"], cwd=ROOT,
+                          "--data-dir", str(tone_shards), "--seeds", "0,1", "--parallel", "2",
+                          "--recipes", ",".join(RECIPES)], cwd=ROOT,
                          capture_output=True, text=True, check=True, timeout=300).stdout
     commands = [line.split()[2:] for line in out.splitlines() if line.startswith("-m pipeline.train")]
     assert len(commands) == 2 * len(RECIPES)
