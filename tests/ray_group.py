@@ -6,18 +6,37 @@ newest ``ray start`` cluster of the machine, and Ray's state API refuses to choo
 takes the rest (models, metrics, shards, the web page in Chromium), which never starts Ray. A scheduler of our own
 rather than ``--dist loadgroup``: xdist 3.8 marks a group by rewriting ``item._nodeid``, which pytest 9 no longer
 reads (the groups are silently ignored).
+
+The Ray process's share is what bounds the suite's wall time (19.3 of its 19.5 minutes on 2026-12-07, the other
+process busy 3.5 of them), so the files in the Ray folders that never start Ray (``RAY_FREE``: watched for a Ray
+process while they ran alone, none appeared) run on the other process. A test there that takes a fixture which
+starts Ray is refused at collection.
 """
 
 from __future__ import annotations
 
 import pytest
 
-STARTS_RAY = ("tests/pipeline/", "tests/cluster/", "tests/test_cli.py", "tests/data_prep/test_ray_engine.py",
-              "tests/common/test_private_api.py")
+STARTS_RAY = ("tests/pipeline/", "tests/cluster/", "tests/data_prep/test_ray_engine.py")
+RAY_FREE = ("tests/cluster/test_manifests.py", "tests/cluster/test_mlflow_manifest.py", "tests/pipeline/test_bench.py",
+            "tests/pipeline/test_conditional.py", "tests/pipeline/test_ddp_equivalence.py",
+            "tests/pipeline/test_directions.py", "tests/pipeline/test_ema.py", "tests/pipeline/test_evaluate.py",
+            "tests/pipeline/test_safe_format.py")
+# fixtures that start Ray, or (classifier_store) a session fixture of the Ray tests that another process would rebuild
+RAY_FIXTURES = {"trained", "local_cluster", "local_ray", "classifier_store"}
 
 
 def starts_ray(nodeid: str) -> bool:
-    return nodeid.startswith(STARTS_RAY)
+    return nodeid.startswith(STARTS_RAY) and not nodeid.startswith(RAY_FREE)
+
+
+def pytest_collection_modifyitems(items):
+    misplaced = [item.nodeid for item in items
+                 if not starts_ray(item.nodeid) and RAY_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if misplaced:
+        raise pytest.UsageError(f"{misplaced[0]} (and {len(misplaced) - 1} more) takes a fixture that starts Ray "
+                                f"({', '.join(sorted(RAY_FIXTURES))}) but runs beside the Ray tests: take its file "
+                                "out of tests/ray_group.py's RAY_FREE, or put it under STARTS_RAY")
 
 
 @pytest.hookimpl(optionalhook=True)
