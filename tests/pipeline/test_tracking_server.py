@@ -121,7 +121,7 @@ def test_two_workers_on_a_damaged_shard_survive_a_tracking_outage(postgres, tone
     logs, once per interval, keeps what the server did not take beside the checkpoints, the driver sends it, so
     nothing is lost or duplicated across the outage, the corrupt samples are counted over both ranks,
     previews are named by label, and the generator is registered with its label names, then generates by label.
-    (One run checks all of this: every `pipeline.train` start costs about 100 s of Ray start-up on two cores.)"""
+    (One run checks all of this: every `pipeline.train` start costs about 30 s before its first step on two cores.)"""
     shards = damaged_copy(tone_shards, tmp_path / "shards")
     labels = label_names(read_manifest(str(shards)))  # the notes, id -> name
     server = MlflowServer(postgres, tmp_path / "artifacts", tmp_path / "mlflow-server.log")

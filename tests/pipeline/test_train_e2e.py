@@ -52,7 +52,7 @@ def test_lost_driver_then_lost_worker_resume_the_same_run(tone_shards, classifie
     worker group from the newest checkpoint, and the run ends at its last step, registering its best-scoring
     checkpoint (registry.checkpoint=best): keeping one checkpoint, Ray kept the best next to the latest through
     both restarts. (One scenario, because every
-    `pipeline.train` start costs about 100 s of Ray start-up on two cores.)"""
+    `pipeline.train` start costs about 30 s before its first step on two cores.)"""
     uri = store_with_classifier(classifier_store, tmp_path)  # make classifier: the stage before training's evaluation
     storage, log = tmp_path / "ray", tmp_path / "first.log"
     cmd = train_command(tone_shards, storage, uri, "cluster.num_workers=2", "train.steps=60", "eval=cpu",
