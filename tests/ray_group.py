@@ -11,7 +11,7 @@ The Ray process's share is what bounds the suite's wall time (19.3 of its 19.5 m
 process busy 3.5 of them), so the files in the Ray folders that never start Ray (``RAY_FREE``: watched for a Ray
 process while they ran alone, none appeared) run on the other process. A test there that takes a fixture which
 starts Ray is refused at collection. And the other process runs at nice 10: it has time to spare (done after 13 of
-the 19 minutes), the Ray tests have none, and on two cores they slowed by 10-30% beside it at the same priority.
+the 19 minutes), the Ray tests have none, and on two cores they slowed by 5-30% beside it at the same priority.
 """
 
 from __future__ import annotations
